@@ -1,0 +1,219 @@
+//! Decides, in one place, what an unsuccessful answer means for the job and
+//! for the run. Pure: no I/O, unit-tested below.
+
+use std::time::Duration;
+
+/// What a failed request means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Safe to try again after a pause: the request provably did not take
+    /// effect (not sent, 429, 503), or it was a read (polling).
+    Transient,
+    /// A submission that may have been accepted: retrying could pay twice.
+    Ambiguous,
+    /// Final for this row: invalid input or moderation. Never retried.
+    RowFinal,
+    /// Final for the whole run: a key or balance problem. Stop submitting.
+    Fatal,
+}
+
+/// Which endpoint answered: a failed submission is riskier to retry than
+/// a failed read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Submit,
+    TaskResult,
+}
+
+/// Reasons that mean the key or the account is unusable.
+const FATAL_REASONS: [&str; 5] = [
+    "FAILED_TO_AUTH",
+    "INVALID_API_KEY",
+    "ACCESS_DENY",
+    "NOT_ENOUGH_BALANCE",
+    "BILLING_BALANCE_NOT_ENOUGH",
+];
+
+/// Reasons that mean this row will never be accepted as it is.
+const ROW_REASONS: [&str; 3] = [
+    "INVALID_REQUEST_BODY",
+    "ILLEGAL_PROMPT",
+    "ILLEGAL_IMAGE_CONTENT",
+];
+
+/// Classifies an HTTP error answer by its reason string first (the same
+/// condition comes with different statuses from sibling services), then by
+/// its status.
+pub fn classify_status(endpoint: Endpoint, status: u16, reason: Option<&str>) -> Failure {
+    let reason = reason.map(str::to_ascii_uppercase);
+    match reason.as_deref() {
+        Some(reason) if FATAL_REASONS.contains(&reason) => return Failure::Fatal,
+        Some(reason) if reason.contains("BALANCE") => return Failure::Fatal,
+        // Every row would fail the same way: the run is misconfigured.
+        Some("MODEL_NOT_FOUND") => return Failure::Fatal,
+        Some(reason) if ROW_REASONS.contains(&reason) => return Failure::RowFinal,
+        Some("RATE_LIMIT_EXCEEDED") | Some("SERVICE_NOT_AVAILABLE") => return Failure::Transient,
+        _ => {}
+    }
+    match status {
+        401 | 402 | 403 => Failure::Fatal,
+        // 408: the server gave up waiting for our request; 429: refused for
+        // rate; 503: refused for load. None of them ran the request.
+        408 | 429 | 503 => Failure::Transient,
+        500..=599 => match endpoint {
+            // The request reached the service and something broke: it may
+            // have been accepted before the error.
+            Endpoint::Submit => Failure::Ambiguous,
+            Endpoint::TaskResult => Failure::Transient,
+        },
+        _ => Failure::RowFinal,
+    }
+}
+
+/// Classifies a request that got no HTTP answer.
+pub fn classify_transport(endpoint: Endpoint, connect_failed: bool) -> Failure {
+    if connect_failed || endpoint == Endpoint::TaskResult {
+        Failure::Transient
+    } else {
+        // Sent, then timed out or the connection broke: unknown outcome.
+        Failure::Ambiguous
+    }
+}
+
+/// The longest `Retry-After` honoured; longer values are capped so that a
+/// bogus header cannot park a run for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// Parses `Retry-After`: delay-seconds (integer or decimal) or an HTTP date.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let delay = if let Ok(seconds) = value.parse::<f64>() {
+        (seconds.is_finite() && seconds >= 0.0)
+            .then(|| Duration::from_secs_f64(seconds.min(1e6)))?
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
+/// Pulls the provider's reason string out of an error body, whatever its
+/// exact shape (`{reason}`, `{code}`, or either under `error`).
+pub fn reason_from_body(body: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let candidates = [
+        value.get("reason"),
+        value.get("code"),
+        value.get("error").and_then(|error| error.get("reason")),
+        value.get("error").and_then(|error| error.get("code")),
+        value.get("error"),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .find(|text| {
+            !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Endpoint::*;
+    use Failure::*;
+
+    #[test]
+    fn key_and_balance_problems_are_fatal_whatever_the_status() {
+        assert_eq!(classify_status(Submit, 401, Some("FAILED_TO_AUTH")), Fatal);
+        assert_eq!(classify_status(Submit, 403, Some("INVALID_API_KEY")), Fatal);
+        assert_eq!(
+            classify_status(Submit, 403, Some("NOT_ENOUGH_BALANCE")),
+            Fatal
+        );
+        assert_eq!(
+            classify_status(Submit, 400, Some("BILLING_BALANCE_NOT_ENOUGH")),
+            Fatal
+        );
+        assert_eq!(classify_status(Submit, 402, None), Fatal);
+        assert_eq!(classify_status(TaskResult, 401, None), Fatal);
+        assert_eq!(classify_status(Submit, 404, Some("MODEL_NOT_FOUND")), Fatal);
+    }
+
+    #[test]
+    fn moderation_and_bad_input_are_final_for_the_row() {
+        assert_eq!(
+            classify_status(Submit, 400, Some("ILLEGAL_PROMPT")),
+            RowFinal
+        );
+        assert_eq!(
+            classify_status(Submit, 400, Some("illegal_image_content")),
+            RowFinal
+        );
+        assert_eq!(
+            classify_status(Submit, 400, Some("INVALID_REQUEST_BODY")),
+            RowFinal
+        );
+        assert_eq!(classify_status(Submit, 400, None), RowFinal);
+        assert_eq!(classify_status(Submit, 422, None), RowFinal);
+    }
+
+    #[test]
+    fn refusals_are_transient_and_server_errors_on_submit_are_ambiguous() {
+        assert_eq!(classify_status(Submit, 429, None), Transient);
+        assert_eq!(
+            classify_status(Submit, 429, Some("RATE_LIMIT_EXCEEDED")),
+            Transient
+        );
+        assert_eq!(
+            classify_status(Submit, 503, Some("SERVICE_NOT_AVAILABLE")),
+            Transient
+        );
+        assert_eq!(
+            classify_status(Submit, 500, Some("SERVICE_NOT_AVAILABLE")),
+            Transient
+        );
+        assert_eq!(classify_status(Submit, 500, None), Ambiguous);
+        assert_eq!(classify_status(Submit, 502, None), Ambiguous);
+        assert_eq!(classify_status(TaskResult, 500, None), Transient);
+        assert_eq!(classify_transport(Submit, true), Transient);
+        assert_eq!(classify_transport(Submit, false), Ambiguous);
+        assert_eq!(classify_transport(TaskResult, false), Transient);
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after(" 0.5 ", now),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn reasons_are_found_in_any_documented_shape() {
+        assert_eq!(
+            reason_from_body(r#"{"code":403,"reason":"INVALID_API_KEY","message":"x"}"#).as_deref(),
+            Some("INVALID_API_KEY")
+        );
+        assert_eq!(
+            reason_from_body(r#"{"code":"NOT_ENOUGH_BALANCE"}"#).as_deref(),
+            Some("NOT_ENOUGH_BALANCE")
+        );
+        assert_eq!(
+            reason_from_body(r#"{"error":{"reason":"ILLEGAL_PROMPT"}}"#).as_deref(),
+            Some("ILLEGAL_PROMPT")
+        );
+        assert_eq!(reason_from_body(r#"{"message":"bad"}"#), None);
+        assert_eq!(reason_from_body("<html>502</html>"), None);
+    }
+}

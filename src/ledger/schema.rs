@@ -1,0 +1,180 @@
+//! The ledger's schema and its versioned migrations. A migration, once
+//! released, is never edited: schema changes are new entries at the end.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode};
+
+use super::{LedgerError, Result};
+
+/// `PRAGMA application_id` of a pixbatch ledger ("PXBT"), so another
+/// program's SQLite file is recognized and left alone.
+const APPLICATION_ID: i64 = 0x5058_4254;
+
+/// Each entry brings the schema from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: jobs, the task history and settings.
+    "
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE jobs (
+        job_id              TEXT PRIMARY KEY,
+        manifest_row        INTEGER,
+        manifest_line       INTEGER NOT NULL,
+        seen_generation     INTEGER NOT NULL,
+        input_json          TEXT NOT NULL,
+        request_json        TEXT NOT NULL,
+        request_hash        TEXT NOT NULL,
+        edited_request_json TEXT,
+        edited_request_hash TEXT,
+        state               TEXT NOT NULL,
+        attempts            INTEGER NOT NULL DEFAULT 0,
+        task_id             TEXT,
+        remote_status       TEXT,
+        progress            INTEGER,
+        error_kind          TEXT,
+        error_message       TEXT,
+        error_body          TEXT,
+        video_url           TEXT,
+        video_expires_at    INTEGER,
+        file_name           TEXT,
+        bytes               INTEGER,
+        sha256              TEXT,
+        created_at          INTEGER NOT NULL,
+        updated_at          INTEGER NOT NULL,
+        submitted_at        INTEGER,
+        finished_at         INTEGER,
+        downloaded_at       INTEGER
+    );
+    CREATE INDEX jobs_by_state ON jobs (state, manifest_row);
+    CREATE INDEX jobs_by_row ON jobs (manifest_row);
+    CREATE TABLE tasks (
+        task_id      TEXT NOT NULL,
+        job_id       TEXT NOT NULL,
+        submitted_at INTEGER NOT NULL
+    );
+    CREATE INDEX tasks_by_job ON tasks (job_id);
+    ",
+];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Checks that the database is a pixbatch ledger (or empty), sets the
+/// durability pragmas and applies any migrations not yet applied.
+pub fn prepare(conn: &Connection, path: &Path) -> Result<()> {
+    let not_sqlite = |error: rusqlite::Error| match error.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+            LedgerError::NotSqlite {
+                path: path.to_owned(),
+            }
+        }
+        _ => LedgerError::Open {
+            path: path.to_owned(),
+            source: error,
+        },
+    };
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(not_sqlite)?;
+    let application_id: i64 = conn
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .map_err(not_sqlite)?;
+    let n_objects: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_master", [], |row| row.get(0))
+        .map_err(not_sqlite)?;
+    if application_id != APPLICATION_ID && !(application_id == 0 && n_objects == 0) {
+        return Err(LedgerError::Foreign {
+            path: path.to_owned(),
+        });
+    }
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(LedgerError::TooNew {
+            path: path.to_owned(),
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+
+    // WAL lets `status` read while a run writes. synchronous=FULL makes each
+    // commit durable before it returns: a task id the API handed us must
+    // survive a power cut, and commits are few (a handful per job).
+    let _mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_database_is_migrated_and_stamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let conn = Connection::open(&path).unwrap();
+        prepare(&conn, &path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // Preparing twice is a no-op.
+        prepare(&conn, &path).unwrap();
+    }
+
+    #[test]
+    fn foreign_and_broken_files_are_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let foreign = dir.path().join("other.db");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE songs (title TEXT)")
+            .unwrap();
+        let before = std::fs::read(&foreign).unwrap();
+        let conn = Connection::open(&foreign).unwrap();
+        assert!(matches!(
+            prepare(&conn, &foreign),
+            Err(LedgerError::Foreign { .. })
+        ));
+        drop(conn);
+        assert_eq!(std::fs::read(&foreign).unwrap(), before);
+
+        let garbage = dir.path().join("garbage.db");
+        std::fs::write(&garbage, vec![7u8; 8192]).unwrap();
+        let conn = Connection::open(&garbage).unwrap();
+        assert!(matches!(
+            prepare(&conn, &garbage),
+            Err(LedgerError::NotSqlite { .. })
+        ));
+        assert_eq!(std::fs::read(&garbage).unwrap(), vec![7u8; 8192]);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let conn = Connection::open(&path).unwrap();
+        prepare(&conn, &path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(matches!(
+            prepare(&conn, &path),
+            Err(LedgerError::TooNew { .. })
+        ));
+    }
+}

@@ -1,0 +1,885 @@
+//! Turns a raw manifest row into a `JobSpec`, or into every problem it has.
+//! This is the only place the API's input rules are checked; everything
+//! downstream takes a `JobSpec` and trusts it.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::Value;
+use url::Url;
+
+use crate::job::{JobId, JobSpec, VideoRequest, hashed_job_id};
+use crate::manifest::{Cell, Problem, RawRow};
+
+pub const MAX_PROMPT_CHARS: usize = 2500;
+pub const MAX_IMAGE_BYTES: u64 = 10 * 1024 * 1024;
+pub const MIN_IMAGE_SIDE: u32 = 300;
+pub const DURATION_RANGE: std::ops::RangeInclusive<i64> = 1..=15;
+pub const DEFAULT_DURATION: u32 = 5;
+pub const RESOLUTIONS: [&str; 4] = ["360p", "540p", "720p", "1080p"];
+pub const DEFAULT_RESOLUTION: &str = "720p";
+pub const DEFAULT_THINKING_TYPE: &str = "auto";
+const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// What validation needs to know beyond the row itself.
+#[derive(Debug, Clone)]
+pub struct ValidationContext {
+    /// Local image paths are relative to this folder (the manifest's).
+    pub manifest_dir: PathBuf,
+    /// When set, local image paths are sent as URLs under this base.
+    pub image_base_url: Option<Url>,
+}
+
+/// The API fields a column can name, matched without regard to case or
+/// surrounding whitespace. Any other column is carried along, not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Id,
+    Image,
+    Prompt,
+    Duration,
+    CfgScale,
+    Resolution,
+    Seed,
+    ThinkingType,
+    NegativePrompt,
+    GenerateAudio,
+}
+
+impl Field {
+    fn from_column(name: &str) -> Option<Field> {
+        Some(match name.trim().to_ascii_lowercase().as_str() {
+            "id" => Field::Id,
+            "image" => Field::Image,
+            "prompt" => Field::Prompt,
+            "duration" => Field::Duration,
+            "cfg_scale" => Field::CfgScale,
+            "resolution" => Field::Resolution,
+            "seed" => Field::Seed,
+            "thinking_type" => Field::ThinkingType,
+            "negative_prompt" => Field::NegativePrompt,
+            "generate_audio_switch" | "generate_audio" => Field::GenerateAudio,
+            _ => return None,
+        })
+    }
+}
+
+/// Collects the problems of one row as its cells are checked.
+struct RowCheck<'a> {
+    line: u64,
+    problems: Vec<Problem>,
+    cells: Vec<(Field, &'a Cell)>,
+}
+
+impl<'a> RowCheck<'a> {
+    fn problem(&mut self, cell: &Cell, rule: &'static str, message: impl Into<String>) {
+        self.problems
+            .push(Problem::new(self.line, rule, message).at_column(cell.index, &cell.name));
+    }
+
+    fn new(row: &'a RawRow) -> RowCheck<'a> {
+        let mut check = RowCheck {
+            line: row.line,
+            problems: Vec::new(),
+            cells: Vec::new(),
+        };
+        for cell in &row.cells {
+            let Some(field) = Field::from_column(&cell.name) else {
+                continue;
+            };
+            if let Some((_, first)) = check.cells.iter().find(|(seen, _)| *seen == field) {
+                let message = format!("this column means the same as {:?}; keep one", first.name);
+                check.problem(cell, "column-duplicate", message);
+            } else {
+                check.cells.push((field, cell));
+            }
+        }
+        check
+    }
+
+    /// The cell for `field`, unless it is absent or blank.
+    fn cell(&self, field: Field) -> Option<&'a Cell> {
+        self.cells
+            .iter()
+            .find(|(seen, _)| *seen == field)
+            .map(|(_, cell)| *cell)
+            .filter(|cell| !is_blank(&cell.value))
+    }
+
+    fn text(&mut self, field: Field, rule: &'static str) -> Option<String> {
+        let cell = self.cell(field)?;
+        match &cell.value {
+            Value::String(text) => Some(text.trim().to_owned()),
+            Value::Number(number) => Some(number.to_string()),
+            other => {
+                self.problem(cell, rule, format!("must be text, got {other}"));
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, field: Field, rule: &'static str, what: &str) -> Option<i64> {
+        let cell = self.cell(field)?;
+        let parsed = match &cell.value {
+            Value::Number(number) => number
+                .as_i64()
+                .or_else(|| number.as_f64().and_then(whole_number)),
+            Value::String(text) => parse_integer(text),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.problem(
+                cell,
+                rule,
+                format!("{what} must be a whole number, got {}", shown(&cell.value)),
+            );
+        }
+        parsed
+    }
+
+    fn number(&mut self, field: Field, rule: &'static str, what: &str) -> Option<f64> {
+        let cell = self.cell(field)?;
+        let parsed = match &cell.value {
+            Value::Number(number) => number.as_f64(),
+            Value::String(text) => text.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.problem(
+                cell,
+                rule,
+                format!("{what} must be a number, got {}", shown(&cell.value)),
+            );
+        }
+        parsed
+    }
+
+    fn boolean(&mut self, field: Field, rule: &'static str) -> Option<bool> {
+        let cell = self.cell(field)?;
+        let parsed = match &cell.value {
+            Value::Bool(flag) => Some(*flag),
+            Value::Number(number) => match number.as_f64() {
+                Some(n) if n == 1.0 => Some(true),
+                Some(n) if n == 0.0 => Some(false),
+                _ => None,
+            },
+            Value::String(text) => parse_bool(text),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.problem(
+                cell,
+                rule,
+                format!(
+                    "must be true/false, yes/no or 1/0, got {}",
+                    shown(&cell.value)
+                ),
+            );
+        }
+        parsed
+    }
+}
+
+fn is_blank(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(text) => text.trim().is_empty(),
+        _ => false,
+    }
+}
+
+/// A value as the user wrote it, shortened for messages.
+fn shown(value: &Value) -> String {
+    let text = match value {
+        Value::String(text) => format!("{text:?}"),
+        other => other.to_string(),
+    };
+    if text.chars().count() > 60 {
+        let head: String = text.chars().take(57).collect();
+        format!("{head}...")
+    } else {
+        text
+    }
+}
+
+fn whole_number(number: f64) -> Option<i64> {
+    (number.is_finite() && number.fract() == 0.0 && number.abs() < 9.0e15).then_some(number as i64)
+}
+
+/// Integers as spreadsheets write them: `5`, ` 5 `, `5.0`, `+5`.
+pub fn parse_integer(text: &str) -> Option<i64> {
+    let text = text.trim();
+    text.parse::<i64>()
+        .ok()
+        .or_else(|| text.parse::<f64>().ok().and_then(whole_number))
+}
+
+/// Booleans in any case: true/false, yes/no, 1/0.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" | "1.0" => Some(true),
+        "false" | "no" | "0" | "0.0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Checks one row against every rule and returns the job it describes, or
+/// every problem found in it.
+pub fn validate_row(row: &RawRow, context: &ValidationContext) -> Result<JobSpec, Vec<Problem>> {
+    let mut check = RowCheck::new(row);
+
+    let explicit_id = check.text(Field::Id, "id-text");
+
+    let image = match check.cell(Field::Image) {
+        None => {
+            check.problems.push(Problem::new(
+                row.line,
+                "image-required",
+                "the image column is required (an http(s) URL of a .jpg/.jpeg/.png file)",
+            ));
+            None
+        }
+        Some(cell) => match &cell.value {
+            Value::String(text) => match resolve_image(text.trim(), context) {
+                Ok(url) => Some(url),
+                Err((rule, message)) => {
+                    check.problem(cell, rule, message);
+                    None
+                }
+            },
+            other => {
+                check.problem(
+                    cell,
+                    "image-text",
+                    format!("must be a URL or path, got {other}"),
+                );
+                None
+            }
+        },
+    };
+
+    let prompt = check.text(Field::Prompt, "prompt-text");
+    if prompt.is_none() && check.cell(Field::Prompt).is_none() {
+        check.problems.push(Problem::new(
+            row.line,
+            "prompt-required",
+            "the prompt column is required and must not be empty",
+        ));
+    }
+    if let Some(prompt) = &prompt {
+        check_length(&mut check, Field::Prompt, prompt, "prompt-length");
+    }
+    let negative_prompt = check.text(Field::NegativePrompt, "negative-prompt-text");
+    if let Some(negative) = &negative_prompt {
+        check_length(
+            &mut check,
+            Field::NegativePrompt,
+            negative,
+            "negative-prompt-length",
+        );
+    }
+
+    let duration = check.integer(Field::Duration, "duration-type", "duration");
+    if let Some(duration) = duration
+        && !DURATION_RANGE.contains(&duration)
+    {
+        let cell = check
+            .cell(Field::Duration)
+            .expect("a parsed duration has a cell");
+        check.problem(
+            cell,
+            "duration-range",
+            format!("duration must be 1 to 15 seconds, got {duration}"),
+        );
+    }
+
+    let cfg_scale = check.number(Field::CfgScale, "cfg-scale-type", "cfg_scale");
+    if let Some(cfg_scale) = cfg_scale
+        && !(0.0..=1.0).contains(&cfg_scale)
+    {
+        let cell = check
+            .cell(Field::CfgScale)
+            .expect("a parsed cfg_scale has a cell");
+        check.problem(
+            cell,
+            "cfg-scale-range",
+            format!("cfg_scale must be from 0 to 1, got {cfg_scale}"),
+        );
+    }
+
+    let resolution = check
+        .text(Field::Resolution, "resolution-value")
+        .map(|text| text.to_ascii_lowercase());
+    if let Some(resolution) = &resolution
+        && !RESOLUTIONS.contains(&resolution.as_str())
+    {
+        let cell = check
+            .cell(Field::Resolution)
+            .expect("a parsed resolution has a cell");
+        check.problem(
+            cell,
+            "resolution-value",
+            format!(
+                "resolution must be one of {}, got {resolution:?}",
+                RESOLUTIONS.join(", ")
+            ),
+        );
+    }
+
+    let seed = check.integer(Field::Seed, "seed-type", "seed");
+    let thinking_type = check.text(Field::ThinkingType, "thinking-type-text");
+    let generate_audio_switch = check.boolean(Field::GenerateAudio, "generate-audio-type");
+
+    if !check.problems.is_empty() {
+        return Err(check.problems);
+    }
+    let (Some(image), Some(prompt)) = (image, prompt) else {
+        unreachable!("a missing image or prompt is always a problem")
+    };
+    let request = VideoRequest {
+        image,
+        prompt,
+        duration: duration.map_or(DEFAULT_DURATION, |d| d as u32),
+        cfg_scale,
+        resolution: resolution.unwrap_or_else(|| DEFAULT_RESOLUTION.to_owned()),
+        seed,
+        thinking_type: thinking_type.unwrap_or_else(|| DEFAULT_THINKING_TYPE.to_owned()),
+        negative_prompt,
+        generate_audio_switch: generate_audio_switch.unwrap_or(false),
+    };
+    let job_id = match &explicit_id {
+        Some(id) => JobId(id.clone()),
+        None => hashed_job_id(&request),
+    };
+    Ok(JobSpec {
+        job_id,
+        explicit_id: explicit_id.is_some(),
+        line: row.line,
+        request,
+        input: row.input_map(),
+    })
+}
+
+fn check_length(check: &mut RowCheck<'_>, field: Field, text: &str, rule: &'static str) {
+    let n_chars = text.chars().count();
+    if n_chars > MAX_PROMPT_CHARS {
+        let cell = check.cell(field).expect("checked text has a cell");
+        check.problem(
+            cell,
+            rule,
+            format!("must be at most {MAX_PROMPT_CHARS} characters, has {n_chars}"),
+        );
+    }
+}
+
+type RuleError = (&'static str, String);
+
+/// The URL to send for an `image` cell: the URL itself, or a local file's
+/// path under `--image-base-url` after the file passed the image rules.
+fn resolve_image(text: &str, context: &ValidationContext) -> Result<String, RuleError> {
+    match Url::parse(text) {
+        // A one-letter "scheme" is a Windows drive letter: a local path.
+        Ok(url) if url.scheme().len() > 1 => check_image_url(url),
+        _ => {
+            let Some(base) = &context.image_base_url else {
+                return Err((
+                    "image-local-needs-base-url",
+                    format!(
+                        "{text:?} is not an http(s) URL; to send local files, host their folder and pass \
+                         --image-base-url URL (the path is appended to it)"
+                    ),
+                ));
+            };
+            let relative = local_image_path(text)?;
+            check_image_extension(&relative.to_string_lossy())?;
+            check_local_image(&context.manifest_dir.join(&relative))?;
+            let mut url = base.clone();
+            url.path_segments_mut()
+                .map_err(|()| {
+                    (
+                        "image-base-url",
+                        "--image-base-url cannot take a path".to_owned(),
+                    )
+                })?
+                .pop_if_empty()
+                .extend(
+                    relative
+                        .components()
+                        .map(|part| part.as_os_str().to_string_lossy()),
+                );
+            Ok(url.to_string())
+        }
+    }
+}
+
+fn check_image_url(url: Url) -> Result<String, RuleError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err((
+            "image-scheme",
+            format!(
+                "image URLs must start with http:// or https://, not {}:",
+                url.scheme()
+            ),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(("image-scheme", "the image URL has no host".to_owned()));
+    }
+    check_image_extension(url.path())?;
+    Ok(url.to_string())
+}
+
+fn check_image_extension(path: &str) -> Result<(), RuleError> {
+    let name = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase());
+    match ext {
+        Some(ext) if IMAGE_EXTENSIONS.contains(&ext.as_str()) => Ok(()),
+        _ => Err((
+            "image-extension",
+            format!("the image must be a .jpg, .jpeg or .png file, got {name:?}"),
+        )),
+    }
+}
+
+/// A local image path, relative and inside the manifest's folder.
+fn local_image_path(text: &str) -> Result<PathBuf, RuleError> {
+    let normalized = text.replace('\\', "/");
+    let path = Path::new(&normalized);
+    let mut relative = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => relative.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err((
+                    "image-path",
+                    format!(
+                        "local image paths must be relative and stay inside the manifest's folder \
+                         (they are appended to --image-base-url), got {text:?}"
+                    ),
+                ));
+            }
+        }
+    }
+    if relative.as_os_str().is_empty() || text.contains(':') {
+        return Err(("image-path", format!("{text:?} is not a usable image path")));
+    }
+    Ok(relative)
+}
+
+/// What the file's header says about a local image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub format: &'static str,
+    pub bytes: u64,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Reads a local image's format, size and dimensions from its header.
+pub fn read_image_info(path: &Path) -> Result<ImageInfo, RuleError> {
+    let missing = |error: std::io::Error| {
+        (
+            "image-file",
+            format!("cannot read {}: {error}", path.display()),
+        )
+    };
+    let metadata = std::fs::metadata(path).map_err(missing)?;
+    if !metadata.is_file() {
+        return Err(("image-file", format!("{} is not a file", path.display())));
+    }
+    let mut magic = [0u8; 8];
+    let n_read = File::open(path)
+        .and_then(|mut file| file.read(&mut magic))
+        .map_err(missing)?;
+    let format = if n_read >= 8 && magic == *b"\x89PNG\r\n\x1a\n" {
+        "png"
+    } else if n_read >= 3 && magic[..3] == [0xFF, 0xD8, 0xFF] {
+        "jpeg"
+    } else {
+        return Err((
+            "image-format",
+            format!(
+                "{} is not a PNG or JPEG file (checked its first bytes)",
+                path.display()
+            ),
+        ));
+    };
+    let size = imagesize::size(path).map_err(|error| {
+        (
+            "image-format",
+            format!("cannot read the dimensions of {}: {error}", path.display()),
+        )
+    })?;
+    let dimension = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    Ok(ImageInfo {
+        format,
+        bytes: metadata.len(),
+        width: dimension(size.width),
+        height: dimension(size.height),
+    })
+}
+
+/// The API's rules for image files: at most 10 MB, both sides at least
+/// 300 px, aspect ratio between 1:2.5 and 2.5:1 inclusive.
+pub fn check_image_info(info: &ImageInfo) -> Result<(), RuleError> {
+    if info.bytes > MAX_IMAGE_BYTES {
+        return Err((
+            "image-size",
+            format!(
+                "the image is {} bytes; the limit is 10 MB ({MAX_IMAGE_BYTES} bytes)",
+                info.bytes
+            ),
+        ));
+    }
+    if info.width < MIN_IMAGE_SIDE || info.height < MIN_IMAGE_SIDE {
+        return Err((
+            "image-dimensions",
+            format!(
+                "the image is {}x{} px; width and height must be at least {MIN_IMAGE_SIDE} px",
+                info.width, info.height
+            ),
+        ));
+    }
+    let (width, height) = (u64::from(info.width), u64::from(info.height));
+    if 2 * width > 5 * height || 2 * height > 5 * width {
+        return Err((
+            "image-aspect-ratio",
+            format!(
+                "the image is {}x{} px; its aspect ratio must be between 1:2.5 and 2.5:1",
+                info.width, info.height
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_local_image(path: &Path) -> Result<(), RuleError> {
+    check_image_info(&read_image_info(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn context() -> ValidationContext {
+        ValidationContext {
+            manifest_dir: PathBuf::from("."),
+            image_base_url: None,
+        }
+    }
+
+    fn row(cells: &[(&str, Value)]) -> RawRow {
+        RawRow {
+            line: 7,
+            cells: cells
+                .iter()
+                .enumerate()
+                .map(|(idx, (name, value))| Cell {
+                    index: idx + 1,
+                    name: (*name).to_owned(),
+                    value: value.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn with(extra: &[(&str, Value)]) -> RawRow {
+        let mut cells = vec![
+            ("image", json!("https://cdn.example.com/cat.png")),
+            ("prompt", json!("a cat")),
+        ];
+        cells.extend(extra.iter().cloned());
+        row(&cells)
+    }
+
+    fn rules(result: Result<JobSpec, Vec<Problem>>) -> Vec<&'static str> {
+        match result {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.into_iter().map(|problem| problem.rule).collect(),
+        }
+    }
+
+    fn check(extra: &[(&str, Value)]) -> Vec<&'static str> {
+        rules(validate_row(&with(extra), &context()))
+    }
+
+    #[test]
+    fn a_minimal_row_gets_the_defaults() {
+        let spec = validate_row(&with(&[]), &context()).unwrap();
+        assert_eq!(spec.request.duration, 5);
+        assert_eq!(spec.request.resolution, "720p");
+        assert_eq!(spec.request.thinking_type, "auto");
+        assert!(!spec.request.generate_audio_switch);
+        assert!(!spec.explicit_id);
+        assert!(spec.job_id.0.starts_with("h-"));
+        assert_eq!(spec.line, 7);
+    }
+
+    #[test]
+    fn prompt_length_counts_characters_not_bytes() {
+        let prompt = |text: String| {
+            rules(validate_row(
+                &row(&[
+                    ("image", json!("https://x.io/a.png")),
+                    ("prompt", json!(text)),
+                ]),
+                &context(),
+            ))
+        };
+        let at_limit = "é".repeat(2500);
+        assert!(at_limit.len() > 2500);
+        assert_eq!(prompt(at_limit), Vec::<&str>::new());
+        assert_eq!(prompt("é".repeat(2501)), ["prompt-length"]);
+        assert_eq!(
+            check(&[("negative_prompt", json!("🎬".repeat(2500)))]),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            check(&[("negative_prompt", json!("🎬".repeat(2501)))]),
+            ["negative-prompt-length"]
+        );
+    }
+
+    #[test]
+    fn prompt_is_required() {
+        let result = validate_row(
+            &row(&[
+                ("image", json!("https://x.io/a.png")),
+                ("prompt", json!("  ")),
+            ]),
+            &context(),
+        );
+        assert_eq!(rules(result), ["prompt-required"]);
+        let result = validate_row(&row(&[("image", json!("https://x.io/a.png"))]), &context());
+        assert_eq!(rules(result), ["prompt-required"]);
+    }
+
+    #[test]
+    fn duration_boundaries() {
+        assert_eq!(check(&[("duration", json!("0"))]), ["duration-range"]);
+        assert_eq!(check(&[("duration", json!("1"))]), Vec::<&str>::new());
+        assert_eq!(check(&[("duration", json!("15"))]), Vec::<&str>::new());
+        assert_eq!(check(&[("duration", json!("16"))]), ["duration-range"]);
+        assert_eq!(check(&[("duration", json!(16))]), ["duration-range"]);
+        assert_eq!(check(&[("duration", json!("-1"))]), ["duration-range"]);
+        assert_eq!(check(&[("duration", json!("5.5"))]), ["duration-type"]);
+        assert_eq!(check(&[("duration", json!("five"))]), ["duration-type"]);
+        assert_eq!(check(&[("duration", json!(true))]), ["duration-type"]);
+    }
+
+    #[test]
+    fn integers_accept_spreadsheet_spellings() {
+        for text in ["5", " 5 ", "5.0", "+5", "5.000"] {
+            let spec = validate_row(&with(&[("duration", json!(text))]), &context()).unwrap();
+            assert_eq!(spec.request.duration, 5, "{text:?}");
+        }
+        let spec = validate_row(&with(&[("duration", json!(5.0))]), &context()).unwrap();
+        assert_eq!(spec.request.duration, 5);
+        let spec = validate_row(&with(&[("seed", json!("42.0"))]), &context()).unwrap();
+        assert_eq!(spec.request.seed, Some(42));
+        assert_eq!(check(&[("seed", json!("4.2"))]), ["seed-type"]);
+    }
+
+    #[test]
+    fn cfg_scale_boundaries() {
+        assert_eq!(check(&[("cfg_scale", json!("0"))]), Vec::<&str>::new());
+        assert_eq!(check(&[("cfg_scale", json!("1"))]), Vec::<&str>::new());
+        assert_eq!(check(&[("cfg_scale", json!(0.5))]), Vec::<&str>::new());
+        assert_eq!(check(&[("cfg_scale", json!("1.01"))]), ["cfg-scale-range"]);
+        assert_eq!(check(&[("cfg_scale", json!("-0.01"))]), ["cfg-scale-range"]);
+        assert_eq!(check(&[("cfg_scale", json!("NaN"))]), ["cfg-scale-type"]);
+        assert_eq!(check(&[("cfg_scale", json!("high"))]), ["cfg-scale-type"]);
+    }
+
+    #[test]
+    fn each_resolution() {
+        for resolution in ["360p", "540p", "720p", "1080p", "1080P", " 540p "] {
+            let spec =
+                validate_row(&with(&[("resolution", json!(resolution))]), &context()).unwrap();
+            assert_eq!(
+                spec.request.resolution,
+                resolution.trim().to_ascii_lowercase()
+            );
+        }
+        for resolution in ["480p", "4k", "720", "1080pp"] {
+            assert_eq!(
+                check(&[("resolution", json!(resolution))]),
+                ["resolution-value"],
+                "{resolution}"
+            );
+        }
+    }
+
+    #[test]
+    fn booleans_in_any_spelling() {
+        for (text, expected) in [
+            ("true", true),
+            ("TRUE", true),
+            ("Yes", true),
+            ("1", true),
+            ("false", false),
+            ("No", false),
+            ("0", false),
+            ("FALSE", false),
+        ] {
+            let spec = validate_row(&with(&[("generate_audio", json!(text))]), &context()).unwrap();
+            assert_eq!(spec.request.generate_audio_switch, expected, "{text}");
+        }
+        let spec =
+            validate_row(&with(&[("generate_audio_switch", json!(true))]), &context()).unwrap();
+        assert!(spec.request.generate_audio_switch);
+        assert_eq!(
+            check(&[("generate_audio", json!("maybe"))]),
+            ["generate-audio-type"]
+        );
+        assert_eq!(
+            check(&[
+                ("generate_audio", json!("yes")),
+                ("generate_audio_switch", json!("yes"))
+            ]),
+            ["column-duplicate"]
+        );
+    }
+
+    #[test]
+    fn image_urls_need_http_and_an_image_extension() {
+        for good in [
+            "https://cdn.example.com/a.png",
+            "http://cdn.example.com/a.JPG",
+            "https://cdn.example.com/dir/a.jpeg?sig=abc",
+        ] {
+            let result = validate_row(
+                &row(&[("image", json!(good)), ("prompt", json!("p"))]),
+                &context(),
+            );
+            assert!(result.is_ok(), "{good}: {result:?}");
+        }
+        for (bad, rule) in [
+            ("ftp://cdn.example.com/a.png", "image-scheme"),
+            ("file:///tmp/a.png", "image-scheme"),
+            ("data:image/png;base64,AAAA", "image-scheme"),
+            ("https://cdn.example.com/a.gif", "image-extension"),
+            ("https://cdn.example.com/a.webp", "image-extension"),
+            ("https://cdn.example.com/", "image-extension"),
+            ("https://cdn.example.com/png", "image-extension"),
+            ("images/a.png", "image-local-needs-base-url"),
+        ] {
+            let result = validate_row(
+                &row(&[("image", json!(bad)), ("prompt", json!("p"))]),
+                &context(),
+            );
+            assert_eq!(rules(result), [rule], "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_problem_of_a_row_is_reported_with_its_column() {
+        let bad = row(&[
+            ("image", json!("ftp://x/a.png")),
+            ("prompt", json!("p")),
+            ("duration", json!("99")),
+            ("resolution", json!("8k")),
+            ("cfg_scale", json!("2")),
+        ]);
+        let problems = validate_row(&bad, &context()).unwrap_err();
+        let found: Vec<_> = problems
+            .iter()
+            .map(|p| (p.rule, p.location.column.as_ref().map(|(idx, _)| *idx)))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("image-scheme", Some(1)),
+                ("duration-range", Some(3)),
+                ("cfg-scale-range", Some(5)),
+                ("resolution-value", Some(4)),
+            ]
+        );
+        assert!(problems.iter().all(|p| p.location.line == 7));
+    }
+
+    #[test]
+    fn an_explicit_id_is_the_identity_and_unknown_columns_are_kept() {
+        let spec = validate_row(
+            &with(&[("ID", json!(" clip-1 ")), ("notes", json!("x"))]),
+            &context(),
+        )
+        .unwrap();
+        assert_eq!(spec.job_id.0, "clip-1");
+        assert!(spec.explicit_id);
+        assert_eq!(spec.input["notes"], json!("x"));
+        assert!(!spec.request.to_json().contains("notes"));
+    }
+
+    #[test]
+    fn image_rule_boundaries() {
+        let info = |bytes, width, height| ImageInfo {
+            format: "png",
+            bytes,
+            width,
+            height,
+        };
+        let rule = |info: ImageInfo| check_image_info(&info).err().map(|(rule, _)| rule);
+        assert_eq!(rule(info(MAX_IMAGE_BYTES, 300, 300)), None);
+        assert_eq!(
+            rule(info(MAX_IMAGE_BYTES + 1, 300, 300)),
+            Some("image-size")
+        );
+        assert_eq!(rule(info(10, 299, 300)), Some("image-dimensions"));
+        assert_eq!(rule(info(10, 300, 299)), Some("image-dimensions"));
+        assert_eq!(rule(info(10, 750, 300)), None, "2.5:1 is allowed");
+        assert_eq!(rule(info(10, 751, 300)), Some("image-aspect-ratio"));
+        assert_eq!(rule(info(10, 300, 750)), None, "1:2.5 is allowed");
+        assert_eq!(rule(info(10, 300, 751)), Some("image-aspect-ratio"));
+    }
+
+    fn write_png(path: &Path, width: u32, height: u32) {
+        // A PNG signature and IHDR chunk are all a header reader needs.
+        let mut bytes = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+        bytes.extend_from_slice(&width.to_be_bytes());
+        bytes.extend_from_slice(&height.to_be_bytes());
+        bytes.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn local_images_are_checked_and_sent_under_the_base_url() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("img")).unwrap();
+        write_png(&dir.path().join("img/ok shot.png"), 640, 360);
+        write_png(&dir.path().join("img/small.png"), 200, 360);
+        write_png(&dir.path().join("img/wide.png"), 1000, 300);
+        std::fs::write(dir.path().join("img/fake.png"), b"GIF89a....").unwrap();
+        let context = ValidationContext {
+            manifest_dir: dir.path().to_owned(),
+            image_base_url: Some(Url::parse("https://cdn.example.com/batch/").unwrap()),
+        };
+        let image = |path: &str| {
+            validate_row(
+                &row(&[("image", json!(path)), ("prompt", json!("p"))]),
+                &context,
+            )
+        };
+        let spec = image("img/ok shot.png").unwrap();
+        assert_eq!(
+            spec.request.image,
+            "https://cdn.example.com/batch/img/ok%20shot.png"
+        );
+        assert_eq!(
+            image("./img\\ok shot.png").unwrap().request.image,
+            spec.request.image
+        );
+        assert_eq!(rules(image("img/small.png")), ["image-dimensions"]);
+        assert_eq!(rules(image("img/wide.png")), ["image-aspect-ratio"]);
+        assert_eq!(rules(image("img/fake.png")), ["image-format"]);
+        assert_eq!(rules(image("img/missing.png")), ["image-file"]);
+        assert_eq!(rules(image("img/ok.gif")), ["image-extension"]);
+        assert_eq!(rules(image("../img/ok shot.png")), ["image-path"]);
+        assert_eq!(rules(image("/etc/ok.png")), ["image-path"]);
+    }
+}
