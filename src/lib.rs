@@ -2,7 +2,13 @@
 //! and a results table out. See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod config;
+pub mod error;
+pub mod export;
+pub mod ingest;
 pub mod job;
 pub mod ledger;
 pub mod manifest;
+pub mod runner;
+pub mod simulator;
 pub mod validate;

@@ -1,0 +1,176 @@
+//! Takes a manifest into a ledger: reads each row, validates it, and
+//! records the valid ones, all in one transaction that is committed only
+//! when the manifest is clean (or the user asked to skip bad rows).
+//! `validate` runs the same code against a throwaway ledger.
+
+use crate::error::Error;
+use crate::job::{JobId, JobState};
+use crate::ledger::{IngestOutcome, Ledger};
+use crate::manifest::{Manifest, Problem};
+use crate::validate::{ValidationContext, validate_row};
+
+/// Problems kept for printing; the rest are only counted.
+const MAX_PROBLEMS_KEPT: usize = 1000;
+/// Held edits kept for printing.
+const MAX_EDITS_KEPT: usize = 50;
+
+#[derive(Debug, Default)]
+pub struct IngestReport {
+    pub n_rows: u64,
+    pub n_valid: u64,
+    pub n_new: u64,
+    pub n_unchanged: u64,
+    pub n_replaced: u64,
+    pub n_edited: u64,
+    /// Rows changed after submission: line, job and its state.
+    pub edited: Vec<(u64, JobId, JobState)>,
+    pub n_problems: u64,
+    pub problems: Vec<Problem>,
+    /// Whether the rows were recorded (false when problems stopped it).
+    pub committed: bool,
+}
+
+impl IngestReport {
+    fn problem(&mut self, problem: Problem) {
+        self.n_problems += 1;
+        if self.problems.len() < MAX_PROBLEMS_KEPT {
+            self.problems.push(problem);
+        }
+    }
+}
+
+pub fn ingest(
+    manifest: &mut Manifest,
+    context: &ValidationContext,
+    ledger: &mut Ledger,
+    skip_invalid: bool,
+) -> Result<IngestReport, Error> {
+    let mut report = IngestReport::default();
+    let mut ingest = ledger.begin_ingest()?;
+    while let Some(row) = manifest.next_row()? {
+        report.n_rows += 1;
+        let row = match row {
+            Ok(row) => row,
+            Err(problem) => {
+                report.problem(problem);
+                continue;
+            }
+        };
+        let spec = match validate_row(&row, context) {
+            Ok(spec) => spec,
+            Err(problems) => {
+                problems
+                    .into_iter()
+                    .for_each(|problem| report.problem(problem));
+                continue;
+            }
+        };
+        match ingest.add(&spec)? {
+            IngestOutcome::New => report.n_new += 1,
+            IngestOutcome::Unchanged => report.n_unchanged += 1,
+            IngestOutcome::Replaced => report.n_replaced += 1,
+            IngestOutcome::Edited { state } => {
+                report.n_edited += 1;
+                if report.edited.len() < MAX_EDITS_KEPT {
+                    report.edited.push((row.line, spec.job_id.clone(), state));
+                }
+            }
+            IngestOutcome::Duplicate { first_line } => {
+                let problem = if spec.explicit_id {
+                    let id_cell = row
+                        .cells
+                        .iter()
+                        .find(|cell| cell.name.eq_ignore_ascii_case("id"));
+                    let problem = Problem::new(
+                        row.line,
+                        "id-duplicate",
+                        format!(
+                            "id {:?} is already used on line {first_line}",
+                            spec.job_id.0
+                        ),
+                    );
+                    match id_cell {
+                        Some(cell) => problem.at_column(cell.index, &cell.name),
+                        None => problem,
+                    }
+                } else {
+                    Problem::new(
+                        row.line,
+                        "row-duplicate",
+                        format!(
+                            "this row asks for exactly the same video as line {first_line}; \
+                             give each row an id column to generate both"
+                        ),
+                    )
+                };
+                report.problem(problem);
+                continue;
+            }
+        }
+        report.n_valid += 1;
+    }
+    if report.n_problems == 0 || skip_invalid {
+        ingest.finish(manifest.columns())?;
+        report.committed = true;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn run(dir: &Path, text: &str, ledger: &mut Ledger, skip_invalid: bool) -> IngestReport {
+        let path = dir.join("m.csv");
+        std::fs::write(&path, text).unwrap();
+        let mut manifest = Manifest::open(&path).unwrap();
+        let context = ValidationContext {
+            manifest_dir: dir.to_owned(),
+            image_base_url: None,
+        };
+        ingest(&mut manifest, &context, ledger, skip_invalid).unwrap()
+    }
+
+    #[test]
+    fn a_manifest_with_problems_records_nothing_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "id,image,prompt,duration\n\
+                    a,https://x/a.png,p,5\n\
+                    b,https://x/b.png,p,99\n\
+                    a,https://x/c.png,p,5\n";
+        let mut ledger = Ledger::open_temporary().unwrap();
+        let report = run(dir.path(), text, &mut ledger, false);
+        assert!(!report.committed);
+        let rules: Vec<_> = report
+            .problems
+            .iter()
+            .map(|p| (p.location.line, p.rule))
+            .collect();
+        assert_eq!(rules, [(3, "duration-range"), (4, "id-duplicate")]);
+        assert_eq!(
+            report.problems[1].location.column,
+            Some((1, "id".to_owned()))
+        );
+        assert_eq!(ledger.counts(false).unwrap()[&JobState::Pending], 0);
+
+        let report = run(dir.path(), text, &mut ledger, true);
+        assert!(report.committed);
+        assert_eq!((report.n_rows, report.n_valid), (3, 1));
+        assert_eq!(ledger.counts(false).unwrap()[&JobState::Pending], 1);
+    }
+
+    #[test]
+    fn identical_rows_without_ids_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "image,prompt\nhttps://x/a.png,p\nhttps://x/a.png,p\nhttps://x/a.png,q\n";
+        let mut ledger = Ledger::open_temporary().unwrap();
+        let report = run(dir.path(), text, &mut ledger, false);
+        let rules: Vec<_> = report
+            .problems
+            .iter()
+            .map(|p| (p.location.line, p.rule))
+            .collect();
+        assert_eq!(rules, [(3, "row-duplicate")]);
+    }
+}

@@ -1,0 +1,290 @@
+//! Polling: each running task is asked about on its own schedule, from
+//! its `eta` when the API gives one, under the poll rate limit. Finished
+//! tasks are written to the ledger, then passed to the downloader.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::Shared;
+use super::download::DownloadJob;
+use crate::api::{Failure, RemoteStatus};
+use crate::job::{JobId, TaskId};
+use crate::ledger::{ErrorRecord, LiveTask, now_ms};
+
+/// Task-result requests in progress at once.
+const MAX_CONCURRENT_POLLS: usize = 16;
+
+/// A running task the poller keeps track of.
+pub(super) struct Tracked {
+    pub job_id: JobId,
+    pub task_id: TaskId,
+    submitted_at_ms: i64,
+    /// Released when the task finishes, making room for another submission.
+    pub permit: Option<OwnedSemaphorePermit>,
+    n_polls: u32,
+    n_errors: u32,
+    last_status: Option<String>,
+}
+
+impl Tracked {
+    pub fn new(
+        job_id: JobId,
+        task_id: TaskId,
+        submitted_at_ms: i64,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Tracked {
+        Tracked {
+            job_id,
+            task_id,
+            submitted_at_ms,
+            permit,
+            n_polls: 0,
+            n_errors: 0,
+            last_status: None,
+        }
+    }
+
+    pub fn resumed(task: &LiveTask, permit: Option<OwnedSemaphorePermit>) -> Tracked {
+        Tracked::new(
+            task.job_id.clone(),
+            task.task_id.clone(),
+            task.submitted_at_ms,
+            permit,
+        )
+    }
+}
+
+/// What to do with a task after a poll.
+enum Next {
+    PollAfter(Duration),
+    Finished,
+    Stop,
+}
+
+/// An entry of the schedule, earliest first.
+struct Due {
+    at: Instant,
+    seq: u64,
+    tracked: Tracked,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+pub(super) async fn poll_all(
+    shared: Arc<Shared>,
+    mut incoming: mpsc::UnboundedReceiver<Tracked>,
+    resumed: Vec<Tracked>,
+    to_download: mpsc::UnboundedSender<DownloadJob>,
+) {
+    let stop = shared.control.stop.clone();
+    let mut schedule: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut push = |schedule: &mut BinaryHeap<Reverse<Due>>, tracked: Tracked, after: Duration| {
+        seq += 1;
+        schedule.push(Reverse(Due {
+            at: Instant::now() + after,
+            seq,
+            tracked,
+        }));
+    };
+    for tracked in resumed {
+        // Resumed tasks have waited already: ask about them right away.
+        push(&mut schedule, tracked, Duration::ZERO);
+    }
+    let mut polls = JoinSet::new();
+    let mut incoming_open = true;
+    let far_future = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    loop {
+        if !incoming_open && schedule.is_empty() && polls.is_empty() {
+            break;
+        }
+        let next_due = schedule.peek().map_or(far_future, |Reverse(due)| due.at);
+        let can_start = !schedule.is_empty() && polls.len() < MAX_CONCURRENT_POLLS;
+        tokio::select! {
+            () = stop.cancelled() => break,
+            message = incoming.recv(), if incoming_open => match message {
+                Some(tracked) => push(&mut schedule, tracked, shared.settings.poll.min_interval),
+                None => incoming_open = false,
+            },
+            Some(done) = polls.join_next(), if !polls.is_empty() => {
+                let Ok((tracked, next)) = done else { continue };
+                match next {
+                    Next::PollAfter(after) => push(&mut schedule, tracked, after),
+                    Next::Finished => drop(tracked),
+                    Next::Stop => break,
+                }
+            }
+            () = tokio::time::sleep_until(next_due), if can_start => {
+                let Reverse(due) = schedule.pop().expect("the schedule is not empty");
+                let shared = shared.clone();
+                let to_download = to_download.clone();
+                polls.spawn(async move {
+                    let mut tracked = due.tracked;
+                    let next = poll_once(&shared, &mut tracked, &to_download).await;
+                    (tracked, next)
+                });
+            }
+        }
+    }
+}
+
+async fn poll_once(
+    shared: &Shared,
+    tracked: &mut Tracked,
+    to_download: &mpsc::UnboundedSender<DownloadJob>,
+) -> Next {
+    let control = &shared.control;
+    let policy = &shared.settings.poll;
+    tokio::select! {
+        () = shared.poll_limiter.until_ready() => {}
+        () = control.stop.cancelled() => return Next::Stop,
+    }
+    tracked.n_polls += 1;
+    let result = match shared.api.task_result(&tracked.task_id).await {
+        Ok(result) => result,
+        Err(error) => {
+            if error.failure == Failure::Fatal {
+                control.fatal_for_run(super::fatal_advice(&error));
+                return Next::Stop;
+            }
+            tracked.n_errors += 1;
+            if tracked.n_errors >= policy.max_consecutive_errors {
+                let message = format!(
+                    "gave up asking about task {} after {} errors in a row; the last: {}",
+                    tracked.task_id, tracked.n_errors, error.message
+                );
+                return fail(
+                    shared,
+                    tracked,
+                    ErrorRecord::new("timed_out", message, error.body),
+                )
+                .await;
+            }
+            debug!(
+                "task {}: poll failed ({}); asking again later",
+                tracked.task_id, error.message
+            );
+            return Next::PollAfter(policy.error_interval(tracked.n_errors, error.retry_after));
+        }
+    };
+    tracked.n_errors = 0;
+    match result.status {
+        RemoteStatus::Succeeded => {
+            let Some(video) = result.video else {
+                tracked.n_errors += 1;
+                debug!(
+                    "task {} succeeded without a video URL yet; asking again",
+                    tracked.task_id
+                );
+                return Next::PollAfter(policy.error_interval(tracked.n_errors, None));
+            };
+            let expires_at_ms = video.ttl.map(|ttl| {
+                now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+            });
+            let (job_id, url) = (tracked.job_id.clone(), video.url.clone());
+            if let Err(error) = shared
+                .ledger
+                .call(move |ledger| ledger.mark_succeeded(&job_id, &url, expires_at_ms))
+                .await
+            {
+                control.ledger_failed(error);
+                return Next::Stop;
+            }
+            let _ = to_download.send(DownloadJob {
+                job_id: tracked.job_id.clone(),
+                task_id: tracked.task_id.clone(),
+                video_url: Some(video.url),
+                expires_at_ms,
+                checked_file: None,
+            });
+            Next::Finished
+        }
+        RemoteStatus::Failed => {
+            let reason = result
+                .reason
+                .unwrap_or_else(|| "the task failed without a reason".to_owned());
+            warn!(
+                "job {}: task {} failed: {reason}",
+                tracked.job_id, tracked.task_id
+            );
+            fail(
+                shared,
+                tracked,
+                ErrorRecord::new("task_failed", reason, None),
+            )
+            .await
+        }
+        status => {
+            let elapsed_ms = now_ms().saturating_sub(tracked.submitted_at_ms);
+            if elapsed_ms > i64::try_from(policy.task_timeout.as_millis()).unwrap_or(i64::MAX) {
+                let message = format!(
+                    "task {} was still {} after {}; given up (`pixbatch retry` polls it again)",
+                    tracked.task_id,
+                    status.as_str(),
+                    humantime::format_duration(policy.task_timeout)
+                );
+                warn!("job {}: {message}", tracked.job_id);
+                return fail(
+                    shared,
+                    tracked,
+                    ErrorRecord::new("timed_out", message, None),
+                )
+                .await;
+            }
+            if tracked.last_status.as_deref() != Some(status.as_str()) {
+                tracked.last_status = Some(status.as_str().to_owned());
+                let (job_id, text, progress) = (
+                    tracked.job_id.clone(),
+                    status.as_str().to_owned(),
+                    result.progress_percent,
+                );
+                if let Err(error) = shared
+                    .ledger
+                    .call(move |ledger| ledger.note_progress(&job_id, &text, progress))
+                    .await
+                {
+                    control.ledger_failed(error);
+                    return Next::Stop;
+                }
+            }
+            Next::PollAfter(policy.next_interval(result.eta, tracked.n_polls))
+        }
+    }
+}
+
+async fn fail(shared: &Shared, tracked: &Tracked, record: ErrorRecord) -> Next {
+    let job_id = tracked.job_id.clone();
+    match shared
+        .ledger
+        .call(move |ledger| ledger.mark_failed(&job_id, &record))
+        .await
+    {
+        Ok(()) => Next::Finished,
+        Err(error) => {
+            shared.control.ledger_failed(error);
+            Next::Stop
+        }
+    }
+}
