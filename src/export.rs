@@ -200,6 +200,7 @@ pub fn write_results_file(
     std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
     let temp = tempfile::Builder::new()
         .prefix(".results.")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(dir)
         .map_err(Error::io("create a file in", dir))?;
     let n_rows = write_results(

@@ -2,6 +2,8 @@
 //! and a results table out. See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod export;
@@ -9,6 +11,7 @@ pub mod ingest;
 pub mod job;
 pub mod ledger;
 pub mod manifest;
+pub mod report;
 pub mod runner;
 pub mod simulator;
 pub mod validate;

@@ -40,6 +40,15 @@ impl LedgerHandle {
         T: Send + 'static,
         F: FnOnce(&mut Ledger) -> Result<T> + Send + 'static,
     {
+        self.with(work).await?
+    }
+
+    /// Runs `work` on the ledger thread and waits for whatever it returns.
+    pub async fn with<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ledger) -> T + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let command: Command = Box::new(move |ledger| {
             // The caller may have gone away (an aborted run); the write
@@ -49,6 +58,6 @@ impl LedgerHandle {
         self.commands
             .send(command)
             .map_err(|_| LedgerError::Closed)?;
-        answer.await.map_err(|_| LedgerError::Closed)?
+        answer.await.map_err(|_| LedgerError::Closed)
     }
 }

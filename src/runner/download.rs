@@ -143,6 +143,7 @@ async fn attempt(
     let temp = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(".part")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(&out_dir)
         .map_err(disk)?;
     let mut file = tokio::fs::File::from_std(temp.as_file().try_clone().map_err(disk)?);
