@@ -13,6 +13,7 @@ use crate::report::LogFormat;
 #[command(
     name = "pixbatch",
     version,
+    args_override_self = true,
     about = "Spreadsheet in, videos out: bulk PixVerse V6 image-to-video through HighwayAPI",
     after_help = "The API key is read from HIGHWAY_API_KEY, never from the command line.\n\
                   Exit codes: 0 all done, 1 error, 2 invalid manifest or usage, 3 some jobs failed, 4 work left pending."

@@ -29,14 +29,31 @@ use crate::validate::ValidationContext;
 /// Failures listed in summaries and `status` before "...and more".
 const MAX_FAILURES_SHOWN: usize = 20;
 
+/// What a command takes from the process environment, read once in
+/// `main` so that tests can pass their own.
+#[derive(Default)]
+pub struct Environment {
+    /// `HIGHWAY_API_KEY`.
+    pub api_key: Option<String>,
+}
+
+impl Environment {
+    pub fn from_process() -> Environment {
+        Environment {
+            api_key: std::env::var("HIGHWAY_API_KEY").ok(),
+        }
+    }
+}
+
 pub async fn dispatch(
     command: Command,
     terminal: &Terminal,
     quiet: bool,
+    environment: Environment,
     stop: CancellationToken,
 ) -> Result<i32, Error> {
     match command {
-        Command::Run(args) => run(args, terminal, quiet, stop).await,
+        Command::Run(args) => run(args, terminal, quiet, environment, stop).await,
         Command::Validate(args) => validate(args).await,
         Command::Status(args) => status(args),
         Command::Retry(args) => retry(args),
@@ -174,6 +191,7 @@ async fn run(
     args: RunArgs,
     terminal: &Terminal,
     quiet: bool,
+    environment: Environment,
     stop: CancellationToken,
 ) -> Result<i32, Error> {
     let started = Instant::now();
@@ -190,8 +208,8 @@ async fn run(
     let key = if args.simulate {
         ApiKey::new("simulated".to_owned())
     } else {
-        match std::env::var("HIGHWAY_API_KEY") {
-            Ok(key) if !key.trim().is_empty() => ApiKey::new(key.trim().to_owned()),
+        match environment.api_key {
+            Some(key) if !key.trim().is_empty() => ApiKey::new(key.trim().to_owned()),
             _ => {
                 return Err(Error::Usage(
                     "HIGHWAY_API_KEY is not set: export your HighwayAPI key (or try --simulate)"

@@ -177,10 +177,13 @@ impl FromStr for JobState {
     }
 }
 
-/// The output file name for a job: the id itself when it is a plain name,
-/// otherwise a sanitized form plus a short hash of the raw id, so that two
-/// ids can never share a file and no id can leave the output folder.
-pub fn video_file_name(job_id: &JobId) -> String {
+/// The output file name for a job's video: the id itself when it is a
+/// plain name, otherwise a sanitized form plus a short hash of the raw id,
+/// so that two ids can never share a file and no id can leave the output
+/// folder. `version` counts the job's accepted submissions: a job submitted
+/// again (after `pixbatch retry`) gets `{id}.v2.mp4`, so the first video is
+/// never overwritten.
+pub fn video_file_name(job_id: &JobId, version: u64) -> String {
     const MAX_STEM: usize = 100;
     let raw = job_id.0.as_str();
     let mut stem: String = raw
@@ -208,7 +211,11 @@ pub fn video_file_name(job_id: &JobId) -> String {
         let tag = &hex_sha256(raw.as_bytes())[..8];
         stem = format!("{stem}-{tag}");
     }
-    format!("{stem}.mp4")
+    if version > 1 {
+        format!("{stem}.v{version}.mp4")
+    } else {
+        format!("{stem}.mp4")
+    }
 }
 
 #[cfg(test)]
@@ -266,8 +273,12 @@ mod tests {
 
     #[test]
     fn plain_ids_keep_their_name() {
-        assert_eq!(video_file_name(&JobId("clip-01".into())), "clip-01.mp4");
-        assert_eq!(video_file_name(&JobId("v1.2".into())), "v1.2.mp4");
+        assert_eq!(video_file_name(&JobId("clip-01".into()), 1), "clip-01.mp4");
+        assert_eq!(video_file_name(&JobId("v1.2".into()), 0), "v1.2.mp4");
+        assert_eq!(
+            video_file_name(&JobId("clip-01".into()), 2),
+            "clip-01.v2.mp4"
+        );
     }
 
     #[test]
@@ -287,7 +298,7 @@ mod tests {
             "trailing.",
         ]
         .iter()
-        .map(|id| video_file_name(&JobId((*id).into())))
+        .map(|id| video_file_name(&JobId((*id).into()), 1))
         .collect();
         for name in &names {
             assert!(
@@ -307,7 +318,7 @@ mod tests {
 
     #[test]
     fn long_ids_are_capped() {
-        let name = video_file_name(&JobId("x".repeat(5000)));
+        let name = video_file_name(&JobId("x".repeat(5000)), 1);
         assert!(name.len() < 120, "{}", name.len());
     }
 }

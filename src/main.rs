@@ -18,7 +18,15 @@ fn main() {
     let stop = CancellationToken::new();
     let code = runtime.block_on(async {
         tokio::spawn(watch_signals(stop.clone()));
-        match commands::dispatch(cli.command, &terminal, cli.quiet, stop).await {
+        match commands::dispatch(
+            cli.command,
+            &terminal,
+            cli.quiet,
+            commands::Environment::from_process(),
+            stop,
+        )
+        .await
+        {
             Ok(code) => code,
             Err(error) => {
                 eprintln!("pixbatch: error: {error}");

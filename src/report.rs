@@ -42,6 +42,16 @@ pub struct Terminal {
     pub stderr_is_tty: bool,
 }
 
+impl Terminal {
+    /// A terminal that draws nothing (for tests and embedding).
+    pub fn hidden() -> Terminal {
+        Terminal {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+            stderr_is_tty: false,
+        }
+    }
+}
+
 /// A log line is buffered whole, then written with the bar suspended.
 pub struct LogLine {
     multi: MultiProgress,

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub use actor::LedgerHandle;
 pub use lock::{LockHolder, RunLock};
 
-use crate::job::{JobId, JobSpec, JobState, TaskId};
+use crate::job::{JobId, JobSpec, JobState, TaskId, video_file_name};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -126,13 +126,14 @@ pub struct LiveTask {
     pub submitted_at_ms: i64,
     pub video_url: Option<String>,
     pub video_expires_at_ms: Option<i64>,
+    /// Where the video goes, decided when the task succeeded.
+    pub file_name: Option<String>,
     /// Set once a download was checked, before the file is renamed into place.
     pub checked_file: Option<CheckedFile>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedFile {
-    pub file_name: String,
     pub bytes: u64,
     pub sha256: String,
 }
@@ -379,20 +380,30 @@ impl Ledger {
         Ok(())
     }
 
+    /// Records a finished task and decides its video's file name, which
+    /// carries a version when the job was submitted more than once. Returns
+    /// the file name.
     pub fn mark_succeeded(
         &mut self,
         job_id: &JobId,
         video_url: &str,
         expires_at_ms: Option<i64>,
-    ) -> Result<()> {
+    ) -> Result<String> {
+        let n_tasks: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM tasks WHERE job_id = ?1",
+            [&job_id.0],
+            |row| row.get(0),
+        )?;
+        let file_name = video_file_name(job_id, n_tasks as u64);
         transition(
             &self.conn,
             job_id,
             JobState::Succeeded,
             ", remote_status = 'TASK_STATUS_SUCCEED', progress = 100, video_url = ?3, video_expires_at = ?4, \
-             finished_at = ?2",
-            &[&video_url, &expires_at_ms],
-        )
+             finished_at = ?2, file_name = ?5",
+            &[&video_url, &expires_at_ms, &file_name],
+        )?;
+        Ok(file_name)
     }
 
     /// A fresh result URL for a succeeded task whose old one expired.
@@ -425,8 +436,8 @@ impl Ledger {
     /// recognized by the next run.
     pub fn record_checked_file(&mut self, job_id: &JobId, file: &CheckedFile) -> Result<()> {
         self.conn.execute(
-            "UPDATE jobs SET file_name = ?2, bytes = ?3, sha256 = ?4, updated_at = ?5 WHERE job_id = ?1 AND state = 'succeeded'",
-            params![job_id.0, file.file_name, file.bytes as i64, file.sha256, now_ms()],
+            "UPDATE jobs SET bytes = ?2, sha256 = ?3, updated_at = ?4 WHERE job_id = ?1 AND state = 'succeeded'",
+            params![job_id.0, file.bytes as i64, file.sha256, now_ms()],
         )?;
         Ok(())
     }
@@ -459,9 +470,9 @@ impl Ledger {
                 submitted_at_ms: row.get::<_, Option<i64>>(3)?.unwrap_or(0),
                 video_url: row.get(4)?,
                 video_expires_at_ms: row.get(5)?,
-                checked_file: match (file_name, bytes, sha256) {
-                    (Some(file_name), Some(bytes), Some(sha256)) => Some(CheckedFile {
-                        file_name,
+                file_name,
+                checked_file: match (bytes, sha256) {
+                    (Some(bytes), Some(sha256)) => Some(CheckedFile {
                         bytes: bytes as u64,
                         sha256,
                     }),

@@ -24,6 +24,7 @@ pub(super) struct DownloadJob {
     pub task_id: TaskId,
     pub video_url: Option<String>,
     pub expires_at_ms: Option<i64>,
+    pub file_name: String,
     pub checked_file: Option<CheckedFile>,
 }
 
@@ -34,6 +35,10 @@ impl From<&LiveTask> for DownloadJob {
             task_id: task.task_id.clone(),
             video_url: task.video_url.clone(),
             expires_at_ms: task.video_expires_at_ms,
+            file_name: task
+                .file_name
+                .clone()
+                .unwrap_or_else(|| video_file_name(&task.job_id, 1)),
             checked_file: task.checked_file.clone(),
         }
     }
@@ -73,7 +78,7 @@ pub(super) async fn download_all(
 }
 
 async fn download_one(shared: &Shared, job: DownloadJob) {
-    let file_name = video_file_name(&job.job_id);
+    let file_name = job.file_name.clone();
     let target = shared.settings.out_dir.join(&file_name);
     if tokio::fs::symlink_metadata(&target).await.is_ok() {
         adopt_existing(shared, &job, &target).await;
@@ -153,7 +158,6 @@ async fn attempt(
         .await?;
     drop(file);
     let checked = CheckedFile {
-        file_name: file_name.to_owned(),
         bytes: downloaded.bytes,
         sha256: downloaded.sha256,
     };

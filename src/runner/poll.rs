@@ -204,19 +204,23 @@ async fn poll_once(
                 now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
             });
             let (job_id, url) = (tracked.job_id.clone(), video.url.clone());
-            if let Err(error) = shared
+            let file_name = match shared
                 .ledger
                 .call(move |ledger| ledger.mark_succeeded(&job_id, &url, expires_at_ms))
                 .await
             {
-                control.ledger_failed(error);
-                return Next::Stop;
-            }
+                Ok(file_name) => file_name,
+                Err(error) => {
+                    control.ledger_failed(error);
+                    return Next::Stop;
+                }
+            };
             let _ = to_download.send(DownloadJob {
                 job_id: tracked.job_id.clone(),
                 task_id: tracked.task_id.clone(),
                 video_url: Some(video.url),
                 expires_at_ms,
+                file_name,
                 checked_file: None,
             });
             Next::Finished

@@ -45,9 +45,24 @@ pub(super) async fn submit_all(
         }
         for job in batch {
             after_row = job.manifest_row;
-            let in_flight = tokio::select! {
-                permit = shared.in_flight.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-                () = control.stop_submitting.cancelled() => break 'batches,
+            let in_flight = if to_poll.is_some() {
+                tokio::select! {
+                    permit = shared.in_flight.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                    () = control.stop_submitting.cancelled() => break 'batches,
+                }
+            } else {
+                // --no-wait: nothing finishes during this run, so a full cap
+                // means this run's submitting is done.
+                match shared.in_flight.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        info!(
+                            "{} tasks are in flight (--max-in-flight); the rest wait for a later run",
+                            shared.settings.max_in_flight
+                        );
+                        break 'batches;
+                    }
+                }
             };
             let worker = tokio::select! {
                 permit = workers.clone().acquire_owned() => permit.expect("the semaphore is never closed"),

@@ -1,0 +1,158 @@
+//! The real binary, as a user runs it: exit codes and what is printed.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn pixbatch() -> Command {
+    let mut command = Command::cargo_bin("pixbatch").expect("the binary is built");
+    command
+        .env_remove("HIGHWAY_API_KEY")
+        .env_remove("HIGHWAY_BASE_URL")
+        .env_remove("PIXBATCH_LOG");
+    command
+}
+
+#[test]
+fn validate_lists_every_mistake_and_exits_2() {
+    let output = pixbatch()
+        .args(["validate", "sample-data/mistakes.csv"])
+        .assert()
+        .code(2);
+    let stdout = String::from_utf8(output.get_output().stdout.clone()).unwrap();
+    let problems: Vec<&str> = stdout.lines().filter(|line| line.contains('[')).collect();
+    assert_eq!(problems.len(), 11, "{stdout}");
+    for rule in [
+        "duration-range",
+        "cfg-scale-range",
+        "resolution-value",
+        "image-scheme",
+        "image-extension",
+        "prompt-required",
+        "generate-audio-type",
+        "seed-type",
+        "image-local-needs-base-url",
+        "id-duplicate",
+        "duration-type",
+    ] {
+        assert!(
+            stdout.contains(&format!("[{rule}]")),
+            "{rule} missing from:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("sample-data/mistakes.csv: line 3, column 4 (duration)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_accepts_a_real_spreadsheet_export() {
+    pixbatch()
+        .args([
+            "validate",
+            "sample-data/spreadsheet.csv",
+            "--image-base-url",
+            "https://cdn.example.com/x/",
+        ])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("4 row(s), all valid"));
+}
+
+#[test]
+fn run_simulate_twice_then_status_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("l.db");
+    let out = dir.path().join("out");
+    let run = |extra: &[&str]| {
+        let mut command = pixbatch();
+        command
+            .args([
+                "run",
+                "jobs/example.csv",
+                "--simulate",
+                "--poll-interval",
+                "100ms",
+                "--submit-rate",
+                "6000",
+            ])
+            .arg("--ledger")
+            .arg(&ledger)
+            .arg("--out")
+            .arg(&out)
+            .args(extra);
+        command
+    };
+    run(&["--sim-task-time", "200ms"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("5 downloaded"));
+    for id in ["sunrise-01", "harbor-02", "cat-03", "city-04", "forest-05"] {
+        assert!(out.join(format!("{id}.mp4")).is_file(), "{id}");
+    }
+    assert!(out.join("results.csv").is_file());
+    run(&[])
+        .assert()
+        .code(0)
+        .stderr(predicate::str::contains("0 new, 5 known"));
+    pixbatch()
+        .arg("status")
+        .arg("--ledger")
+        .arg(&ledger)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("downloaded          5"));
+    pixbatch()
+        .args(["export", "--format", "jsonl", "--output", "-"])
+        .arg("--ledger")
+        .arg(&ledger)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("\"job_id\":\"forest-05\"").count(1));
+}
+
+#[test]
+fn run_without_a_key_is_a_usage_error() {
+    pixbatch()
+        .args([
+            "run",
+            "jobs/example.csv",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("HIGHWAY_API_KEY is not set"));
+}
+
+#[test]
+fn unusable_manifests_exit_2_with_a_clear_error() {
+    pixbatch()
+        .args(["validate", "no-such-file.csv"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "failed to open manifest no-such-file.csv",
+        ));
+    pixbatch()
+        .args(["validate", "sample-data"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unknown extension"));
+    pixbatch()
+        .args(["status"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("give the manifest"));
+}
+
+#[test]
+fn status_of_a_manifest_never_run_says_so() {
+    pixbatch()
+        .args(["status", "--ledger", "nowhere/none.pixbatch.db"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "no ledger at nowhere/none.pixbatch.db",
+        ));
+}

@@ -1,0 +1,301 @@
+//! Faults the API throws at a run, each counted at the simulator.
+
+use std::time::Duration;
+
+use pixbatch::error::{EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED};
+use pixbatch::job::JobState;
+use pixbatch::simulator::{Scripted, ScriptedDownload, SimConfig};
+
+use crate::support::{Scratch, fast_sim, manifest_rows, path_str};
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_honoured_then_the_row_succeeds() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.sim.script_submit([Scripted::Error {
+        status: 429,
+        reason: "RATE_LIMIT_EXCEEDED",
+        retry_after: Some("1"),
+        accept_first: false,
+    }]);
+    scratch.write_manifest(&manifest_rows(1, |_| "p".into()));
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    let times = scratch.sim.submit_times();
+    assert_eq!(times.len(), 2);
+    assert!(
+        times[1].duration_since(times[0]) >= Duration::from_millis(950),
+        "the retry waited for Retry-After: {:?}",
+        times[1].duration_since(times[0])
+    );
+    assert_eq!(scratch.submits_accepted(), 1);
+    scratch.assert_video("row-1");
+    assert_eq!(scratch.job("row-1").attempts, 2);
+}
+
+#[tokio::test]
+async fn a_503_is_retried_then_the_row_succeeds() {
+    let scratch = Scratch::new(fast_sim()).await;
+    let unavailable = Scripted::Error {
+        status: 503,
+        reason: "SERVICE_NOT_AVAILABLE",
+        retry_after: None,
+        accept_first: false,
+    };
+    scratch
+        .sim
+        .script_submit([unavailable.clone(), unavailable]);
+    scratch.sim.script_result([Scripted::Error {
+        status: 502,
+        reason: "",
+        retry_after: None,
+        accept_first: false,
+    }]);
+    scratch.write_manifest(&manifest_rows(1, |_| "p".into()));
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    assert_eq!(
+        (scratch.submits_received(), scratch.submits_accepted()),
+        (3, 1)
+    );
+    scratch.assert_video("row-1");
+}
+
+#[tokio::test]
+async fn a_500_on_submit_is_ambiguous_and_only_resubmitted_on_request() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.sim.script_submit([Scripted::Error {
+        status: 500,
+        reason: "",
+        retry_after: None,
+        accept_first: true,
+    }]);
+    scratch.write_manifest(&manifest_rows(2, |i| format!("p{i}")));
+    assert_eq!(scratch.run(&[]).await, EXIT_SOME_FAILED);
+    assert_eq!(scratch.job("row-1").state, JobState::Ambiguous);
+    scratch.assert_video("row-2");
+    assert_eq!(scratch.run(&[]).await, EXIT_SOME_FAILED);
+    assert_eq!(
+        scratch.submits_received(),
+        2,
+        "an ambiguous row is not resubmitted by a plain re-run"
+    );
+
+    let manifest = path_str(&scratch.manifest());
+    assert_eq!(scratch.command(&["retry", &manifest], None).await, EXIT_OK);
+    assert_eq!(
+        scratch.job("row-1").state,
+        JobState::Ambiguous,
+        "plain retry leaves it alone"
+    );
+    assert_eq!(
+        scratch
+            .command(&["retry", &manifest, "--ambiguous"], None)
+            .await,
+        EXIT_OK
+    );
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    assert_eq!(scratch.submits_received(), 3);
+    scratch.assert_video("row-1");
+}
+
+#[tokio::test]
+async fn a_failed_task_is_reported_with_its_reason() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(
+        "id,image,prompt\nok,https://x.io/a.png,fine\nbad,https://x.io/b.png,[fail] please\n",
+    );
+    assert_eq!(scratch.run(&[]).await, EXIT_SOME_FAILED);
+    let job = scratch.job("bad");
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error_kind.as_deref(), Some("task_failed"));
+    assert_eq!(
+        job.error_message.as_deref(),
+        Some("simulated generation failure")
+    );
+    let table = scratch.results_csv();
+    let bad = table.iter().find(|row| &row[0] == "bad").unwrap();
+    assert_eq!(&bad[5], "failed");
+    assert_eq!(&bad[7], "task_failed: simulated generation failure");
+    scratch.assert_video("ok");
+}
+
+#[tokio::test]
+async fn moderation_is_final_for_the_row_and_never_retried() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest("id,image,prompt\nnope,https://x.io/a.png,[moderate] this\n");
+    assert_eq!(scratch.run(&[]).await, EXIT_SOME_FAILED);
+    assert_eq!(scratch.submits_received(), 1);
+    let job = scratch.job("nope");
+    assert_eq!(
+        (job.state, job.error_kind.as_deref()),
+        (JobState::Failed, Some("rejected"))
+    );
+    assert!(
+        job.error_body.unwrap().contains("ILLEGAL_PROMPT"),
+        "the raw body is kept"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_url_is_refreshed() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.sim.script_download([ScriptedDownload::Expired]);
+    scratch.write_manifest(&manifest_rows(1, |_| "p".into()));
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    scratch.assert_video("row-1");
+    let counters = scratch.sim.counters();
+    assert_eq!(
+        counters
+            .downloads_received
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_url_past_its_ttl_is_refreshed_before_use() {
+    let scratch = Scratch::new(SimConfig {
+        url_ttl: Duration::from_secs(1),
+        ..fast_sim()
+    })
+    .await;
+    scratch.write_manifest(&manifest_rows(1, |_| "p".into()));
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    scratch.assert_video("row-1");
+    let counters = scratch.sim.counters();
+    assert_eq!(
+        counters
+            .downloads_received
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no request was wasted on a URL known to be stale"
+    );
+}
+
+#[tokio::test]
+async fn a_truncated_download_is_retried_and_never_renamed_into_place() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch
+        .sim
+        .script_download([ScriptedDownload::Truncated, ScriptedDownload::Truncated]);
+    scratch.write_manifest(&manifest_rows(1, |_| "p".into()));
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    scratch.assert_video("row-1");
+    assert!(scratch.leftover_part_files().is_empty());
+    assert_eq!(
+        scratch
+            .sim
+            .counters()
+            .downloads_received
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_bad_key_stops_submitting_after_the_first_answer() {
+    let scratch = Scratch::new(SimConfig {
+        api_key: Some("the-right-key".into()),
+        ..fast_sim()
+    })
+    .await;
+    scratch.write_manifest(&manifest_rows(6, |i| format!("p{i}")));
+    assert_eq!(
+        scratch
+            .run_with_key("a-wrong-key", &["--workers", "4"])
+            .await,
+        EXIT_ERROR
+    );
+    assert_eq!(scratch.submits_received(), 1, "one answer was enough");
+    assert_eq!(
+        scratch.count(JobState::Pending),
+        6,
+        "every row is still pending for the next run"
+    );
+    assert_eq!(scratch.run_with_key("the-right-key", &[]).await, EXIT_OK);
+}
+
+#[tokio::test]
+async fn an_empty_balance_stops_submitting_but_running_tasks_finish() {
+    let scratch = Scratch::new(SimConfig {
+        balance: Some(2),
+        ..fast_sim()
+    })
+    .await;
+    scratch.write_manifest(&manifest_rows(5, |i| format!("p{i}")));
+    assert_eq!(scratch.run(&["--workers", "1"]).await, EXIT_ERROR);
+    assert_eq!(scratch.submits_accepted(), 2);
+    assert_eq!(
+        scratch.submits_received(),
+        3,
+        "stopped at the first refusal"
+    );
+    scratch.assert_video("row-1");
+    scratch.assert_video("row-2");
+    assert_eq!(scratch.count(JobState::Pending), 3);
+}
+
+#[tokio::test]
+async fn submissions_never_exceed_the_rate_in_any_window() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(&manifest_rows(8, |i| format!("p{i}")));
+    // 600 a minute is one every 100 ms; with 4 workers a burst would show.
+    assert_eq!(
+        scratch
+            .run(&["--submit-rate", "600", "--workers", "4"])
+            .await,
+        EXIT_OK
+    );
+    let times = scratch.sim.submit_times();
+    assert_eq!(times.len(), 8);
+    for i in 0..times.len() {
+        for j in i + 1..times.len() {
+            let span = times[j].duration_since(times[i]);
+            let allowed_gaps = (j - i - 1) as u32;
+            assert!(
+                span >= Duration::from_millis(100) * allowed_gaps,
+                "submissions {i}..{j} came {span:?} apart"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn status_and_export_show_failures_and_ledger_contents() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(
+        "id,image,prompt\nok,https://x.io/a.png,fine\nbad,https://x.io/b.png,[fail]\n",
+    );
+    assert_eq!(scratch.run(&[]).await, EXIT_SOME_FAILED);
+    let manifest = path_str(&scratch.manifest());
+    assert_eq!(scratch.command(&["status", &manifest], None).await, EXIT_OK);
+    let jsonl = scratch.path("results.jsonl");
+    let jsonl_path = path_str(&jsonl);
+    assert_eq!(
+        scratch
+            .command(
+                &[
+                    "export",
+                    &manifest,
+                    "--format",
+                    "jsonl",
+                    "--output",
+                    &jsonl_path
+                ],
+                None
+            )
+            .await,
+        EXIT_OK
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["id"], "ok");
+    assert_eq!(lines[0]["state"], "downloaded");
+    assert_eq!(lines[1]["state"], "failed");
+    assert_eq!(
+        lines[1]["error"],
+        "task_failed: simulated generation failure"
+    );
+}

@@ -1,0 +1,8 @@
+//! pixbatch's integration tests: one binary, one module per area. Every
+//! test talks only to an in-process simulator on 127.0.0.1.
+
+mod support;
+
+mod binary;
+mod faults;
+mod pipeline;

@@ -1,0 +1,294 @@
+//! The whole pipeline, manifest to videos and results, and resuming.
+
+use pixbatch::error::{EXIT_ERROR, EXIT_OK, EXIT_PENDING, EXIT_SOME_FAILED};
+use pixbatch::job::JobState;
+use pixbatch::ledger::RunLock;
+use pixbatch::simulator::SimConfig;
+
+use crate::support::{Scratch, fast_sim, manifest_rows, path_str};
+
+#[tokio::test]
+async fn a_manifest_becomes_videos_and_a_results_table() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(&manifest_rows(4, |i| format!("\"shot {i}, with a comma\"")));
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+
+    for i in 1..=4 {
+        scratch.assert_video(&format!("row-{i}"));
+    }
+    assert_eq!(scratch.submits_received(), 4);
+    assert!(
+        scratch.sim.accepted_bodies().values().all(|n| *n == 1),
+        "each row was paid for once"
+    );
+    assert!(scratch.leftover_part_files().is_empty());
+
+    let table = scratch.results_csv();
+    let header: Vec<&str> = table[0].iter().collect();
+    assert_eq!(
+        &header[..5],
+        ["id", "image", "prompt", "duration", "notes"],
+        "input columns come first"
+    );
+    assert_eq!(&header[5..8], ["job_id", "task_id", "state"]);
+    assert_eq!(table.len(), 5, "one row per manifest row");
+    for (i, row) in table[1..].iter().enumerate() {
+        assert_eq!(&row[0], format!("row-{}", i + 1), "manifest order");
+        assert_eq!(&row[2], format!("shot {}, with a comma", i + 1));
+        assert_eq!(
+            &row[4],
+            format!("note {}", i + 1),
+            "unknown columns are carried along"
+        );
+        assert_eq!(&row[7], "downloaded");
+        assert_eq!(&row[13], "20000", "bytes");
+    }
+}
+
+#[tokio::test]
+async fn a_second_run_sends_nothing_new() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(&manifest_rows(3, |i| format!("prompt {i}")));
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    let received = scratch.submits_received();
+    let results_before = scratch
+        .sim
+        .counters()
+        .results_received
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    assert_eq!(
+        scratch.submits_received(),
+        received,
+        "no submission on the second run"
+    );
+    assert_eq!(
+        scratch
+            .sim
+            .counters()
+            .results_received
+            .load(std::sync::atomic::Ordering::SeqCst),
+        results_before,
+        "nothing left to poll either"
+    );
+}
+
+#[tokio::test]
+async fn rows_without_ids_are_identified_by_content() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest("image,prompt\nhttps://x.io/a.png,one\nhttps://x.io/b.png,two\n");
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    // Reordering rows changes nothing: identity is content, not position.
+    scratch.write_manifest("image,prompt\nhttps://x.io/b.png,two\nhttps://x.io/a.png,one\n");
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    assert_eq!(scratch.submits_received(), 2);
+    let table = scratch.results_csv();
+    assert_eq!(
+        &table[1][1], "two",
+        "the results follow the current manifest's order"
+    );
+}
+
+#[tokio::test]
+async fn a_row_edited_after_submission_is_reported_not_resubmitted() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(&manifest_rows(2, |i| format!("prompt {i}")));
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    let first_video = std::fs::read(scratch.out().join("row-2.mp4")).unwrap();
+    scratch.write_manifest(&manifest_rows(2, |i| {
+        if i == 2 {
+            "a new prompt".into()
+        } else {
+            format!("prompt {i}")
+        }
+    }));
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    assert_eq!(scratch.submits_received(), 2, "the edit was not sent");
+    assert!(scratch.job("row-2").edited);
+    let table = scratch.results_csv();
+    assert!(
+        table[2][9].contains("changed after it was submitted"),
+        "{:?}",
+        &table[2]
+    );
+
+    let manifest = path_str(&scratch.manifest());
+    assert_eq!(
+        scratch
+            .command(&["retry", &manifest, "--no-failed", "--edited"], None)
+            .await,
+        EXIT_OK
+    );
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    assert_eq!(
+        scratch.submits_received(),
+        3,
+        "the new version was sent once, on request"
+    );
+    let bodies = scratch.sim.accepted_bodies();
+    assert!(bodies.keys().any(|body| body.contains("a new prompt")));
+    scratch.assert_video("row-2");
+    assert_eq!(
+        scratch.job("row-2").file_name.as_deref(),
+        Some("row-2.v2.mp4")
+    );
+    assert_eq!(
+        std::fs::read(scratch.out().join("row-2.mp4")).unwrap(),
+        first_video,
+        "the first video is never rewritten"
+    );
+    let history = scratch
+        .ledger()
+        .task_history(&pixbatch::job::JobId("row-2".into()))
+        .unwrap();
+    assert_eq!(history.len(), 2, "both task ids are kept");
+}
+
+#[tokio::test]
+async fn local_images_are_checked_and_sent_under_the_base_url() {
+    let scratch = Scratch::new(fast_sim()).await;
+    std::fs::create_dir(scratch.path("img")).unwrap();
+    std::fs::copy(
+        "sample-data/images/sunrise-landscape.png",
+        scratch.path("img/sun rise.png"),
+    )
+    .unwrap();
+    scratch.write_manifest("id,image,prompt\nsun,img/sun rise.png,Sunrise\n");
+    assert_eq!(
+        scratch.run(&[]).await,
+        pixbatch::error::EXIT_INVALID,
+        "a local path needs --image-base-url"
+    );
+    assert_eq!(scratch.submits_received(), 0);
+    assert_eq!(
+        scratch
+            .run(&["--image-base-url", "https://cdn.example.com/batch/"])
+            .await,
+        EXIT_OK
+    );
+    let bodies = scratch.sim.accepted_bodies();
+    let body = bodies.keys().next().unwrap();
+    assert!(
+        body.contains("https://cdn.example.com/batch/img/sun%20rise.png"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_manifest_sends_nothing_unless_told_to_skip() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(
+        "id,image,prompt,duration\na,https://x.io/a.png,ok,5\nb,https://x.io/b.png,bad,99\n",
+    );
+    assert_eq!(scratch.run(&[]).await, pixbatch::error::EXIT_INVALID);
+    assert_eq!(scratch.submits_received(), 0);
+    assert_eq!(
+        scratch.ledger().counts(false).unwrap()[&JobState::Pending],
+        0,
+        "nothing recorded"
+    );
+    assert_eq!(scratch.run(&["--skip-invalid"]).await, EXIT_OK);
+    assert_eq!(scratch.submits_received(), 1);
+}
+
+#[tokio::test]
+async fn no_wait_submits_and_a_later_run_collects() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(&manifest_rows(3, |i| format!("prompt {i}")));
+    assert_eq!(scratch.run(&["--no-wait"]).await, EXIT_PENDING);
+    assert_eq!(scratch.count(JobState::Running), 3);
+    assert_eq!(
+        scratch
+            .sim
+            .counters()
+            .results_received
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    assert_eq!(scratch.submits_received(), 3);
+    for i in 1..=3 {
+        scratch.assert_video(&format!("row-{i}"));
+    }
+}
+
+#[tokio::test]
+async fn the_deadline_stops_cleanly_and_the_next_run_resumes() {
+    let scratch = Scratch::new(SimConfig {
+        task_duration: std::time::Duration::from_secs(2),
+        ..fast_sim()
+    })
+    .await;
+    scratch.write_manifest(&manifest_rows(2, |i| format!("prompt {i}")));
+    assert_eq!(scratch.run(&["--deadline", "300ms"]).await, EXIT_PENDING);
+    assert_eq!(
+        scratch.count(JobState::Running),
+        2,
+        "submitted tasks are kept, not lost"
+    );
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    assert_eq!(scratch.submits_received(), 2);
+}
+
+#[tokio::test]
+async fn the_in_flight_cap_holds() {
+    let scratch = Scratch::new(SimConfig {
+        task_duration: std::time::Duration::from_millis(300),
+        ..fast_sim()
+    })
+    .await;
+    scratch.write_manifest(&manifest_rows(6, |i| format!("prompt {i}")));
+    assert_eq!(
+        scratch.run(&["--max-in-flight", "2", "--no-wait"]).await,
+        EXIT_PENDING
+    );
+    assert_eq!(
+        scratch.submits_received(),
+        2,
+        "no more than 2 unfinished tasks"
+    );
+    assert_eq!(scratch.run(&["--max-in-flight", "2"]).await, EXIT_OK);
+    assert_eq!(scratch.submits_received(), 6);
+}
+
+#[tokio::test]
+async fn a_task_that_never_finishes_is_given_up_and_retry_polls_it_again() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(
+        "id,image,prompt\nstuck,https://x.io/a.png,[stuck] forever\nfine,https://x.io/b.png,fine\n",
+    );
+    assert_eq!(
+        scratch.run(&["--task-timeout", "500ms"]).await,
+        EXIT_SOME_FAILED
+    );
+    let job = scratch.job("stuck");
+    assert_eq!(
+        (job.state, job.error_kind.as_deref()),
+        (JobState::Failed, Some("timed_out"))
+    );
+    let manifest = path_str(&scratch.manifest());
+    assert_eq!(scratch.command(&["retry", &manifest], None).await, EXIT_OK);
+    assert_eq!(
+        scratch.job("stuck").state,
+        JobState::Running,
+        "polled again, not resubmitted"
+    );
+    assert_eq!(
+        scratch.run(&["--task-timeout", "300ms"]).await,
+        EXIT_SOME_FAILED
+    );
+    assert_eq!(
+        scratch.submits_received(),
+        2,
+        "the stuck task was never paid for twice"
+    );
+}
+
+#[tokio::test]
+async fn a_second_run_on_a_ledger_in_use_is_refused() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(&manifest_rows(1, |i| format!("prompt {i}")));
+    let _held = RunLock::acquire(&scratch.path("jobs.pixbatch.db")).unwrap();
+    assert_eq!(scratch.run(&[]).await, EXIT_ERROR);
+    assert_eq!(scratch.submits_received(), 0);
+}
