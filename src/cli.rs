@@ -33,6 +33,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once per process")]
 pub enum Command {
     /// Ingest, submit, poll, download and export; re-running resumes.
     Run(RunArgs),

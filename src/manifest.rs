@@ -262,7 +262,7 @@ impl CsvRows {
         let mut header = csv::ByteRecord::new();
         let found = reader
             .read_byte_record(&mut header)
-            .map_err(|error| csv_header_error(error))?;
+            .map_err(csv_header_error)?;
         if !found {
             return Err(HeaderError::Problem(Problem::new(
                 1,

@@ -269,7 +269,8 @@ impl SimState {
         probability > 0.0 && self.rng.lock().expect("lock").f64() < probability
     }
 
-    fn check_auth(&self, headers: &HeaderMap) -> Result<(), Response> {
+    /// The answer to a request whose key is missing or wrong, if it is.
+    fn auth_refusal(&self, headers: &HeaderMap) -> Option<Response> {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
@@ -277,7 +278,7 @@ impl SimState {
             .map(str::trim)
             .filter(|key| !key.is_empty());
         let Some(given) = given else {
-            return Err(error_response(
+            return Some(error_response(
                 401,
                 "FAILED_TO_AUTH",
                 "missing or malformed Authorization header",
@@ -285,13 +286,13 @@ impl SimState {
             ));
         };
         match &self.config.api_key {
-            Some(expected) if expected != given => Err(error_response(
+            Some(expected) if expected != given => Some(error_response(
                 403,
                 "INVALID_API_KEY",
                 "the API key is not valid",
                 None,
             )),
-            _ => Ok(()),
+            _ => None,
         }
     }
 
@@ -447,7 +448,7 @@ async fn submit(State(state): State<Arc<SimState>>, headers: HeaderMap, body: St
     if let Some(Scripted::Delay(delay)) = &scripted {
         tokio::time::sleep(*delay).await;
     }
-    if let Err(response) = state.check_auth(&headers) {
+    if let Some(response) = state.auth_refusal(&headers) {
         return response;
     }
     if let Err(wait) = state.admit(arrived) {
@@ -530,7 +531,7 @@ async fn task_result(
     if let Some(Scripted::Delay(delay)) = &scripted {
         tokio::time::sleep(*delay).await;
     }
-    if let Err(response) = state.check_auth(&headers) {
+    if let Some(response) = state.auth_refusal(&headers) {
         return response;
     }
     if let Some(Scripted::Error {

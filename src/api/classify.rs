@@ -56,7 +56,7 @@ pub fn classify_status(endpoint: Endpoint, status: u16, reason: Option<&str>) ->
         _ => {}
     }
     match status {
-        401 | 402 | 403 => Failure::Fatal,
+        401..=403 => Failure::Fatal,
         // 408: the server gave up waiting for our request; 429: refused for
         // rate; 503: refused for load. None of them ran the request.
         408 | 429 | 503 => Failure::Transient,

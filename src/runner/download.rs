@@ -95,10 +95,9 @@ async fn download_one(shared: &Shared, job: DownloadJob) {
             _ => refresh_url(shared, &job)
                 .await
                 .map_err(DownloadError::Transient)
-                .map(|fresh| {
+                .inspect(|fresh| {
                     url = Some(fresh.clone());
                     expires_at_ms = None;
-                    fresh
                 }),
         };
         let attempt = match ready {
