@@ -668,3 +668,61 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read_everything(ext: &str, bytes: &[u8]) -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("m.{ext}"));
+        std::fs::write(&path, bytes).unwrap();
+        let Ok(mut manifest) = Manifest::open(&path) else {
+            return 0;
+        };
+        let mut n_rows = 0;
+        while let Ok(Some(row)) = manifest.next_row() {
+            let line = match row {
+                Ok(row) => row.line,
+                Err(problem) => problem.location.line,
+            };
+            assert!(line >= 1, "line numbers start at 1");
+            n_rows += 1;
+        }
+        n_rows
+    }
+
+    fn csvish() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(b','),
+                Just(b'"'),
+                Just(b'\n'),
+                Just(b'\r'),
+                Just(0xEF),
+                Just(0xFF),
+                Just(b'a'),
+                Just(b' '),
+                any::<u8>(),
+            ],
+            0..300,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn the_csv_reader_never_panics(body in csvish(), header in "[a-z_, \"]{0,30}") {
+            let mut bytes = header.into_bytes();
+            bytes.push(b'\n');
+            bytes.extend(body);
+            read_everything("csv", &bytes);
+        }
+
+        #[test]
+        fn the_jsonl_reader_never_panics(bytes in csvish(), json in "[{}\\[\\]\":,a-z0-9 \n]{0,200}") {
+            read_everything("jsonl", &bytes);
+            read_everything("jsonl", json.as_bytes());
+        }
+    }
+}

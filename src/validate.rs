@@ -883,3 +883,61 @@ mod tests {
         assert_eq!(rules(image("/etc/ok.png")), ["image-path"]);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<String>().prop_map(Value::String),
+            "[0-9 .eE+-]{0,8}".prop_map(Value::String),
+            any::<f64>()
+                .prop_map(|n| serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)),
+            any::<i64>().prop_map(Value::from),
+            any::<bool>().prop_map(Value::Bool),
+            Just(Value::Null),
+            Just(serde_json::json!([1, {"a": null}])),
+        ]
+    }
+
+    fn any_column() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("image".to_owned()),
+            Just("prompt".to_owned()),
+            Just("duration".to_owned()),
+            Just("cfg_scale".to_owned()),
+            Just("resolution".to_owned()),
+            Just("seed".to_owned()),
+            Just("generate_audio".to_owned()),
+            Just("id".to_owned()),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn validation_never_panics(cells in proptest::collection::vec((any_column(), any_value()), 0..10)) {
+            let row = RawRow {
+                line: 2,
+                cells: cells
+                    .into_iter()
+                    .enumerate()
+                    .map(|(idx, (name, value))| Cell { index: idx + 1, name, value })
+                    .collect(),
+            };
+            let context = ValidationContext {
+                manifest_dir: PathBuf::from("."),
+                image_base_url: Some(Url::parse("https://cdn.example.com/b/").unwrap()),
+            };
+            if let Ok(spec) = validate_row(&row, &context) {
+                // Whatever passes satisfies the API's rules.
+                prop_assert!(DURATION_RANGE.contains(&i64::from(spec.request.duration)));
+                prop_assert!(spec.request.prompt.chars().count() <= MAX_PROMPT_CHARS);
+                prop_assert!(RESOLUTIONS.contains(&spec.request.resolution.as_str()));
+                prop_assert!(spec.request.cfg_scale.is_none_or(|c| (0.0..=1.0).contains(&c)));
+            }
+        }
+    }
+}
