@@ -84,14 +84,13 @@ fn print_problems(manifest: &Path, report: &IngestReport) {
 
 /// Reads and validates a manifest into `ledger` off the async threads.
 async fn ingest_blocking(
-    manifest_path: &Path,
+    mut manifest: Manifest,
     image_base_url: Option<url::Url>,
     mut ledger: Ledger,
     skip_invalid: bool,
 ) -> Result<(IngestReport, Ledger), Error> {
-    let mut manifest = Manifest::open(manifest_path)?;
     let context = ValidationContext {
-        manifest_dir: manifest_dir(manifest_path),
+        manifest_dir: manifest_dir(manifest.path()),
         image_base_url,
     };
     tokio::task::spawn_blocking(move || {
@@ -103,8 +102,9 @@ async fn ingest_blocking(
 }
 
 async fn validate(args: ValidateArgs) -> Result<i32, Error> {
+    let manifest = Manifest::open(&args.manifest)?;
     let ledger = Ledger::open_temporary()?;
-    let (report, _) = ingest_blocking(&args.manifest, args.image_base_url, ledger, false).await?;
+    let (report, _) = ingest_blocking(manifest, args.image_base_url, ledger, false).await?;
     print_problems(&args.manifest, &report);
     if report.n_problems > 0 {
         println!(
@@ -219,7 +219,7 @@ async fn run(
         }
     };
     // Fail on an unreadable manifest before creating anything.
-    Manifest::open(&manifest)?;
+    let reader = Manifest::open(&manifest)?;
     if let Some(parent) = ledger_path
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())
@@ -229,7 +229,7 @@ async fn run(
     let _lock = RunLock::acquire(&ledger_path)?;
     let ledger = Ledger::open(&ledger_path)?;
     let (ingested, ledger) = ingest_blocking(
-        &manifest,
+        reader,
         args.image_base_url.clone(),
         ledger,
         args.skip_invalid,

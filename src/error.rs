@@ -42,7 +42,6 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Manifest(_) | Error::InvalidManifest { .. } | Error::Usage(_) => EXIT_INVALID,
-            Error::Ledger(LedgerError::Locked { .. }) => EXIT_ERROR,
             Error::Ledger(_) | Error::Io { .. } | Error::Other(_) => EXIT_ERROR,
         }
     }

@@ -759,9 +759,12 @@ impl Ingest<'_> {
             IngestOutcome::Edited { state }
         };
         let sql = match outcome {
+            // The request is the same (equal hashes), so rewriting it changes
+            // nothing; an edit held earlier and now reverted is dropped.
             IngestOutcome::Unchanged => {
                 "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, input_json = ?5, \
-                 edited_request_json = NULL, edited_request_hash = NULL WHERE job_id = ?1 AND ?6 = ?6 AND ?7 = ?7"
+                 request_json = ?6, request_hash = ?7, edited_request_json = NULL, edited_request_hash = NULL \
+                 WHERE job_id = ?1"
             }
             IngestOutcome::Replaced => {
                 "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, input_json = ?5, \
