@@ -116,6 +116,16 @@ pub struct Tuning {
     /// The first retry's delay; it doubles each time (plus jitter).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub retry_delay: Duration,
+    /// Give up on an API call (submit or task result) that takes longer.
+    /// Downloads have no total deadline, only --read-timeout.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Give up connecting after this long (such a request never left).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Give up when a response (or a download) sends nothing for this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub read_timeout: Duration,
     /// Refuse videos larger than this many bytes.
     #[arg(long, default_value_t = 4 * 1024 * 1024 * 1024)]
     pub max_video_bytes: u64,

@@ -158,6 +158,11 @@ fn run_settings(
         task_timeout: tuning.task_timeout,
         ..PollPolicy::default()
     };
+    settings.timeouts = crate::api::Timeouts {
+        connect: tuning.connect_timeout,
+        read: tuning.read_timeout,
+        json_request: tuning.request_timeout,
+    };
     settings.no_wait = no_wait;
     settings.deadline = deadline;
     Ok(settings)
@@ -178,8 +183,19 @@ pub fn sim_config(knobs: &SimKnobs) -> SimConfig {
 }
 
 /// The output folder must exist and take files before anything is paid for.
+/// Partial downloads left by a run that was killed are removed (this run
+/// holds the ledger's lock, so no other run is writing them).
 fn prepare_out_dir(out_dir: &Path) -> Result<(), Error> {
     std::fs::create_dir_all(out_dir).map_err(Error::io("create the output folder", out_dir))?;
+    let entries =
+        std::fs::read_dir(out_dir).map_err(Error::io("read the output folder", out_dir))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".part") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     tempfile::Builder::new()
         .prefix(".pixbatch-write-check")
         .tempfile_in(out_dir)

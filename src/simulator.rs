@@ -21,6 +21,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -89,6 +90,28 @@ pub enum Scripted {
     Delay(Duration),
     /// Answer a task result with this status and no video.
     Status(&'static str),
+    /// Create the task (submit only), send a 200, then break the
+    /// connection before the body is complete.
+    BrokenAnswer,
+}
+
+/// One accepted submission, as the simulator saw it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Accepted {
+    pub task_id: String,
+    pub body: String,
+}
+
+/// What `GET /_simulator/stats` returns: what the simulator received, for
+/// tests that drive the real binary.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SimStats {
+    pub submits_received: u64,
+    pub submits_accepted: u64,
+    pub rate_limited: u64,
+    pub results_received: u64,
+    pub downloads_completed: u64,
+    pub accepted: Vec<Accepted>,
 }
 
 /// A canned answer for the next video download.
@@ -98,6 +121,8 @@ pub enum ScriptedDownload {
     Expired,
     /// Send the headers for the whole file, then only half of it.
     Truncated,
+    /// Send the whole file slowly, spread over this long.
+    Slow(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -131,10 +156,12 @@ struct SimState {
     secret: String,
     counters: SimCounters,
     tasks: Mutex<HashMap<String, SimTask>>,
-    /// Accepted submissions per exact request body.
-    accepted_bodies: Mutex<HashMap<String, u64>>,
+    /// Every accepted submission: its task id and exact request body.
+    accepted: Mutex<Vec<Accepted>>,
     /// When each submission arrived (rolling window and tests).
     submit_times: Mutex<Vec<Instant>>,
+    /// When each request body arrived, in order.
+    arrivals_by_body: Mutex<HashMap<String, Vec<Instant>>>,
     scripts: Mutex<Scripts>,
     rng: Mutex<fastrand::Rng>,
     next_task: AtomicU64,
@@ -165,7 +192,17 @@ impl SimHandle {
 
     /// Accepted submissions, by request body.
     pub fn accepted_bodies(&self) -> HashMap<String, u64> {
-        self.state.accepted_bodies.lock().expect("lock").clone()
+        self.state.accepted_bodies()
+    }
+
+    /// Every accepted submission, in order.
+    pub fn accepted(&self) -> Vec<Accepted> {
+        self.state.accepted.lock().expect("lock").clone()
+    }
+
+    /// When each request body arrived, in order.
+    pub fn arrivals_by_body(&self) -> HashMap<String, Vec<Instant>> {
+        self.state.arrivals_by_body.lock().expect("lock").clone()
     }
 
     /// When each submission arrived, in order.
@@ -227,8 +264,9 @@ pub async fn start(config: SimConfig, port: u16) -> std::io::Result<SimHandle> {
         config,
         counters: SimCounters::default(),
         tasks: Mutex::new(HashMap::new()),
-        accepted_bodies: Mutex::new(HashMap::new()),
+        accepted: Mutex::new(Vec::new()),
         submit_times: Mutex::new(Vec::new()),
+        arrivals_by_body: Mutex::new(HashMap::new()),
         scripts: Mutex::new(Scripts::default()),
         next_task: AtomicU64::new(1),
     });
@@ -236,6 +274,7 @@ pub async fn start(config: SimConfig, port: u16) -> std::io::Result<SimHandle> {
         .route("/v3/async/pixverse-v6-i2v", post(submit))
         .route("/v3/async/task-result", get(task_result))
         .route("/files/{name}", get(download))
+        .route("/_simulator/stats", get(stats))
         .with_state(state.clone());
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -265,6 +304,14 @@ fn error_response(status: u16, reason: &str, message: &str, retry_after: Option<
 }
 
 impl SimState {
+    fn accepted_bodies(&self) -> HashMap<String, u64> {
+        let mut counts = HashMap::new();
+        for accepted in self.accepted.lock().expect("lock").iter() {
+            *counts.entry(accepted.body.clone()).or_default() += 1;
+        }
+        counts
+    }
+
     fn chance(&self, probability: f64) -> bool {
         probability > 0.0 && self.rng.lock().expect("lock").f64() < probability
     }
@@ -358,12 +405,10 @@ impl SimState {
             .lock()
             .expect("lock")
             .insert(task_id.clone(), task);
-        *self
-            .accepted_bodies
-            .lock()
-            .expect("lock")
-            .entry(body.to_owned())
-            .or_default() += 1;
+        self.accepted.lock().expect("lock").push(Accepted {
+            task_id: task_id.clone(),
+            body: body.to_owned(),
+        });
         self.counters
             .submits_accepted
             .fetch_add(1, Ordering::SeqCst);
@@ -437,12 +482,32 @@ fn check_request(request: &Value) -> Result<(), String> {
     Ok(())
 }
 
+async fn stats(State(state): State<Arc<SimState>>) -> Response {
+    let counters = &state.counters;
+    axum::Json(SimStats {
+        submits_received: counters.submits_received.load(Ordering::SeqCst),
+        submits_accepted: counters.submits_accepted.load(Ordering::SeqCst),
+        rate_limited: counters.rate_limited.load(Ordering::SeqCst),
+        results_received: counters.results_received.load(Ordering::SeqCst),
+        downloads_completed: counters.downloads_completed.load(Ordering::SeqCst),
+        accepted: state.accepted.lock().expect("lock").clone(),
+    })
+    .into_response()
+}
+
 async fn submit(State(state): State<Arc<SimState>>, headers: HeaderMap, body: String) -> Response {
     state
         .counters
         .submits_received
         .fetch_add(1, Ordering::SeqCst);
     let arrived = Instant::now();
+    state
+        .arrivals_by_body
+        .lock()
+        .expect("lock")
+        .entry(body.clone())
+        .or_default()
+        .push(arrived);
     let scripted = state.next_scripted(|scripts| scripts.submit.pop_front());
     tokio::time::sleep(state.config.latency).await;
     if let Some(Scripted::Delay(delay)) = &scripted {
@@ -464,6 +529,18 @@ async fn submit(State(state): State<Arc<SimState>>, headers: HeaderMap, body: St
         Ok(request) => request,
         Err(error) => return error_response(400, "INVALID_REQUEST_BODY", &error.to_string(), None),
     };
+    if let Some(Scripted::BrokenAnswer) = scripted {
+        state.create_task(&body, &request);
+        let stream = futures::stream::iter([
+            Ok::<_, std::io::Error>(b"{\"task_id\": \"".to_vec()),
+            Err(std::io::Error::other("simulated connection reset")),
+        ]);
+        let mut response = Response::new(Body::from_stream(stream));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(64u64));
+        return response;
+    }
     if let Some(Scripted::Error {
         status,
         reason,
@@ -658,6 +735,26 @@ async fn download(
                 .downloads_completed
                 .fetch_add(1, Ordering::SeqCst);
             ([(header::CONTENT_TYPE, "video/mp4")], content).into_response()
+        }
+        Some(ScriptedDownload::Slow(total)) => {
+            state
+                .counters
+                .downloads_completed
+                .fetch_add(1, Ordering::SeqCst);
+            const N_CHUNKS: usize = 10;
+            let full_len = content.len();
+            let chunk_len = full_len.div_ceil(N_CHUNKS).max(1);
+            let chunks: Vec<Vec<u8>> = content.chunks(chunk_len).map(<[u8]>::to_vec).collect();
+            let pause = total / N_CHUNKS as u32;
+            let stream = futures::stream::iter(chunks).then(move |chunk| async move {
+                tokio::time::sleep(pause).await;
+                Ok::<_, std::io::Error>(chunk)
+            });
+            let mut response = Response::new(Body::from_stream(stream));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(full_len));
+            response
         }
     }
 }
