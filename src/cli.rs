@@ -90,20 +90,20 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct Tuning {
     /// Submissions per minute, never exceeded in any window.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub submit_rate: u32,
     /// Task-result requests per minute.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub poll_rate: u32,
     /// Submissions in progress at once.
-    #[arg(long, default_value_t = 4)]
-    pub workers: usize,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub workers: u32,
     /// Tasks submitted and not finished, at most.
-    #[arg(long, default_value_t = 200)]
-    pub max_in_flight: usize,
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_in_flight: u32,
     /// Downloads at once.
-    #[arg(long, default_value_t = 4)]
-    pub download_workers: usize,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub download_workers: u32,
     /// Shortest gap between polls of one task (the task's eta stretches it).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
@@ -111,8 +111,8 @@ pub struct Tuning {
     #[arg(long, default_value = "3h", value_parser = humantime::parse_duration)]
     pub task_timeout: Duration,
     /// Retries of a transient failure per job and run.
-    #[arg(long, default_value_t = 6)]
-    pub max_retries: usize,
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub max_retries: u32,
     /// The first retry's delay; it doubles each time (plus jitter).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub retry_delay: Duration,

@@ -129,28 +129,38 @@ fn run_settings(
     no_wait: bool,
     deadline: Option<std::time::Duration>,
 ) -> Result<RunSettings, Error> {
-    for (name, value) in [
-        ("--submit-rate", tuning.submit_rate as usize),
-        ("--poll-rate", tuning.poll_rate as usize),
-        ("--workers", tuning.workers),
-        ("--max-in-flight", tuning.max_in_flight),
-        ("--download-workers", tuning.download_workers),
+    // Counts are bounded by clap; durations are bounded here, so that no
+    // schedule can overflow a clock.
+    let hour = std::time::Duration::from_secs(3600);
+    for (name, value, min, max) in [
+        ("--poll-interval", tuning.poll_interval, 10, hour),
+        ("--task-timeout", tuning.task_timeout, 10, 365 * 24 * hour),
+        ("--retry-delay", tuning.retry_delay, 1, hour),
+        ("--request-timeout", tuning.request_timeout, 10, hour),
+        ("--connect-timeout", tuning.connect_timeout, 10, hour),
+        ("--read-timeout", tuning.read_timeout, 10, hour),
+        ("--progress-every", tuning.progress_every, 100, 24 * hour),
+        ("--deadline", deadline.unwrap_or(hour), 1, 365 * 24 * hour),
     ] {
-        if value == 0 {
-            return Err(Error::Usage(format!("{name} must be at least 1")));
+        if value < std::time::Duration::from_millis(min) || value > max {
+            return Err(Error::Usage(format!(
+                "{name} must be between {} and {}",
+                humantime::format_duration(std::time::Duration::from_millis(min)),
+                humantime::format_duration(max)
+            )));
         }
     }
     let mut settings = RunSettings::new(out_dir);
     settings.submit_per_minute = tuning.submit_rate;
     settings.poll_per_minute = tuning.poll_rate;
-    settings.workers = tuning.workers;
-    settings.max_in_flight = tuning.max_in_flight;
-    settings.download_workers = tuning.download_workers;
+    settings.workers = tuning.workers as usize;
+    settings.max_in_flight = tuning.max_in_flight as usize;
+    settings.download_workers = tuning.download_workers as usize;
     settings.max_video_bytes = tuning.max_video_bytes;
     settings.retry = RetryPolicy {
         min_delay: tuning.retry_delay,
         max_delay: RetryPolicy::default().max_delay.max(tuning.retry_delay),
-        max_retries: tuning.max_retries,
+        max_retries: tuning.max_retries as usize,
     };
     settings.poll = PollPolicy {
         min_interval: tuning.poll_interval,
@@ -192,7 +202,8 @@ fn prepare_out_dir(out_dir: &Path) -> Result<(), Error> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') && name.ends_with(".part") {
+        // The download temp files' pattern: `.{file}.mp4.{random}.part`.
+        if name.starts_with('.') && name.contains(".mp4.") && name.ends_with(".part") {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -221,6 +232,16 @@ async fn run(
         .clone()
         .unwrap_or_else(|| default_out_dir(&manifest));
     let settings = run_settings(out_dir.clone(), &args.tuning, args.no_wait, args.deadline)?;
+    let loopback = matches!(
+        args.base_url.host_str(),
+        Some("127.0.0.1" | "localhost" | "[::1]")
+    );
+    if !args.simulate && args.base_url.scheme() != "https" && !loopback {
+        return Err(Error::Usage(format!(
+            "refusing to send the API key unencrypted to {}: use an https:// --base-url",
+            args.base_url
+        )));
+    }
     let key = if args.simulate {
         ApiKey::new("simulated".to_owned())
     } else {
@@ -293,7 +314,7 @@ async fn run(
     let api = ApiClient::new(base_url, key, settings.timeouts);
 
     let (handle, ledger_thread) = LedgerHandle::spawn(ledger);
-    let control = Arc::new(Control::new(stop.clone()));
+    let control = Arc::new(Control::new(&stop));
     let mode = if quiet {
         ProgressMode::Quiet
     } else if terminal.stderr_is_tty {
@@ -337,6 +358,7 @@ async fn run(
         "{}",
         render_summary(&Summary {
             manifest: &manifest,
+            ledger: args.ledger.as_deref(),
             out_dir: &out_dir,
             results_path: results_written,
             counts: &counts,
@@ -439,8 +461,9 @@ fn retry(args: RetryArgs) -> Result<i32, Error> {
     };
     let counts = ledger.retry(selection)?;
     println!(
-        "{} job(s) will be submitted again (a new, paid submission each), {} will be polled again, {} edit(s) applied",
-        counts.resubmit, counts.repoll, counts.edits_applied
+        "{} job(s) will be submitted again (a new, paid submission each), {} will be polled again, \
+         {} downloaded again, {} edit(s) applied",
+        counts.resubmit, counts.repoll, counts.redownload, counts.edits_applied
     );
     let target = match &args.ledger.manifest {
         Some(manifest) => manifest.display().to_string(),

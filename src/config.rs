@@ -68,8 +68,10 @@ pub struct PollPolicy {
     /// A task not finished after this long is given up (state failed,
     /// kind `timed_out`; `pixbatch retry` polls it again, never resubmits).
     pub task_timeout: Duration,
-    /// Poll errors in a row before a task is given up.
-    pub max_consecutive_errors: u32,
+    /// Answers in a row saying a task is not there (or has no video)
+    /// before it is given up as lost. Network and service errors never count:
+    /// they are waited out until `task_timeout`.
+    pub max_not_found: u32,
 }
 
 impl Default for PollPolicy {
@@ -78,7 +80,7 @@ impl Default for PollPolicy {
             min_interval: Duration::from_secs(3),
             max_interval: Duration::from_secs(60),
             task_timeout: Duration::from_secs(3 * 3600),
-            max_consecutive_errors: 20,
+            max_not_found: 20,
         }
     }
 }

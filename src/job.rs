@@ -148,6 +148,7 @@ impl JobState {
                 | (Running, Succeeded)
                 | (Running, Failed)
                 | (Succeeded, Downloaded)
+                | (Succeeded, Failed)
                 | (Failed, Pending)
                 | (Failed, Succeeded)
                 | (Ambiguous, Pending)
@@ -181,7 +182,8 @@ impl FromStr for JobState {
 /// plain name, otherwise a sanitized form plus a short hash of the raw id,
 /// so that two ids can never share a file and no id can leave the output
 /// folder. `version` counts the job's accepted submissions: a job submitted
-/// again (after `pixbatch retry`) gets `{id}.v2.mp4`, so the first video is
+/// again (after `pixbatch retry`) gets `{id}~v2.mp4` (`~` never appears in a
+/// plain name, so this cannot be another job's file), and the first video is
 /// never overwritten.
 pub fn video_file_name(job_id: &JobId, version: u64) -> String {
     const MAX_STEM: usize = 100;
@@ -212,7 +214,7 @@ pub fn video_file_name(job_id: &JobId, version: u64) -> String {
         stem = format!("{stem}-{tag}");
     }
     if version > 1 {
-        format!("{stem}.v{version}.mp4")
+        format!("{stem}~v{version}.mp4")
     } else {
         format!("{stem}.mp4")
     }
@@ -277,7 +279,12 @@ mod tests {
         assert_eq!(video_file_name(&JobId("v1.2".into()), 0), "v1.2.mp4");
         assert_eq!(
             video_file_name(&JobId("clip-01".into()), 2),
-            "clip-01.v2.mp4"
+            "clip-01~v2.mp4"
+        );
+        assert_ne!(
+            video_file_name(&JobId("clip~v2".into()), 1),
+            "clip~v2.mp4",
+            "a user id cannot take a versioned name"
         );
     }
 

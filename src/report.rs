@@ -238,6 +238,9 @@ pub fn spawn_progress(
 /// Everything the final summary is made from.
 pub struct Summary<'a> {
     pub manifest: &'a Path,
+    /// The ledger, when the user named one (`--ledger`): suggested commands
+    /// must use it too.
+    pub ledger: Option<&'a Path>,
     pub out_dir: &'a Path,
     pub results_path: Option<&'a Path>,
     pub counts: &'a Counts,
@@ -250,7 +253,14 @@ pub struct Summary<'a> {
 /// The summary printed at the end of a run: what happened, then what to do.
 pub fn render_summary(summary: &Summary<'_>) -> String {
     let counts = summary.counts;
-    let manifest = summary.manifest.display();
+    let manifest = match summary.ledger {
+        Some(ledger) => format!(
+            "{} --ledger {}",
+            summary.manifest.display(),
+            ledger.display()
+        ),
+        None => summary.manifest.display().to_string(),
+    };
     let mut out = String::new();
     let elapsed = humantime::format_duration(Duration::from_secs(summary.elapsed.as_secs()));
     let _ = writeln!(
@@ -413,6 +423,7 @@ mod tests {
         let report = RunReport::default();
         let text = render_summary(&Summary {
             manifest: Path::new("jobs/x.csv"),
+            ledger: None,
             out_dir: Path::new("jobs/x-out"),
             results_path: Some(Path::new("jobs/x-out/results.csv")),
             counts: &counts,

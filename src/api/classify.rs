@@ -43,8 +43,13 @@ const ROW_REASONS: [&str; 3] = [
 
 /// Classifies an HTTP error answer by its reason string first (the same
 /// condition comes with different statuses from sibling services), then by
-/// its status.
+/// its status. One exception comes before the reason: a server error other
+/// than 503 on a submission may follow an accepted task, whatever its body
+/// says, so it is ambiguous.
 pub fn classify_status(endpoint: Endpoint, status: u16, reason: Option<&str>) -> Failure {
+    if endpoint == Endpoint::Submit && (500..=599).contains(&status) && status != 503 {
+        return Failure::Ambiguous;
+    }
     let reason = reason.map(str::to_ascii_uppercase);
     match reason.as_deref() {
         Some(reason) if FATAL_REASONS.contains(&reason) => return Failure::Fatal,
@@ -60,12 +65,11 @@ pub fn classify_status(endpoint: Endpoint, status: u16, reason: Option<&str>) ->
         // 408: the server gave up waiting for our request; 429: refused for
         // rate; 503: refused for load. None of them ran the request.
         408 | 429 | 503 => Failure::Transient,
-        500..=599 => match endpoint {
-            // The request reached the service and something broke: it may
-            // have been accepted before the error.
-            Endpoint::Submit => Failure::Ambiguous,
-            Endpoint::TaskResult => Failure::Transient,
-        },
+        // Polls are reads: any server error can be asked again.
+        500..=599 => Failure::Transient,
+        // A submit URL that does not exist: every row would get the same
+        // answer, so the run is misconfigured (check --base-url).
+        404 | 405 if endpoint == Endpoint::Submit => Failure::Fatal,
         _ => Failure::RowFinal,
     }
 }
@@ -157,6 +161,16 @@ mod tests {
         );
         assert_eq!(classify_status(Submit, 400, None), RowFinal);
         assert_eq!(classify_status(Submit, 422, None), RowFinal);
+        assert_eq!(
+            classify_status(Submit, 404, None),
+            Fatal,
+            "a wrong --base-url stops the run"
+        );
+        assert_eq!(classify_status(Submit, 405, None), Fatal);
+        assert_eq!(
+            classify_status(TaskResult, 404, Some("TASK_NOT_FOUND")),
+            RowFinal
+        );
     }
 
     #[test]
@@ -172,6 +186,14 @@ mod tests {
         );
         assert_eq!(
             classify_status(Submit, 500, Some("SERVICE_NOT_AVAILABLE")),
+            Ambiguous
+        );
+        assert_eq!(
+            classify_status(Submit, 502, Some("INVALID_API_KEY")),
+            Ambiguous
+        );
+        assert_eq!(
+            classify_status(TaskResult, 500, Some("SERVICE_NOT_AVAILABLE")),
             Transient
         );
         assert_eq!(classify_status(Submit, 500, None), Ambiguous);

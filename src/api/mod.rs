@@ -34,6 +34,15 @@ impl ApiKey {
         ApiKey(key)
     }
 
+    /// `text` with every occurrence of the key replaced by `***`, in case a
+    /// server or proxy echoes it back in an error body.
+    fn redact(&self, text: String) -> String {
+        if self.0.is_empty() || !text.contains(&self.0) {
+            return text;
+        }
+        text.replace(&self.0, "***")
+    }
+
     fn header(&self) -> Option<HeaderValue> {
         let mut value = HeaderValue::from_str(&format!("Bearer {}", self.0)).ok()?;
         value.set_sensitive(true);
@@ -195,7 +204,7 @@ impl ApiClient {
             status: Some(200),
             reason: None,
             message: "the API answered the submission without a readable task_id".to_owned(),
-            body: Some(truncated(text)),
+            body: Some(truncated(self.key.redact(text))),
             retry_after: None,
         })
     }
@@ -214,7 +223,7 @@ impl ApiClient {
             status: Some(200),
             reason: None,
             message: format!("the task result could not be read: {error}"),
-            body: Some(truncated(text)),
+            body: Some(truncated(self.key.redact(text))),
             retry_after: None,
         })
     }
@@ -237,7 +246,7 @@ impl ApiClient {
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| classify::parse_retry_after(value, SystemTime::now()));
-        let body = response.text().await.unwrap_or_default();
+        let body = self.key.redact(response.text().await.unwrap_or_default());
         let reason = classify::reason_from_body(&body);
         let failure = classify::classify_status(endpoint, status.as_u16(), reason.as_deref());
         Err(ApiError {

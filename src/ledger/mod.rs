@@ -175,6 +175,7 @@ pub struct RetrySelection {
 pub struct RetryCounts {
     pub resubmit: u64,
     pub repoll: u64,
+    pub redownload: u64,
     pub edits_applied: u64,
 }
 
@@ -615,6 +616,11 @@ impl Ledger {
                  WHERE state = 'failed' AND error_kind = 'timed_out' AND task_id IS NOT NULL",
                 [now],
             )? as u64;
+            counts.redownload += tx.execute(
+                "UPDATE jobs SET state = 'succeeded', error_kind = NULL, error_message = NULL, error_body = NULL, \
+                 updated_at = ?1 WHERE state = 'failed' AND error_kind = 'download_blocked' AND task_id IS NOT NULL",
+                [now],
+            )? as u64;
             counts.resubmit += tx.execute(
                 "UPDATE jobs SET state = 'pending', finished_at = NULL, updated_at = ?1 WHERE state = 'failed'",
                 [now],
@@ -984,6 +990,7 @@ mod tests {
             RetryCounts {
                 resubmit: 1,
                 repoll: 1,
+                redownload: 0,
                 edits_applied: 0
             }
         );

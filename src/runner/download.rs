@@ -116,11 +116,15 @@ async fn download_one(shared: &Shared, job: DownloadJob) {
             _ => backoff.next_delay(None),
         };
         let Some(delay) = delay else {
-            warn!(
-                "job {}: download failed: {error}; the next run tries again",
-                job.job_id
-            );
-            note_error(shared, &job.job_id, error.to_string()).await;
+            if let DownloadError::Final(message) = &error {
+                block(shared, &job.job_id, message.clone()).await;
+            } else {
+                warn!(
+                    "job {}: download failed: {error}; the next run tries again",
+                    job.job_id
+                );
+                note_error(shared, &job.job_id, error.to_string()).await;
+            }
             return;
         };
         debug!(
@@ -214,8 +218,21 @@ async fn adopt_existing(shared: &Shared, job: &DownloadJob, target: &Path) {
         let Some(expected) = expected else {
             return Ok(false);
         };
-        let bytes = std::fs::read(&path)?;
-        Ok(bytes.len() as u64 == expected.bytes && hex(&Sha256::digest(&bytes)) == expected.sha256)
+        if std::fs::metadata(&path)?.len() != expected.bytes {
+            return Ok(false);
+        }
+        let mut hasher = Sha256::new();
+        let mut file = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(&path)?);
+        loop {
+            let chunk = std::io::BufRead::fill_buf(&mut file)?;
+            if chunk.is_empty() {
+                break;
+            }
+            hasher.update(chunk);
+            let n = chunk.len();
+            std::io::BufRead::consume(&mut file, n);
+        }
+        Ok(hex(&hasher.finalize()) == expected.sha256)
     })
     .await
     .unwrap_or(Ok(false))
@@ -241,8 +258,24 @@ async fn adopt_existing(shared: &Shared, job: &DownloadJob, target: &Path) {
          move it away and run again",
         target.display()
     );
-    warn!("job {}: {message}", job.job_id);
-    note_error(shared, &job.job_id, message).await;
+    block(shared, &job.job_id, message).await;
+}
+
+/// A download that retrying cannot fix (a file in the way, a video over the
+/// size cap, a URL that is not http(s)): the job fails with kind
+/// `download_blocked`; `pixbatch retry` downloads it again, without paying
+/// again, once the cause is dealt with.
+async fn block(shared: &Shared, job_id: &JobId, message: String) {
+    warn!("job {job_id}: {message}");
+    let id = job_id.clone();
+    let record = ErrorRecord::new("download_blocked", message, None);
+    if let Err(error) = shared
+        .ledger
+        .call(move |ledger| ledger.mark_failed(&id, &record))
+        .await
+    {
+        shared.control.ledger_failed(error);
+    }
 }
 
 /// Asks for the task result again to get a fresh signed URL.

@@ -44,7 +44,11 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn new(stop: CancellationToken) -> Control {
+    /// A run's switches under `signals`, the process-wide token: a signal
+    /// stops the run, while the run's own stops (deadline, fatal answers)
+    /// never reach the caller's token.
+    pub fn new(signals: &CancellationToken) -> Control {
+        let stop = signals.child_token();
         Control {
             stop_submitting: stop.child_token(),
             stop,
@@ -136,15 +140,17 @@ pub async fn run(
         control: control.clone(),
     });
 
-    if let Some(deadline) = shared.settings.deadline {
+    // The deadline watch ends with the engine, so a deadline passing while
+    // the results are written afterwards changes nothing.
+    let _deadline = shared.settings.deadline.map(|deadline| {
         let control = control.clone();
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             tokio::select! {
                 () = tokio::time::sleep(deadline) => control.stop_with("the --deadline was reached"),
                 () = control.stop.cancelled() => {}
             }
-        });
-    }
+        }))
+    });
 
     let mut running = Vec::new();
     let mut to_download = Vec::new();
@@ -183,13 +189,21 @@ pub async fn run(
     Ok(report)
 }
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What to tell the user about a fatal API answer.
 fn fatal_advice(error: &crate::api::ApiError) -> String {
     let reason = error.reason.as_deref().unwrap_or("");
     let what = if reason.contains("BALANCE") || error.status == Some(402) {
         "the account balance is exhausted: top up, then run the same command again; unsent rows stay pending"
-    } else if reason == "MODEL_NOT_FOUND" {
-        "the API does not know the model at this base URL: check --base-url"
+    } else if reason == "MODEL_NOT_FOUND" || matches!(error.status, Some(404 | 405)) {
+        "the API has no such endpoint or model at this base URL: check --base-url"
     } else {
         "the API refused the key: check HIGHWAY_API_KEY (and --base-url); unsent rows stay pending"
     };

@@ -29,7 +29,10 @@ pub(super) struct Tracked {
     /// Released when the task finishes, making room for another submission.
     pub permit: Option<OwnedSemaphorePermit>,
     n_polls: u32,
+    /// Failed polls in a row (they stretch the gap before the next one).
     n_errors: u32,
+    /// Answers in a row saying the task is not there, or has no video.
+    n_not_found: u32,
     last_status: Option<String>,
 }
 
@@ -47,6 +50,7 @@ impl Tracked {
             permit,
             n_polls: 0,
             n_errors: 0,
+            n_not_found: 0,
             last_status: None,
         }
     }
@@ -162,6 +166,8 @@ async fn poll_once(
         () = control.stop.cancelled() => return Next::Stop,
     }
     tracked.n_polls += 1;
+    let elapsed_ms = now_ms().saturating_sub(tracked.submitted_at_ms);
+    let timed_out = elapsed_ms > i64::try_from(policy.task_timeout.as_millis()).unwrap_or(i64::MAX);
     let result = match shared.api.task_result(&tracked.task_id).await {
         Ok(result) => result,
         Err(error) => {
@@ -169,18 +175,28 @@ async fn poll_once(
                 control.fatal_for_run(super::fatal_advice(&error));
                 return Next::Stop;
             }
+            // A network or service outage (transient) is waited out until
+            // the task's time limit; answers saying the task is not there
+            // (404 TASK_NOT_FOUND...) count towards giving it up as lost.
             tracked.n_errors += 1;
-            if tracked.n_errors >= policy.max_consecutive_errors {
+            if error.failure != Failure::Transient {
+                tracked.n_not_found += 1;
+            }
+            if tracked.n_not_found >= policy.max_not_found {
                 let message = format!(
-                    "gave up asking about task {} after {} errors in a row; the last: {}",
-                    tracked.task_id, tracked.n_errors, error.message
+                    "the API no longer knows task {} ({} answers in a row, the last: {}); \
+                     `pixbatch retry` submits the row again",
+                    tracked.task_id, tracked.n_not_found, error.message
                 );
                 return fail(
                     shared,
                     tracked,
-                    ErrorRecord::new("timed_out", message, error.body),
+                    ErrorRecord::new("task_lost", message, error.body),
                 )
                 .await;
+            }
+            if timed_out {
+                return give_up(shared, tracked, &format!("unanswered ({})", error.message)).await;
             }
             debug!(
                 "task {}: poll failed ({}); asking again later",
@@ -189,17 +205,36 @@ async fn poll_once(
             return Next::PollAfter(policy.error_interval(tracked.n_errors, error.retry_after));
         }
     };
-    tracked.n_errors = 0;
+    tracked.n_not_found = 0;
     match result.status {
         RemoteStatus::Succeeded => {
             let Some(video) = result.video else {
+                // Finished without a video URL (yet): ask again, within limits.
                 tracked.n_errors += 1;
+                tracked.n_not_found += 1;
+                if tracked.n_not_found >= policy.max_not_found {
+                    let message = format!(
+                        "task {} succeeded but the API gave no video URL ({} answers in a row); \
+                         `pixbatch retry` submits the row again",
+                        tracked.task_id, tracked.n_not_found
+                    );
+                    return fail(
+                        shared,
+                        tracked,
+                        ErrorRecord::new("task_lost", message, None),
+                    )
+                    .await;
+                }
+                if timed_out {
+                    return give_up(shared, tracked, "succeeded without a video URL").await;
+                }
                 debug!(
                     "task {} succeeded without a video URL yet; asking again",
                     tracked.task_id
                 );
                 return Next::PollAfter(policy.error_interval(tracked.n_errors, None));
             };
+            tracked.n_errors = 0;
             let expires_at_ms = video.ttl.map(|ttl| {
                 now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
             });
@@ -241,21 +276,9 @@ async fn poll_once(
             .await
         }
         status => {
-            let elapsed_ms = now_ms().saturating_sub(tracked.submitted_at_ms);
-            if elapsed_ms > i64::try_from(policy.task_timeout.as_millis()).unwrap_or(i64::MAX) {
-                let message = format!(
-                    "task {} was still {} after {}; given up (`pixbatch retry` polls it again)",
-                    tracked.task_id,
-                    status.as_str(),
-                    humantime::format_duration(policy.task_timeout)
-                );
-                warn!("job {}: {message}", tracked.job_id);
-                return fail(
-                    shared,
-                    tracked,
-                    ErrorRecord::new("timed_out", message, None),
-                )
-                .await;
+            tracked.n_errors = 0;
+            if timed_out {
+                return give_up(shared, tracked, &format!("still {}", status.as_str())).await;
             }
             if tracked.last_status.as_deref() != Some(status.as_str()) {
                 tracked.last_status = Some(status.as_str().to_owned());
@@ -276,6 +299,22 @@ async fn poll_once(
             Next::PollAfter(policy.next_interval(result.eta, tracked.n_polls))
         }
     }
+}
+
+/// Gives a task up after `--task-timeout`; `pixbatch retry` polls it again.
+async fn give_up(shared: &Shared, tracked: &Tracked, what: &str) -> Next {
+    let message = format!(
+        "task {} was {what} after {}; given up (`pixbatch retry` polls it again, without paying again)",
+        tracked.task_id,
+        humantime::format_duration(shared.settings.poll.task_timeout)
+    );
+    warn!("job {}: {message}", tracked.job_id);
+    fail(
+        shared,
+        tracked,
+        ErrorRecord::new("timed_out", message, None),
+    )
+    .await
 }
 
 async fn fail(shared: &Shared, tracked: &Tracked, record: ErrorRecord) -> Next {

@@ -299,3 +299,181 @@ async fn status_and_export_show_failures_and_ledger_contents() {
         "task_failed: simulated generation failure"
     );
 }
+
+#[tokio::test]
+async fn every_key_and_balance_refusal_stops_submitting_after_one_answer() {
+    for (status, reason) in [
+        (401, "FAILED_TO_AUTH"),
+        (403, "INVALID_API_KEY"),
+        (403, "NOT_ENOUGH_BALANCE"),
+        (400, "BILLING_BALANCE_NOT_ENOUGH"),
+        (402, ""),
+    ] {
+        let scratch = Scratch::new(fast_sim()).await;
+        scratch.sim.script_submit([Scripted::Error {
+            status,
+            reason,
+            retry_after: None,
+            accept_first: false,
+        }]);
+        scratch.write_manifest(&manifest_rows(4, |i| format!("p{i}")));
+        assert_eq!(
+            scratch.run(&["--workers", "4"]).await,
+            EXIT_ERROR,
+            "{status} {reason}"
+        );
+        assert_eq!(
+            scratch.submits_received(),
+            1,
+            "{status} {reason}: one answer was enough"
+        );
+        assert_eq!(
+            scratch.count(JobState::Pending),
+            4,
+            "{status} {reason}: rows stay pending"
+        );
+        let job = scratch.job("row-1");
+        assert_eq!(job.error_kind.as_deref(), Some("fatal"));
+    }
+}
+
+#[tokio::test]
+async fn a_429_storm_finishes_without_hammering() {
+    let scratch = Scratch::new(SimConfig {
+        rate_limit_rate: 0.6,
+        seed: 3,
+        ..fast_sim()
+    })
+    .await;
+    scratch.write_manifest(&manifest_rows(10, |i| format!("p{i}")));
+    assert_eq!(
+        scratch
+            .run(&["--workers", "4", "--max-retries", "40"])
+            .await,
+        EXIT_OK
+    );
+    let counters = scratch.sim.counters();
+    let n_429 = counters
+        .rate_limited
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n_429 >= 5, "the storm happened: {n_429} 429s");
+    assert_eq!(scratch.submits_accepted(), 10, "each row was paid for once");
+    for (body, arrivals) in scratch.sim.arrivals_by_body() {
+        for pair in arrivals.windows(2) {
+            let gap = pair[1].duration_since(pair[0]);
+            assert!(
+                gap >= Duration::from_millis(950),
+                "a retry came {gap:?} after a 429 with Retry-After: 1 ({body})"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn bursts_of_503_on_every_endpoint_are_ridden_out() {
+    let scratch = Scratch::new(SimConfig {
+        server_error_rate: 0.4,
+        seed: 5,
+        ..fast_sim()
+    })
+    .await;
+    scratch.write_manifest(&manifest_rows(8, |i| format!("p{i}")));
+    assert_eq!(scratch.run(&["--max-retries", "40"]).await, EXIT_OK);
+    assert_eq!(scratch.submits_accepted(), 8);
+    assert!(scratch.sim.accepted_bodies().values().all(|n| *n == 1));
+}
+
+#[tokio::test]
+async fn a_connection_broken_after_acceptance_is_ambiguous() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.sim.script_submit([Scripted::BrokenAnswer]);
+    scratch.write_manifest(&manifest_rows(2, |i| format!("p{i}")));
+    assert_eq!(scratch.run(&[]).await, EXIT_SOME_FAILED);
+    assert_eq!(scratch.job("row-1").state, JobState::Ambiguous);
+    assert_eq!(scratch.submits_accepted(), 2, "the simulator did accept it");
+    assert_eq!(scratch.run(&[]).await, EXIT_SOME_FAILED);
+    assert_eq!(
+        scratch.submits_received(),
+        2,
+        "and it is not sent again without --ambiguous"
+    );
+}
+
+#[tokio::test]
+async fn a_submission_slower_than_the_timeout_is_ambiguous() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch
+        .sim
+        .script_submit([Scripted::Delay(Duration::from_secs(3))]);
+    scratch.write_manifest(&manifest_rows(1, |_| "p".into()));
+    assert_eq!(
+        scratch.run(&["--request-timeout", "300ms"]).await,
+        EXIT_SOME_FAILED
+    );
+    let job = scratch.job("row-1");
+    assert_eq!(
+        (job.state, job.error_kind.as_deref()),
+        (JobState::Ambiguous, Some("ambiguous"))
+    );
+    assert_eq!(scratch.submits_received(), 1);
+}
+
+#[tokio::test]
+async fn a_slow_poll_is_retried_and_a_slow_download_is_not_cut_off() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch
+        .sim
+        .script_result([Scripted::Delay(Duration::from_secs(3))]);
+    // 1.5 s in all, a packet every 150 ms: longer than the request timeout,
+    // never silent for the read timeout.
+    scratch
+        .sim
+        .script_download([ScriptedDownload::Slow(Duration::from_millis(1500))]);
+    scratch.write_manifest(&manifest_rows(1, |_| "p".into()));
+    assert_eq!(
+        scratch
+            .run(&["--request-timeout", "400ms", "--read-timeout", "1s"])
+            .await,
+        EXIT_OK
+    );
+    scratch.assert_video("row-1");
+    assert_eq!(
+        scratch
+            .sim
+            .counters()
+            .downloads_received
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_api_leaves_rows_pending_not_ambiguous() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(&manifest_rows(2, |i| format!("p{i}")));
+    // Nothing listens on this port: every request provably never left.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let code = scratch
+        .command(
+            &[
+                "run",
+                &path_str(&scratch.manifest()),
+                "--base-url",
+                &closed,
+                "--max-retries",
+                "2",
+                "--retry-delay",
+                "10ms",
+            ],
+            Some(crate::support::KEY),
+        )
+        .await;
+    assert_eq!(code, pixbatch::error::EXIT_PENDING);
+    assert_eq!(scratch.count(JobState::Pending), 2);
+    assert_eq!(
+        scratch.job("row-1").error_kind.as_deref(),
+        Some("transient")
+    );
+}

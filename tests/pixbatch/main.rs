@@ -6,4 +6,6 @@ mod support;
 mod binary;
 mod crash;
 mod faults;
+mod hostile;
 mod pipeline;
+mod secrets;

@@ -130,7 +130,7 @@ async fn a_row_edited_after_submission_is_reported_not_resubmitted() {
     scratch.assert_video("row-2");
     assert_eq!(
         scratch.job("row-2").file_name.as_deref(),
-        Some("row-2.v2.mp4")
+        Some("row-2~v2.mp4")
     );
     assert_eq!(
         std::fs::read(scratch.out().join("row-2.mp4")).unwrap(),
