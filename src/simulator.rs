@@ -90,6 +90,8 @@ pub enum Scripted {
     Delay(Duration),
     /// Answer a task result with this status and no video.
     Status(&'static str),
+    /// Answer a task result as succeeded but without any video.
+    NoVideo,
     /// Create the task (submit only), send a 200, then break the
     /// connection before the body is complete.
     BrokenAnswer,
@@ -333,10 +335,12 @@ impl SimState {
             ));
         };
         match &self.config.api_key {
+            // Like a careless proxy, echo the key back: clients must not
+            // store it.
             Some(expected) if expected != given => Some(error_response(
                 403,
                 "INVALID_API_KEY",
-                "the API key is not valid",
+                &format!("the API key {given} is not valid"),
                 None,
             )),
             _ => None,
@@ -648,7 +652,13 @@ async fn task_result(
     };
     let eta = total.saturating_sub(elapsed).as_secs();
     let mut videos = Vec::new();
-    if status == "TASK_STATUS_SUCCEED" {
+    let no_video = matches!(scripted, Some(Scripted::NoVideo));
+    let status = if no_video {
+        "TASK_STATUS_SUCCEED"
+    } else {
+        status
+    };
+    if status == "TASK_STATUS_SUCCEED" && !no_video {
         // The real service has sent the TTL both as a string and a number.
         let ttl = state.config.url_ttl.as_secs();
         let ttl = if task_id.len() % 2 == 0 {

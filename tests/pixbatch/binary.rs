@@ -156,3 +156,36 @@ fn status_of_a_manifest_never_run_says_so() {
             "no ledger at nowhere/none.pixbatch.db",
         ));
 }
+
+#[test]
+fn the_key_is_never_sent_over_plain_http_to_another_host() {
+    pixbatch()
+        .args([
+            "run",
+            "jobs/example.csv",
+            "--base-url",
+            "http://api.example.invalid",
+        ])
+        .env("HIGHWAY_API_KEY", "k")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "refusing to send the API key unencrypted",
+        ));
+}
+
+#[test]
+fn out_of_range_options_are_usage_errors_not_crashes() {
+    for args in [
+        &["--workers", "0"][..],
+        &["--max-in-flight", "99999999999"],
+        &["--poll-interval", "100000000000s"],
+        &["--deadline", "0s"],
+    ] {
+        pixbatch()
+            .args(["run", "jobs/example.csv", "--simulate"])
+            .args(args)
+            .assert()
+            .code(2);
+    }
+}

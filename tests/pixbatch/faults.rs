@@ -477,3 +477,70 @@ async fn an_unreachable_api_leaves_rows_pending_not_ambiguous() {
         Some("transient")
     );
 }
+
+#[tokio::test]
+async fn a_task_that_succeeds_without_a_video_is_given_up_not_polled_forever() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch
+        .sim
+        .script_result(std::iter::repeat_n(Scripted::NoVideo, 1000));
+    scratch.write_manifest(&manifest_rows(1, |_| "p".into()));
+    assert_eq!(
+        scratch.run(&["--task-timeout", "400ms"]).await,
+        EXIT_SOME_FAILED
+    );
+    let job = scratch.job("row-1");
+    assert_eq!(
+        (job.state, job.error_kind.as_deref()),
+        (JobState::Failed, Some("timed_out"))
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_base_url_stops_the_run_instead_of_failing_every_row() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(&manifest_rows(3, |i| format!("p{i}")));
+    let wrong = format!("{}/not-the-api/", scratch.sim.base_url());
+    let code = scratch
+        .command(
+            &["run", &path_str(&scratch.manifest()), "--base-url", &wrong],
+            Some(crate::support::KEY),
+        )
+        .await;
+    assert_eq!(code, EXIT_ERROR);
+    assert_eq!(
+        scratch.count(JobState::Pending),
+        3,
+        "no row was failed for a configuration mistake"
+    );
+}
+
+#[tokio::test]
+async fn a_file_in_the_way_blocks_the_download_until_retry() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(&manifest_rows(1, |_| "p".into()));
+    std::fs::create_dir_all(scratch.out()).unwrap();
+    std::fs::write(scratch.out().join("row-1.mp4"), b"someone else's file").unwrap();
+    assert_eq!(scratch.run(&[]).await, EXIT_SOME_FAILED);
+    let job = scratch.job("row-1");
+    assert_eq!(
+        (job.state, job.error_kind.as_deref()),
+        (JobState::Failed, Some("download_blocked"))
+    );
+    assert_eq!(
+        std::fs::read(scratch.out().join("row-1.mp4")).unwrap(),
+        b"someone else's file"
+    );
+
+    std::fs::remove_file(scratch.out().join("row-1.mp4")).unwrap();
+    let manifest = path_str(&scratch.manifest());
+    assert_eq!(scratch.command(&["retry", &manifest], None).await, EXIT_OK);
+    assert_eq!(
+        scratch.job("row-1").state,
+        JobState::Succeeded,
+        "downloaded again, not resubmitted"
+    );
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    scratch.assert_video("row-1");
+    assert_eq!(scratch.submits_received(), 1);
+}
