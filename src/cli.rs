@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// Record the valid rows and go on when some rows are invalid.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Submit rows whose exact request was already submitted under another
+    /// id (after ids were added or changed); by default that is an error.
+    #[arg(long)]
+    pub allow_renamed: bool,
     /// Submit and return; a later run polls and downloads.
     #[arg(long)]
     pub no_wait: bool,

@@ -15,7 +15,7 @@ use crate::cli::{
 use crate::config::{PollPolicy, RetryPolicy, RunSettings, default_ledger_path, default_out_dir};
 use crate::error::{EXIT_INVALID, EXIT_OK, Error};
 use crate::export::{ResultsFormat, write_results, write_results_file};
-use crate::ingest::{IngestReport, ingest};
+use crate::ingest::{IngestOptions, IngestReport, ingest};
 use crate::job::JobState;
 use crate::ledger::{Ledger, LedgerHandle, RetrySelection, RunLock};
 use crate::manifest::Manifest;
@@ -87,14 +87,14 @@ async fn ingest_blocking(
     mut manifest: Manifest,
     image_base_url: Option<url::Url>,
     mut ledger: Ledger,
-    skip_invalid: bool,
+    options: IngestOptions,
 ) -> Result<(IngestReport, Ledger), Error> {
     let context = ValidationContext {
         manifest_dir: manifest_dir(manifest.path()),
         image_base_url,
     };
     tokio::task::spawn_blocking(move || {
-        let report = ingest(&mut manifest, &context, &mut ledger, skip_invalid)?;
+        let report = ingest(&mut manifest, &context, &mut ledger, options)?;
         Ok((report, ledger))
     })
     .await
@@ -104,7 +104,13 @@ async fn ingest_blocking(
 async fn validate(args: ValidateArgs) -> Result<i32, Error> {
     let manifest = Manifest::open(&args.manifest)?;
     let ledger = Ledger::open_temporary()?;
-    let (report, _) = ingest_blocking(manifest, args.image_base_url, ledger, false).await?;
+    let (report, _) = ingest_blocking(
+        manifest,
+        args.image_base_url,
+        ledger,
+        IngestOptions::default(),
+    )
+    .await?;
     print_problems(&args.manifest, &report);
     if report.n_problems > 0 {
         println!(
@@ -269,7 +275,10 @@ async fn run(
         reader,
         args.image_base_url.clone(),
         ledger,
-        args.skip_invalid,
+        IngestOptions {
+            skip_invalid: args.skip_invalid,
+            allow_renamed: args.allow_renamed,
+        },
     )
     .await?;
     print_problems(&manifest, &ingested);

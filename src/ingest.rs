@@ -39,11 +39,20 @@ impl IngestReport {
     }
 }
 
+/// How forgiving an ingest is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IngestOptions {
+    /// Record the valid rows even when some rows have problems.
+    pub skip_invalid: bool,
+    /// Record a request already submitted under another id as a new job.
+    pub allow_renamed: bool,
+}
+
 pub fn ingest(
     manifest: &mut Manifest,
     context: &ValidationContext,
     ledger: &mut Ledger,
-    skip_invalid: bool,
+    options: IngestOptions,
 ) -> Result<IngestReport, Error> {
     let mut report = IngestReport::default();
     let mut ingest = ledger.begin_ingest()?;
@@ -65,7 +74,7 @@ pub fn ingest(
                 continue;
             }
         };
-        match ingest.add(&spec)? {
+        match ingest.add(&spec, options.allow_renamed)? {
             IngestOutcome::New => report.n_new += 1,
             IngestOutcome::Unchanged => report.n_unchanged += 1,
             IngestOutcome::Replaced => report.n_replaced += 1,
@@ -74,6 +83,18 @@ pub fn ingest(
                 if report.edited.len() < MAX_EDITS_KEPT {
                     report.edited.push((row.line, spec.job_id.clone(), state));
                 }
+            }
+            IngestOutcome::SubmittedAs { job_id, state } => {
+                report.problem(Problem::new(
+                    row.line,
+                    "already-submitted",
+                    format!(
+                        "this exact request was already submitted as job {job_id} ({state}); recording it as job \
+                         {} would pay for it again: keep the old id, or pass --allow-renamed to submit it anew",
+                        spec.job_id
+                    ),
+                ));
+                continue;
             }
             IngestOutcome::Duplicate { first_line } => {
                 let problem = if spec.explicit_id {
@@ -109,7 +130,7 @@ pub fn ingest(
         }
         report.n_valid += 1;
     }
-    if report.n_problems == 0 || skip_invalid {
+    if report.n_problems == 0 || options.skip_invalid {
         ingest.finish(manifest.columns())?;
         report.committed = true;
     }
@@ -129,7 +150,16 @@ mod tests {
             manifest_dir: dir.to_owned(),
             image_base_url: None,
         };
-        ingest(&mut manifest, &context, ledger, skip_invalid).unwrap()
+        ingest(
+            &mut manifest,
+            &context,
+            ledger,
+            IngestOptions {
+                skip_invalid,
+                allow_renamed: false,
+            },
+        )
+        .unwrap()
     }
 
     #[test]

@@ -107,6 +107,12 @@ pub enum IngestOutcome {
     Duplicate {
         first_line: u64,
     },
+    /// A new identity for a request already submitted as `job_id` (a row
+    /// given an id, or its id changed): recording it would pay again.
+    SubmittedAs {
+        job_id: JobId,
+        state: JobState,
+    },
 }
 
 /// A job waiting to be submitted.
@@ -707,7 +713,9 @@ pub struct Ingest<'a> {
 impl Ingest<'_> {
     /// Records one valid row. Rows are numbered in the order given, which
     /// is the order of the results table.
-    pub fn add(&mut self, spec: &JobSpec) -> Result<IngestOutcome> {
+    /// `allow_renamed` lets a request already submitted under another job id
+    /// (no longer in the manifest) be recorded as a new job.
+    pub fn add(&mut self, spec: &JobSpec, allow_renamed: bool) -> Result<IngestOutcome> {
         let existing = self
             .tx
             .prepare_cached(
@@ -730,6 +738,23 @@ impl Ingest<'_> {
         let now = now_ms();
 
         let Some((first_line, seen_generation, old_hash, state, has_task)) = existing else {
+            if !allow_renamed
+                && let Some((job_id, state)) = self
+                    .tx
+                    .prepare_cached(
+                        "SELECT job_id, state FROM jobs WHERE request_hash = ?1 AND seen_generation != ?2 \
+                         AND (task_id IS NOT NULL OR state IN ('submitting', 'ambiguous')) LIMIT 1",
+                    )?
+                    .query_row(params![request_hash, self.generation], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                    })
+                    .optional()?
+            {
+                return Ok(IngestOutcome::SubmittedAs {
+                    job_id: JobId(job_id),
+                    state: state.parse().unwrap_or(JobState::Failed),
+                });
+            }
             self.n_rows += 1;
             self.tx
                 .prepare_cached(
@@ -839,7 +864,10 @@ mod tests {
 
     fn ingest(ledger: &mut Ledger, specs: &[JobSpec]) -> Vec<IngestOutcome> {
         let mut ingest = ledger.begin_ingest().unwrap();
-        let outcomes = specs.iter().map(|spec| ingest.add(spec).unwrap()).collect();
+        let outcomes = specs
+            .iter()
+            .map(|spec| ingest.add(spec, false).unwrap())
+            .collect();
         ingest.finish(&["id".to_owned()]).unwrap();
         outcomes
     }
@@ -876,7 +904,7 @@ mod tests {
         let mut ledger = Ledger::open_temporary().unwrap();
         {
             let mut ingest = ledger.begin_ingest().unwrap();
-            ingest.add(&spec("a", "p", 2)).unwrap();
+            ingest.add(&spec("a", "p", 2), false).unwrap();
         }
         assert_eq!(ledger.counts(false).unwrap()[&JobState::Pending], 0);
     }

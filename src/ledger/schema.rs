@@ -58,6 +58,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX tasks_by_job ON tasks (job_id);
     ",
+    // 2: find a request already paid for under another job id.
+    "
+    CREATE INDEX jobs_by_request_hash ON jobs (request_hash);
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -162,6 +166,46 @@ mod tests {
             Err(LedgerError::NotSqlite { .. })
         ));
         assert_eq!(std::fs::read(&garbage).unwrap(), vec![7u8; 8192]);
+    }
+
+    #[test]
+    fn an_older_ledger_is_migrated_in_place_keeping_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        {
+            // A ledger as version 1 of pixbatch left it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.execute(
+                "INSERT INTO jobs (job_id, manifest_line, seen_generation, input_json, request_json, request_hash, \
+                 state, task_id, created_at, updated_at) VALUES ('a', 2, 1, '{}', '{}', 'h', 'running', 't1', 0, 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        prepare(&conn, &path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let task: String = conn
+            .query_row("SELECT task_id FROM jobs WHERE job_id = 'a'", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(task, "t1", "the job and its task id survived the migration");
+        let n_indexes: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'jobs_by_request_hash'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(n_indexes, 1);
     }
 
     #[test]

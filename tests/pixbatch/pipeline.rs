@@ -292,3 +292,23 @@ async fn a_second_run_on_a_ledger_in_use_is_refused() {
     assert_eq!(scratch.run(&[]).await, EXIT_ERROR);
     assert_eq!(scratch.submits_received(), 0);
 }
+
+#[tokio::test]
+async fn giving_rows_ids_after_a_run_does_not_pay_for_them_again() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest("image,prompt\nhttps://x.io/a.png,one\nhttps://x.io/b.png,two\n");
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    scratch.write_manifest("id,image,prompt\nfirst,https://x.io/a.png,one\nsecond,https://x.io/b.png,two\nthird,https://x.io/c.png,three\n");
+    assert_eq!(
+        scratch.run(&[]).await,
+        pixbatch::error::EXIT_INVALID,
+        "renamed rows are refused"
+    );
+    assert_eq!(scratch.submits_received(), 2, "nothing was sent");
+    assert_eq!(scratch.run(&["--allow-renamed"]).await, EXIT_OK);
+    assert_eq!(
+        scratch.submits_received(),
+        5,
+        "on request, the renamed rows are submitted anew"
+    );
+}
