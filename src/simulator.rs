@@ -805,6 +805,13 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_simulator_listens_on_loopback_only() {
+        let handle = start(SimConfig::default(), 0).await.unwrap();
+        assert!(handle.addr.ip().is_loopback(), "{}", handle.addr);
+        assert!(handle.base_url().starts_with("http://127.0.0.1:"));
+    }
+
     #[test]
     fn videos_are_deterministic_per_task() {
         assert_eq!(video_content("a", 1000), video_content("a", 1000));

@@ -106,9 +106,13 @@ pub enum DownloadError {
     /// Worth another try: a dropped connection, a short body, a 5xx.
     #[error("{0}")]
     Transient(String),
-    /// Retrying will not help: not http(s), too large, a disk error.
+    /// Retrying will not help: not http(s), too large.
     #[error("{0}")]
     Final(String),
+    /// The local disk refused the file (full, read-only...): not retried in
+    /// this run, but the next run tries again.
+    #[error("{0}")]
+    Disk(String),
 }
 
 /// A complete, checked download.
@@ -311,7 +315,7 @@ impl ApiClient {
         let mut n_bytes: u64 = 0;
         let mut stream = response.bytes_stream();
         let disk_error = |error: std::io::Error| {
-            DownloadError::Final(format!("failed to write the video: {error}"))
+            DownloadError::Disk(format!("failed to write the video: {error}"))
         };
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|error| {
@@ -408,6 +412,31 @@ mod tests {
             Timeouts::default(),
         );
         assert!(!format!("{client:?}").contains("sk-secret"));
+    }
+
+    #[tokio::test]
+    async fn downloads_only_follow_http_urls() {
+        let client = ApiClient::new(
+            Url::parse("http://127.0.0.1:9/").unwrap(),
+            ApiKey::new("k".into()),
+            Timeouts::default(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = tokio::fs::File::create(dir.path().join("v")).await.unwrap();
+        for url in ["file:///etc/passwd", "ftp://127.0.0.1/v.mp4", "not a url"] {
+            let result = client.download(url, &mut file, 1000).await;
+            assert!(
+                matches!(result, Err(DownloadError::Final(_))),
+                "{url}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_bodies_never_keep_the_key() {
+        let key = ApiKey::new("sk-abc".into());
+        assert_eq!(key.redact("bad key sk-abc!".into()), "bad key ***!");
+        assert_eq!(key.redact("nothing here".into()), "nothing here");
     }
 
     #[test]

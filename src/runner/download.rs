@@ -112,7 +112,7 @@ async fn download_one(shared: &Shared, job: DownloadJob) {
             url = None;
         }
         let delay = match &error {
-            DownloadError::Final(_) => None,
+            DownloadError::Final(_) | DownloadError::Disk(_) => None,
             _ => backoff.next_delay(None),
         };
         let Some(delay) = delay else {
@@ -146,7 +146,7 @@ async fn attempt(
     let out_dir = shared.settings.out_dir.clone();
     let prefix = format!(".{file_name}.");
     let disk = |error: std::io::Error| {
-        DownloadError::Final(format!("failed to write in {}: {error}", out_dir.display()))
+        DownloadError::Disk(format!("failed to write in {}: {error}", out_dir.display()))
     };
     let temp = tempfile::Builder::new()
         .prefix(&prefix)
@@ -181,10 +181,15 @@ async fn attempt(
     .await
     .map_err(|error| DownloadError::Final(format!("the rename task failed: {error}")))?;
     if let Err(error) = persisted {
-        return Err(DownloadError::Final(format!(
+        let message = format!(
             "failed to move the video into place at {}: {error}",
             target.display()
-        )));
+        );
+        return Err(if error.kind() == std::io::ErrorKind::AlreadyExists {
+            DownloadError::Final(message)
+        } else {
+            DownloadError::Disk(message)
+        });
     }
     let id = job_id.clone();
     if let Err(error) = shared

@@ -189,3 +189,45 @@ fn out_of_range_options_are_usage_errors_not_crashes() {
             .code(2);
     }
 }
+
+#[test]
+fn status_lists_ambiguous_rows_with_their_reason() {
+    use pixbatch::ingest::{IngestOptions, ingest};
+    use pixbatch::job::JobId;
+    use pixbatch::ledger::Ledger;
+    use pixbatch::manifest::Manifest;
+    use pixbatch::validate::ValidationContext;
+
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.csv");
+    std::fs::write(&manifest, "id,image,prompt\nclip-7,https://x.io/a.png,p\n").unwrap();
+    let ledger_path = dir.path().join("m.pixbatch.db");
+    let mut ledger = Ledger::open(&ledger_path).unwrap();
+    let context = ValidationContext {
+        manifest_dir: dir.path().to_owned(),
+        image_base_url: None,
+    };
+    ingest(
+        &mut Manifest::open(&manifest).unwrap(),
+        &context,
+        &mut ledger,
+        IngestOptions::default(),
+    )
+    .unwrap();
+    // A run that died mid-request leaves the job submitting; the next start
+    // makes it ambiguous.
+    ledger.mark_submitting(&JobId("clip-7".into())).unwrap();
+    ledger.recover_interrupted().unwrap();
+    drop(ledger);
+    pixbatch()
+        .arg("status")
+        .arg(&manifest)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "ambiguous (may have been charged):",
+        ))
+        .stdout(predicate::str::contains(
+            "line 2 (job clip-7): ambiguous: the run stopped while this submission was in flight",
+        ));
+}

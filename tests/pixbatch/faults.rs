@@ -544,3 +544,24 @@ async fn a_file_in_the_way_blocks_the_download_until_retry() {
     scratch.assert_video("row-1");
     assert_eq!(scratch.submits_received(), 1);
 }
+
+#[tokio::test]
+async fn a_video_over_the_size_cap_is_refused() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(&manifest_rows(1, |_| "p".into()));
+    assert_eq!(
+        scratch.run(&["--max-video-bytes", "1000"]).await,
+        EXIT_SOME_FAILED
+    );
+    let job = scratch.job("row-1");
+    assert_eq!(
+        (job.state, job.error_kind.as_deref()),
+        (JobState::Failed, Some("download_blocked"))
+    );
+    assert!(
+        job.error_message
+            .unwrap()
+            .contains("over the 1000-byte cap")
+    );
+    assert!(!scratch.out().join("row-1.mp4").exists());
+}

@@ -148,3 +148,47 @@ async fn a_ledger_that_is_not_ours_is_refused_untouched() {
     assert_eq!(std::fs::read(&foreign).unwrap(), vec![42u8; 10_000]);
     assert_eq!(scratch.submits_received(), 0);
 }
+
+/// A full disk, made with a file-size limit (RLIMIT_FSIZE) and SIGXFSZ
+/// ignored, so writes past the limit fail with EFBIG as on a full disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_loses_nothing_and_the_next_run_continues() {
+    let scratch = Scratch::new(pixbatch::simulator::SimConfig {
+        video_bytes: 1_000_000,
+        ..fast_sim()
+    })
+    .await;
+    scratch.write_manifest(&crate::support::manifest_rows(3, |i| format!("p{i}")));
+    let binary = assert_cmd::cargo::cargo_bin("pixbatch");
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 400; exec '{}' run '{}' --base-url {} {}",
+        binary.display(),
+        scratch.manifest().display(),
+        scratch.sim.base_url(),
+        crate::support::FAST.join(" ")
+    );
+    let status = tokio::process::Command::new("bash")
+        .args(["-c", &script])
+        .env("HIGHWAY_API_KEY", crate::support::KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    let code = status.code().expect("exited, not killed");
+    // The ledger fits under the limit, the 1 MB videos do not: every
+    // download fails on the disk, the jobs stay succeeded, the run exits 4.
+    assert_eq!(code, pixbatch::error::EXIT_PENDING);
+    assert_eq!(scratch.count(JobState::Succeeded), 3);
+    assert_eq!(scratch.submits_received(), 3);
+    assert!(
+        scratch.leftover_part_files().is_empty(),
+        "no partial file is left"
+    );
+    // With room again, the next run finishes without paying again.
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    assert_eq!(scratch.submits_received(), 3);
+    for i in 1..=3 {
+        scratch.assert_video(&format!("row-{i}"));
+    }
+}
