@@ -68,9 +68,9 @@ pub struct PollPolicy {
     /// A task not finished after this long is given up (state failed,
     /// kind `timed_out`; `pixbatch retry` polls it again, never resubmits).
     pub task_timeout: Duration,
-    /// Answers in a row saying a task is not there (or has no video)
-    /// before it is given up as lost. Network and service errors never count:
-    /// they are waited out until `task_timeout`.
+    /// `TASK_NOT_FOUND` answers in a row before a task is given up as lost.
+    /// Network and service errors never count: they are waited out until
+    /// `task_timeout` (and at least ten minutes of failing polls).
     pub max_not_found: u32,
 }
 

@@ -74,7 +74,7 @@ pub fn ingest(
                 continue;
             }
         };
-        match ingest.add(&spec, options.allow_renamed)? {
+        match ingest.add(&spec)? {
             IngestOutcome::New => report.n_new += 1,
             IngestOutcome::Unchanged => report.n_unchanged += 1,
             IngestOutcome::Replaced => report.n_replaced += 1,
@@ -83,18 +83,6 @@ pub fn ingest(
                 if report.edited.len() < MAX_EDITS_KEPT {
                     report.edited.push((row.line, spec.job_id.clone(), state));
                 }
-            }
-            IngestOutcome::SubmittedAs { job_id, state } => {
-                report.problem(Problem::new(
-                    row.line,
-                    "already-submitted",
-                    format!(
-                        "this exact request was already submitted as job {job_id} ({state}); recording it as job \
-                         {} would pay for it again: keep the old id, or pass --allow-renamed to submit it anew",
-                        spec.job_id
-                    ),
-                ));
-                continue;
             }
             IngestOutcome::Duplicate { first_line } => {
                 let problem = if spec.explicit_id {
@@ -129,6 +117,27 @@ pub fn ingest(
             }
         }
         report.n_valid += 1;
+    }
+    if !options.allow_renamed {
+        let (n_renamed, renamed) = ingest.renamed(MAX_PROBLEMS_KEPT)?;
+        let n_listed = renamed.len() as u64;
+        for row in renamed {
+            report.problem(Problem::new(
+                row.line,
+                "already-submitted",
+                format!(
+                    "this exact request was already submitted as job {} ({}); recording it as job {} would pay \
+                     for it again: keep the old id, or pass --allow-renamed to submit it anew",
+                    row.paid_as, row.paid_state, row.job_id
+                ),
+            ));
+        }
+        // Problems past the kept ones are only counted.
+        report.n_problems += n_renamed - n_listed;
+        report.n_valid -= n_renamed.min(report.n_valid);
+        if n_renamed > 0 && options.skip_invalid {
+            ingest.drop_renamed()?;
+        }
     }
     if report.n_problems == 0 || options.skip_invalid {
         ingest.finish(manifest.columns())?;

@@ -143,6 +143,8 @@ pub struct SimCounters {
     pub downloads_received: AtomicU64,
     pub downloads_completed: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// 503s injected by `server_error_rate`.
+    pub server_errors: AtomicU64,
 }
 
 #[derive(Default)]
@@ -164,6 +166,12 @@ struct SimState {
     submit_times: Mutex<Vec<Instant>>,
     /// When each request body arrived, in order.
     arrivals_by_body: Mutex<HashMap<String, Vec<Instant>>>,
+    /// Video URLs handed out, and those asked for, in order.
+    issued_urls: Mutex<Vec<String>>,
+    download_urls: Mutex<Vec<String>>,
+    /// Per task, URLs numbered up to this are revoked.
+    revoked: Mutex<HashMap<String, u64>>,
+    next_url: AtomicU64,
     scripts: Mutex<Scripts>,
     rng: Mutex<fastrand::Rng>,
     next_task: AtomicU64,
@@ -200,6 +208,16 @@ impl SimHandle {
     /// Every accepted submission, in order.
     pub fn accepted(&self) -> Vec<Accepted> {
         self.state.accepted.lock().expect("lock").clone()
+    }
+
+    /// Video URLs handed out in task results, in order.
+    pub fn issued_urls(&self) -> Vec<String> {
+        self.state.issued_urls.lock().expect("lock").clone()
+    }
+
+    /// Video URLs asked for, in order.
+    pub fn download_urls(&self) -> Vec<String> {
+        self.state.download_urls.lock().expect("lock").clone()
     }
 
     /// When each request body arrived, in order.
@@ -269,6 +287,10 @@ pub async fn start(config: SimConfig, port: u16) -> std::io::Result<SimHandle> {
         accepted: Mutex::new(Vec::new()),
         submit_times: Mutex::new(Vec::new()),
         arrivals_by_body: Mutex::new(HashMap::new()),
+        issued_urls: Mutex::new(Vec::new()),
+        download_urls: Mutex::new(Vec::new()),
+        revoked: Mutex::new(HashMap::new()),
+        next_url: AtomicU64::new(0),
         scripts: Mutex::new(Scripts::default()),
         next_task: AtomicU64::new(1),
     });
@@ -348,21 +370,28 @@ impl SimState {
     }
 
     /// A signed URL for a task's video, valid for the configured TTL.
+    /// A new signed URL for a task's video, valid for the configured TTL
+    /// (or until `ScriptedDownload::Expired` revokes it). Each URL handed out
+    /// is distinct (`n`) and remembered, so tests can tell which was used.
     fn video_url(&self, task_id: &str) -> String {
         let expires = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .saturating_add(self.config.url_ttl)
             .as_secs();
-        format!(
-            "{}/files/{task_id}.mp4?expires={expires}&sig={}",
+        let nonce = self.next_url.fetch_add(1, Ordering::SeqCst) + 1;
+        let url = format!(
+            "{}/files/{task_id}.mp4?expires={expires}&n={nonce}&sig={}",
             self.base_url,
-            self.signature(task_id, expires)
-        )
+            self.signature(task_id, expires, nonce)
+        );
+        self.issued_urls.lock().expect("lock").push(url.clone());
+        url
     }
 
-    fn signature(&self, task_id: &str, expires: u64) -> String {
-        hex_sha256(format!("{}:{task_id}:{expires}", self.secret).as_bytes())[..32].to_owned()
+    fn signature(&self, task_id: &str, expires: u64, nonce: u64) -> String {
+        hex_sha256(format!("{}:{task_id}:{expires}:{nonce}", self.secret).as_bytes())[..32]
+            .to_owned()
     }
 
     fn next_scripted(
@@ -565,6 +594,7 @@ async fn submit(State(state): State<Arc<SimState>>, headers: HeaderMap, body: St
         return error_response(429, "RATE_LIMIT_EXCEEDED", "too many requests", Some("1"));
     }
     if state.chance(state.config.server_error_rate) {
+        state.counters.server_errors.fetch_add(1, Ordering::SeqCst);
         return error_response(503, "SERVICE_NOT_AVAILABLE", "the service is busy", None);
     }
     if let Err(message) = check_request(&request) {
@@ -625,6 +655,7 @@ async fn task_result(
         return error_response(*status, reason, "scripted answer", *retry_after);
     }
     if state.chance(state.config.server_error_rate) {
+        state.counters.server_errors.fetch_add(1, Ordering::SeqCst);
         return error_response(503, "SERVICE_NOT_AVAILABLE", "the service is busy", None);
     }
     let Some(task_id) = query.task_id else {
@@ -686,6 +717,7 @@ async fn task_result(
 #[derive(serde::Deserialize)]
 struct FileQuery {
     expires: Option<u64>,
+    n: Option<u64>,
     sig: Option<String>,
 }
 
@@ -709,14 +741,25 @@ async fn download(
     let Some(task_id) = name.strip_suffix(".mp4") else {
         return error_response(404, "NOT_FOUND", "no such file", None);
     };
-    let (Some(expires), Some(sig)) = (query.expires, query.sig) else {
+    let (Some(expires), Some(nonce), Some(sig)) = (query.expires, query.n, query.sig) else {
         return forbidden();
     };
+    state.download_urls.lock().expect("lock").push(format!(
+        "{}/files/{name}?expires={expires}&n={nonce}&sig={sig}",
+        state.base_url
+    ));
+    let revoked = state
+        .revoked
+        .lock()
+        .expect("lock")
+        .get(task_id)
+        .copied()
+        .unwrap_or(0);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    if sig != state.signature(task_id, expires) || expires < now {
+    if sig != state.signature(task_id, expires, nonce) || expires < now || nonce <= revoked {
         return forbidden();
     }
     if !state.tasks.lock().expect("lock").contains_key(task_id) {
@@ -725,7 +768,16 @@ async fn download(
     let scripted = state.scripts.lock().expect("lock").download.pop_front();
     let content = video_content(task_id, state.config.video_bytes);
     match scripted {
-        Some(ScriptedDownload::Expired) => forbidden(),
+        Some(ScriptedDownload::Expired) => {
+            // Every URL handed out so far for this task stops working.
+            let latest = state.next_url.load(Ordering::SeqCst);
+            state
+                .revoked
+                .lock()
+                .expect("lock")
+                .insert(task_id.to_owned(), latest);
+            forbidden()
+        }
         Some(ScriptedDownload::Truncated) => {
             let full_len = content.len();
             let half = content[..full_len / 2].to_vec();

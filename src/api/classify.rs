@@ -57,6 +57,8 @@ pub fn classify_status(endpoint: Endpoint, status: u16, reason: Option<&str>) ->
         // Every row would fail the same way: the run is misconfigured.
         Some("MODEL_NOT_FOUND") => return Failure::Fatal,
         Some(reason) if ROW_REASONS.contains(&reason) => return Failure::RowFinal,
+        // The one task is gone; the endpoint itself is fine.
+        Some("TASK_NOT_FOUND") => return Failure::RowFinal,
         Some("RATE_LIMIT_EXCEEDED") | Some("SERVICE_NOT_AVAILABLE") => return Failure::Transient,
         _ => {}
     }
@@ -67,9 +69,9 @@ pub fn classify_status(endpoint: Endpoint, status: u16, reason: Option<&str>) ->
         408 | 429 | 503 => Failure::Transient,
         // Polls are reads: any server error can be asked again.
         500..=599 => Failure::Transient,
-        // A submit URL that does not exist: every row would get the same
-        // answer, so the run is misconfigured (check --base-url).
-        404 | 405 if endpoint == Endpoint::Submit => Failure::Fatal,
+        // An endpoint that does not exist: every row and task would get the
+        // same answer, so the run is misconfigured (check --base-url).
+        404 | 405 => Failure::Fatal,
         _ => Failure::RowFinal,
     }
 }
@@ -170,6 +172,11 @@ mod tests {
         assert_eq!(
             classify_status(TaskResult, 404, Some("TASK_NOT_FOUND")),
             RowFinal
+        );
+        assert_eq!(
+            classify_status(TaskResult, 404, None),
+            Fatal,
+            "a wrong --base-url stops polling too"
         );
     }
 

@@ -22,6 +22,12 @@ pub const DEFAULT_BASE_URL: &str = "https://api.highwayapi.ai";
 pub const SUBMIT_PATH: &str = "v3/async/pixverse-v6-i2v";
 pub const RESULT_PATH: &str = "v3/async/task-result";
 
+/// Past this long, a download slower than `MIN_DOWNLOAD_RATE` is dropped
+/// and retried.
+const SLOW_DOWNLOAD_GRACE: Duration = Duration::from_secs(120);
+/// Bytes per second.
+const MIN_DOWNLOAD_RATE: f64 = 8.0 * 1024.0;
+
 /// Error bodies are kept raw, up to this many bytes.
 const MAX_ERROR_BODY: usize = 16 * 1024;
 
@@ -100,7 +106,8 @@ impl std::error::Error for ApiError {}
 /// A download that did not produce a complete file.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
-    /// 403/404/410: the signed URL has expired; ask for the result again.
+    /// 400/401/403/404/410: the signed URL has expired (or is refused); ask
+    /// for the result again.
     #[error("the video URL was refused with HTTP {0} (expired?)")]
     Expired(u16),
     /// Worth another try: a dropped connection, a short body, a 5xx.
@@ -291,7 +298,8 @@ impl ApiClient {
         let status = response.status().as_u16();
         match status {
             200..=299 => {}
-            403 | 404 | 410 => return Err(DownloadError::Expired(status)),
+            // Signed-URL refusals vary by storage: ask for a fresh URL.
+            400 | 401 | 403 | 404 | 410 => return Err(DownloadError::Expired(status)),
             408 | 429 | 500..=599 => {
                 return Err(DownloadError::Transient(format!(
                     "the download got HTTP {status}"
@@ -314,6 +322,7 @@ impl ApiClient {
         let mut hasher = Sha256::new();
         let mut n_bytes: u64 = 0;
         let mut stream = response.bytes_stream();
+        let started = std::time::Instant::now();
         let disk_error = |error: std::io::Error| {
             DownloadError::Disk(format!("failed to write the video: {error}"))
         };
@@ -325,6 +334,18 @@ impl ApiClient {
                 ))
             })?;
             n_bytes += chunk.len() as u64;
+            // A server that trickles a byte now and then never trips the
+            // read timeout; past a grace period, insist on a floor rate.
+            let elapsed = started.elapsed();
+            if elapsed > SLOW_DOWNLOAD_GRACE
+                && (n_bytes as f64) < MIN_DOWNLOAD_RATE * elapsed.as_secs_f64()
+            {
+                return Err(DownloadError::Transient(format!(
+                    "the download is too slow: {n_bytes} bytes in {}s (the floor is {} KiB/s)",
+                    elapsed.as_secs(),
+                    MIN_DOWNLOAD_RATE as u64 / 1024
+                )));
+            }
             if n_bytes > max_bytes {
                 return Err(DownloadError::Final(format!(
                     "the video is over the {max_bytes}-byte cap (--max-video-bytes)"

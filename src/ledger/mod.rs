@@ -107,12 +107,6 @@ pub enum IngestOutcome {
     Duplicate {
         first_line: u64,
     },
-    /// A new identity for a request already submitted as `job_id` (a row
-    /// given an id, or its id changed): recording it would pay again.
-    SubmittedAs {
-        job_id: JobId,
-        state: JobState,
-    },
 }
 
 /// A job waiting to be submitted.
@@ -615,6 +609,17 @@ impl Ledger {
         let tx = self.conn.transaction()?;
         let now = now_ms();
         let mut counts = RetryCounts::default();
+        // Edits first, so that rows moved below are not counted twice.
+        if selection.edited {
+            counts.edits_applied += tx.execute(
+                "UPDATE jobs SET state = 'pending', request_json = edited_request_json, \
+                 request_hash = edited_request_hash, edited_request_json = NULL, edited_request_hash = NULL, \
+                 finished_at = NULL, updated_at = ?1 \
+                 WHERE edited_request_json IS NOT NULL AND manifest_row IS NOT NULL \
+                 AND state IN ('downloaded', 'failed', 'ambiguous', 'pending')",
+                [now],
+            )? as u64;
+        }
         if selection.failed {
             counts.repoll += tx.execute(
                 "UPDATE jobs SET state = 'running', finished_at = NULL, submitted_at = ?1, error_kind = NULL, \
@@ -622,28 +627,23 @@ impl Ledger {
                  WHERE state = 'failed' AND error_kind = 'timed_out' AND task_id IS NOT NULL",
                 [now],
             )? as u64;
+            // A fresh URL is asked for: the old one may be why it failed.
             counts.redownload += tx.execute(
-                "UPDATE jobs SET state = 'succeeded', error_kind = NULL, error_message = NULL, error_body = NULL, \
-                 updated_at = ?1 WHERE state = 'failed' AND error_kind = 'download_blocked' AND task_id IS NOT NULL",
+                "UPDATE jobs SET state = 'succeeded', video_url = NULL, video_expires_at = NULL, error_kind = NULL, \
+                 error_message = NULL, error_body = NULL, updated_at = ?1 \
+                 WHERE state = 'failed' AND error_kind = 'download_blocked' AND task_id IS NOT NULL",
                 [now],
             )? as u64;
+            // Only rows of the current manifest: others would never be sent.
             counts.resubmit += tx.execute(
-                "UPDATE jobs SET state = 'pending', finished_at = NULL, updated_at = ?1 WHERE state = 'failed'",
+                "UPDATE jobs SET state = 'pending', finished_at = NULL, updated_at = ?1 \
+                 WHERE state = 'failed' AND manifest_row IS NOT NULL",
                 [now],
             )? as u64;
         }
         if selection.ambiguous {
             counts.resubmit += tx.execute(
-                "UPDATE jobs SET state = 'pending', updated_at = ?1 WHERE state = 'ambiguous'",
-                [now],
-            )? as u64;
-        }
-        if selection.edited {
-            counts.edits_applied += tx.execute(
-                "UPDATE jobs SET state = 'pending', request_json = edited_request_json, \
-                 request_hash = edited_request_hash, edited_request_json = NULL, edited_request_hash = NULL, \
-                 finished_at = NULL, updated_at = ?1 \
-                 WHERE edited_request_json IS NOT NULL AND state IN ('downloaded', 'failed', 'ambiguous', 'pending')",
+                "UPDATE jobs SET state = 'pending', updated_at = ?1 WHERE state = 'ambiguous' AND manifest_row IS NOT NULL",
                 [now],
             )? as u64;
         }
@@ -702,6 +702,24 @@ fn transition(
     })
 }
 
+/// The join behind `Ingest::renamed`: `new` is a pending row of this ingest
+/// (?1 is its generation), `old` a job with the same request that was
+/// accepted (or may have been) and is no longer in the manifest.
+const RENAMED_FROM: &str = "FROM jobs AS new JOIN jobs AS old \
+    ON old.request_hash = new.request_hash AND old.job_id != new.job_id \
+    WHERE new.seen_generation = ?1 AND new.state = 'pending' AND new.task_id IS NULL \
+    AND old.seen_generation != ?1 \
+    AND (old.task_id IS NOT NULL OR old.state IN ('submitting', 'ambiguous'))";
+
+/// A row whose request was already paid for under another id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renamed {
+    pub line: u64,
+    pub job_id: JobId,
+    pub paid_as: JobId,
+    pub paid_state: JobState,
+}
+
 /// A manifest being taken in, inside one transaction: dropped without
 /// `finish`, nothing of it is kept.
 pub struct Ingest<'a> {
@@ -713,9 +731,7 @@ pub struct Ingest<'a> {
 impl Ingest<'_> {
     /// Records one valid row. Rows are numbered in the order given, which
     /// is the order of the results table.
-    /// `allow_renamed` lets a request already submitted under another job id
-    /// (no longer in the manifest) be recorded as a new job.
-    pub fn add(&mut self, spec: &JobSpec, allow_renamed: bool) -> Result<IngestOutcome> {
+    pub fn add(&mut self, spec: &JobSpec) -> Result<IngestOutcome> {
         let existing = self
             .tx
             .prepare_cached(
@@ -738,23 +754,6 @@ impl Ingest<'_> {
         let now = now_ms();
 
         let Some((first_line, seen_generation, old_hash, state, has_task)) = existing else {
-            if !allow_renamed
-                && let Some((job_id, state)) = self
-                    .tx
-                    .prepare_cached(
-                        "SELECT job_id, state FROM jobs WHERE request_hash = ?1 AND seen_generation != ?2 \
-                         AND (task_id IS NOT NULL OR state IN ('submitting', 'ambiguous')) LIMIT 1",
-                    )?
-                    .query_row(params![request_hash, self.generation], |row| {
-                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-                    })
-                    .optional()?
-            {
-                return Ok(IngestOutcome::SubmittedAs {
-                    job_id: JobId(job_id),
-                    state: state.parse().unwrap_or(JobState::Failed),
-                });
-            }
             self.n_rows += 1;
             self.tx
                 .prepare_cached(
@@ -820,6 +819,41 @@ impl Ingest<'_> {
         Ok(outcome)
     }
 
+    /// Rows of this manifest, not yet submitted, whose exact request was
+    /// already accepted under a job id that is no longer in the manifest
+    /// (ids added or changed): submitting them would pay again. Returns how
+    /// many there are and the first `limit`, in manifest order. Run after
+    /// every row was added, so row order does not matter.
+    pub fn renamed(&self, limit: usize) -> Result<(u64, Vec<Renamed>)> {
+        let count: i64 = self.tx.query_row(
+            &format!("SELECT COUNT(DISTINCT new.job_id) {RENAMED_FROM}"),
+            [self.generation],
+            |row| row.get(0),
+        )?;
+        let mut stmt = self.tx.prepare(&format!(
+            "SELECT new.manifest_line, new.job_id, MIN(old.job_id), MIN(old.state) {RENAMED_FROM} \
+             GROUP BY new.job_id ORDER BY MIN(new.manifest_row) LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![self.generation, limit as i64], |row| {
+            Ok(Renamed {
+                line: row.get::<_, i64>(0)? as u64,
+                job_id: JobId(row.get(1)?),
+                paid_as: JobId(row.get(2)?),
+                paid_state: row.get::<_, String>(3)?.parse().unwrap_or(JobState::Failed),
+            })
+        })?;
+        Ok((count as u64, rows.collect::<Result<_, _>>()?))
+    }
+
+    /// Leaves the `renamed` rows out of this ingest (`--skip-invalid`).
+    pub fn drop_renamed(&self) -> Result<u64> {
+        let n = self.tx.execute(
+            &format!("DELETE FROM jobs WHERE job_id IN (SELECT new.job_id {RENAMED_FROM})"),
+            [self.generation],
+        )?;
+        Ok(n as u64)
+    }
+
     /// Commits the manifest: rows not seen this time leave the current
     /// manifest (their jobs and tasks stay in the ledger).
     pub fn finish(self, columns: &[String]) -> Result<()> {
@@ -864,10 +898,7 @@ mod tests {
 
     fn ingest(ledger: &mut Ledger, specs: &[JobSpec]) -> Vec<IngestOutcome> {
         let mut ingest = ledger.begin_ingest().unwrap();
-        let outcomes = specs
-            .iter()
-            .map(|spec| ingest.add(spec, false).unwrap())
-            .collect();
+        let outcomes = specs.iter().map(|spec| ingest.add(spec).unwrap()).collect();
         ingest.finish(&["id".to_owned()]).unwrap();
         outcomes
     }
@@ -904,7 +935,7 @@ mod tests {
         let mut ledger = Ledger::open_temporary().unwrap();
         {
             let mut ingest = ledger.begin_ingest().unwrap();
-            ingest.add(&spec("a", "p", 2), false).unwrap();
+            ingest.add(&spec("a", "p", 2)).unwrap();
         }
         assert_eq!(ledger.counts(false).unwrap()[&JobState::Pending], 0);
     }

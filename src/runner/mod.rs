@@ -8,6 +8,7 @@ mod poll;
 mod submit;
 
 use std::num::NonZeroU32;
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -41,6 +42,8 @@ pub struct Control {
     stop: CancellationToken,
     stop_submitting: CancellationToken,
     report: Mutex<RunReport>,
+    /// Submissions in a row whose outcome is unknown (see submit.rs).
+    ambiguous_in_a_row: AtomicU32,
 }
 
 impl Control {
@@ -53,6 +56,7 @@ impl Control {
             stop_submitting: stop.child_token(),
             stop,
             report: Mutex::new(RunReport::default()),
+            ambiguous_in_a_row: AtomicU32::new(0),
         }
     }
 

@@ -18,6 +18,10 @@ use crate::api::{Failure, RemoteStatus};
 use crate::job::{JobId, TaskId};
 use crate::ledger::{ErrorRecord, LiveTask, now_ms};
 
+/// How long polls must have been failing before a task past its time limit
+/// is given up for lack of answers.
+const OUTAGE_GRACE: Duration = Duration::from_secs(600);
+
 /// Task-result requests in progress at once.
 const MAX_CONCURRENT_POLLS: usize = 16;
 
@@ -31,8 +35,10 @@ pub(super) struct Tracked {
     n_polls: u32,
     /// Failed polls in a row (they stretch the gap before the next one).
     n_errors: u32,
-    /// Answers in a row saying the task is not there, or has no video.
+    /// `TASK_NOT_FOUND` answers in a row.
     n_not_found: u32,
+    /// When the current run of failed polls began.
+    first_error_at: Option<Instant>,
     last_status: Option<String>,
 }
 
@@ -51,6 +57,7 @@ impl Tracked {
             n_polls: 0,
             n_errors: 0,
             n_not_found: 0,
+            first_error_at: None,
             last_status: None,
         }
     }
@@ -175,12 +182,16 @@ async fn poll_once(
                 control.fatal_for_run(super::fatal_advice(&error));
                 return Next::Stop;
             }
-            // A network or service outage (transient) is waited out until
-            // the task's time limit; answers saying the task is not there
-            // (404 TASK_NOT_FOUND...) count towards giving it up as lost.
+            // A network or service outage is waited out: a task is given up
+            // only once it is past its time limit and the outage has lasted
+            // a while in this run (a task resumed from an earlier run is not
+            // dropped on its first hiccup). Answers saying the task is not
+            // there count towards giving it up as lost.
             tracked.n_errors += 1;
-            if error.failure != Failure::Transient {
+            if error.reason.as_deref() == Some("TASK_NOT_FOUND") {
                 tracked.n_not_found += 1;
+            } else {
+                tracked.n_not_found = 0;
             }
             if tracked.n_not_found >= policy.max_not_found {
                 let message = format!(
@@ -195,7 +206,8 @@ async fn poll_once(
                 )
                 .await;
             }
-            if timed_out {
+            let outage_started = *tracked.first_error_at.get_or_insert_with(Instant::now);
+            if timed_out && outage_started.elapsed() >= OUTAGE_GRACE {
                 return give_up(shared, tracked, &format!("unanswered ({})", error.message)).await;
             }
             debug!(
@@ -205,26 +217,14 @@ async fn poll_once(
             return Next::PollAfter(policy.error_interval(tracked.n_errors, error.retry_after));
         }
     };
-    tracked.n_not_found = 0;
+    tracked.first_error_at = None;
     match result.status {
         RemoteStatus::Succeeded => {
             let Some(video) = result.video else {
-                // Finished without a video URL (yet): ask again, within limits.
+                // Finished without a video URL (yet): ask again until the
+                // time limit; the task was paid for, so giving up means
+                // `timed_out` (polled again by `retry`), never resubmission.
                 tracked.n_errors += 1;
-                tracked.n_not_found += 1;
-                if tracked.n_not_found >= policy.max_not_found {
-                    let message = format!(
-                        "task {} succeeded but the API gave no video URL ({} answers in a row); \
-                         `pixbatch retry` submits the row again",
-                        tracked.task_id, tracked.n_not_found
-                    );
-                    return fail(
-                        shared,
-                        tracked,
-                        ErrorRecord::new("task_lost", message, None),
-                    )
-                    .await;
-                }
                 if timed_out {
                     return give_up(shared, tracked, "succeeded without a video URL").await;
                 }
@@ -234,6 +234,7 @@ async fn poll_once(
                 );
                 return Next::PollAfter(policy.error_interval(tracked.n_errors, None));
             };
+            tracked.n_not_found = 0;
             tracked.n_errors = 0;
             let expires_at_ms = video.ttl.map(|ttl| {
                 now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
@@ -277,6 +278,7 @@ async fn poll_once(
         }
         status => {
             tracked.n_errors = 0;
+            tracked.n_not_found = 0;
             if timed_out {
                 return give_up(shared, tracked, &format!("still {}", status.as_str())).await;
             }

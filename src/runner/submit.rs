@@ -4,6 +4,7 @@
 //! anything else happens to the job.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -14,6 +15,9 @@ use super::{Shared, fatal_advice, per_minute_limiter};
 use crate::api::Failure;
 use crate::job::TaskId;
 use crate::ledger::{ErrorRecord, PendingJob, now_ms};
+
+/// Submissions in a row with an unknown outcome before submitting stops.
+const MAX_AMBIGUOUS_IN_A_ROW: u32 = 3;
 
 /// Jobs read from the ledger at a time.
 const BATCH: usize = 256;
@@ -163,6 +167,15 @@ async fn submit_one(
                     "job {}: the submission's outcome is unknown ({}); marked ambiguous, not resubmitted",
                     job.job_id, error.message
                 );
+                let in_a_row = control.ambiguous_in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
+                if in_a_row >= MAX_AMBIGUOUS_IN_A_ROW {
+                    control.fatal_for_submitting(format!(
+                        "submitting stopped after {in_a_row} submissions in a row with an unknown outcome (the last: \
+                         {}): the service looks unwell, and each more would be another row in doubt; check it, then \
+                         run again (`pixbatch retry --ambiguous` resubmits the ones in doubt)",
+                        error.message
+                    ));
+                }
             }
             Failure::RowFinal => warn!(
                 "job {}: the API refused the row: {}",
@@ -219,6 +232,7 @@ async fn accepted(
         shared.control.ledger_failed(error);
         return;
     }
+    shared.control.ambiguous_in_a_row.store(0, Ordering::SeqCst);
     debug!("job {} submitted as task {task_id}", job.job_id);
     let tracked = Tracked::new(job.job_id.clone(), task_id, now_ms(), Some(in_flight));
     match to_poll {

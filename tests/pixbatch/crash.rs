@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use pixbatch::error::{EXIT_OK, EXIT_PENDING, EXIT_SOME_FAILED};
 use pixbatch::job::{JobId, JobState};
-use pixbatch::simulator::{SimConfig, video_content};
+use pixbatch::simulator::{Scripted, SimConfig, video_content};
 use tokio::process::Command;
 
 use crate::support::{FAST, KEY, Scratch, fast_sim, manifest_rows, path_str};
@@ -227,44 +227,50 @@ async fn sigint_and_sigterm_stop_cleanly_and_the_next_run_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_aborts_at_once_and_the_ledger_stays_usable() {
-    let scratch = Scratch::new(SimConfig {
-        task_duration: Duration::from_millis(500),
-        latency: Duration::from_millis(200),
-        ..fast_sim()
-    })
-    .await;
-    scratch.write_manifest(&manifest_rows(6, |i| format!("p{i}")));
-    let mut child = run_child(&scratch, &["--submit-rate", "120"])
+    let scratch = Scratch::new(fast_sim()).await;
+    // The first submission hangs for 10 s: a graceful stop waits for it.
+    scratch
+        .sim
+        .script_submit([Scripted::Delay(Duration::from_secs(10))]);
+    scratch.write_manifest(&manifest_rows(3, |i| format!("p{i}")));
+    let mut child = run_child(&scratch, &["--request-timeout", "30s"])
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while scratch.submits_received() < 2 {
+    while scratch.submits_received() < 1 {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let pid = child.id().unwrap();
     signal(pid, "TERM");
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first signal waits for the request on the wire"
+    );
+    let second = Instant::now();
     signal(pid, "TERM");
     let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
         .await
-        .expect("the second signal aborts at once")
+        .expect("the second signal aborts")
         .unwrap();
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "at once, not after the 10 s request"
+    );
     assert_eq!(status.code(), Some(EXIT_PENDING));
-    // The next run resumes; a row cut off mid-request is ambiguous, never lost.
-    let code = exit_code(run_child(&scratch, &[])).await;
-    assert!(code == EXIT_OK || code == EXIT_SOME_FAILED, "exit {code}");
-    if code == EXIT_SOME_FAILED {
-        let manifest = path_str(&scratch.manifest());
-        assert_eq!(
-            scratch
-                .command(&["retry", &manifest, "--ambiguous"], None)
-                .await,
-            EXIT_OK
-        );
-        assert_eq!(exit_code(run_child(&scratch, &[])).await, EXIT_OK);
-    }
-    for i in 1..=6 {
+    // The row cut off mid-request is ambiguous at the next start, never lost.
+    assert_eq!(exit_code(run_child(&scratch, &[])).await, EXIT_SOME_FAILED);
+    assert_eq!(scratch.job("row-1").state, JobState::Ambiguous);
+    let manifest = path_str(&scratch.manifest());
+    assert_eq!(
+        scratch
+            .command(&["retry", &manifest, "--ambiguous"], None)
+            .await,
+        EXIT_OK
+    );
+    assert_eq!(exit_code(run_child(&scratch, &[])).await, EXIT_OK);
+    for i in 1..=3 {
         scratch.assert_video(&format!("row-{i}"));
     }
 }

@@ -312,3 +312,16 @@ async fn giving_rows_ids_after_a_run_does_not_pay_for_them_again() {
         "on request, the renamed rows are submitted anew"
     );
 }
+
+#[tokio::test]
+async fn a_second_take_of_a_paid_request_is_fine_in_any_order() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest("id,image,prompt\ntake1,https://x.io/a.png,one\n");
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    // The new take comes first in the file; the paid one is still there.
+    scratch.write_manifest(
+        "id,image,prompt\ntake2,https://x.io/a.png,one\ntake1,https://x.io/a.png,one\n",
+    );
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    assert_eq!(scratch.submits_received(), 2);
+}
