@@ -199,14 +199,20 @@ pub fn spawn_progress(
         };
         let started = Instant::now();
         let mut first_finished: Option<u64> = None;
+        let mut pause = interval;
         loop {
             let finished_wait = tokio::select! {
-                () = tokio::time::sleep(interval) => false,
+                () = tokio::time::sleep(pause) => false,
                 () = done.cancelled() => true,
             };
+            let asked = Instant::now();
             let Ok(counts) = ledger.call(|ledger| ledger.counts(true)).await else {
                 break;
             };
+            // Counting a huge ledger takes a while on the thread that also
+            // records the run's progress: never spend more than a tenth of
+            // its time on the display.
+            pause = interval.max(asked.elapsed() * 10);
             let counts = Counts(counts);
             let finished = counts.get(JobState::Downloaded) + counts.get(JobState::Failed);
             let baseline = *first_finished.get_or_insert(finished);
