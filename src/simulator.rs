@@ -97,6 +97,19 @@ pub enum Scripted {
     BrokenAnswer,
 }
 
+impl Scripted {
+    /// An error answer with a `{code, reason, message}` body, the request
+    /// not accepted.
+    pub fn error(status: u16, reason: &'static str) -> Scripted {
+        Scripted::Error {
+            status,
+            reason,
+            retry_after: None,
+            accept_first: false,
+        }
+    }
+}
+
 /// One accepted submission, as the simulator saw it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Accepted {

@@ -34,21 +34,11 @@ async fn a_429_with_retry_after_is_honoured_then_the_row_succeeds() {
 #[tokio::test]
 async fn a_503_is_retried_then_the_row_succeeds() {
     let scratch = Scratch::new(fast_sim()).await;
-    let unavailable = Scripted::Error {
-        status: 503,
-        reason: "SERVICE_NOT_AVAILABLE",
-        retry_after: None,
-        accept_first: false,
-    };
+    let unavailable = Scripted::error(503, "SERVICE_NOT_AVAILABLE");
     scratch
         .sim
         .script_submit([unavailable.clone(), unavailable]);
-    scratch.sim.script_result([Scripted::Error {
-        status: 502,
-        reason: "",
-        retry_after: None,
-        accept_first: false,
-    }]);
+    scratch.sim.script_result([Scripted::error(502, "")]);
     scratch.write_manifest(&manifest_rows(1, |_| "p".into()));
     assert_eq!(scratch.run(&[]).await, EXIT_OK);
     assert_eq!(
@@ -321,12 +311,7 @@ async fn every_key_and_balance_refusal_stops_submitting_after_one_answer() {
         (402, ""),
     ] {
         let scratch = Scratch::new(fast_sim()).await;
-        scratch.sim.script_submit([Scripted::Error {
-            status,
-            reason,
-            retry_after: None,
-            accept_first: false,
-        }]);
+        scratch.sim.script_submit([Scripted::error(status, reason)]);
         scratch.write_manifest(&manifest_rows(4, |i| format!("p{i}")));
         assert_eq!(
             scratch.run(&["--workers", "4"]).await,
@@ -588,12 +573,7 @@ async fn a_video_over_the_size_cap_is_refused() {
 #[tokio::test]
 async fn submitting_stops_after_three_unknown_outcomes_in_a_row() {
     let scratch = Scratch::new(fast_sim()).await;
-    let broken = Scripted::Error {
-        status: 502,
-        reason: "",
-        retry_after: None,
-        accept_first: false,
-    };
+    let broken = Scripted::error(502, "");
     scratch
         .sim
         .script_submit([broken.clone(), broken.clone(), broken]);
