@@ -87,6 +87,9 @@ pub(super) async fn submit_all(
                 first = false;
             } else {
                 submissions.spawn(submission);
+                // Reap finished submissions so the set stays as small as
+                // the pool, however long the manifest.
+                while submissions.try_join_next().is_some() {}
             }
         }
     }
@@ -177,10 +180,14 @@ async fn submit_one(
                     ));
                 }
             }
-            Failure::RowFinal => warn!(
-                "job {}: the API refused the row: {}",
-                job.job_id, error.message
-            ),
+            Failure::RowFinal => {
+                // A definite answer: the service is working.
+                control.ambiguous_in_a_row.store(0, Ordering::SeqCst);
+                warn!(
+                    "job {}: the API refused the row: {}",
+                    job.job_id, error.message
+                );
+            }
             Failure::Fatal => control.fatal_for_submitting(fatal_advice(&error)),
             Failure::Transient => {}
         }
