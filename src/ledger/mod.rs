@@ -534,10 +534,10 @@ impl Ledger {
         self.query_jobs(&sql, [], &mut visit)
     }
 
-    /// Jobs in `state`, oldest change first.
+    /// Jobs in `state`, in manifest order (rows no longer in it last).
     pub fn jobs_in_state(&self, state: JobState, limit: usize) -> Result<Vec<JobRecord>> {
         let sql =
-            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY updated_at LIMIT ?2");
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY manifest_row IS NULL, manifest_row, updated_at LIMIT ?2");
         let mut jobs = Vec::new();
         self.query_jobs(&sql, params![state.as_str(), limit as i64], &mut |job| {
             jobs.push(job);
