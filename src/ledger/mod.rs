@@ -536,8 +536,9 @@ impl Ledger {
 
     /// Jobs in `state`, in manifest order (rows no longer in it last).
     pub fn jobs_in_state(&self, state: JobState, limit: usize) -> Result<Vec<JobRecord>> {
-        let sql =
-            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY manifest_row IS NULL, manifest_row, updated_at LIMIT ?2");
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY manifest_row IS NULL, manifest_row, updated_at LIMIT ?2"
+        );
         let mut jobs = Vec::new();
         self.query_jobs(&sql, params![state.as_str(), limit as i64], &mut |job| {
             jobs.push(job);
@@ -705,8 +706,12 @@ fn transition(
 /// The join behind `Ingest::renamed`: `new` is a pending row of this ingest
 /// (?1 is its generation), `old` a job with the same request that was
 /// accepted (or may have been) and is no longer in the manifest.
-const RENAMED_FROM: &str = "FROM jobs AS new JOIN jobs AS old \
-    ON old.request_hash = new.request_hash AND old.job_id != new.job_id \
+///
+/// `CROSS JOIN` makes SQLite walk the (usually few) `old` candidates and look
+/// `new` rows up by the request-hash index, instead of a million lookups the
+/// other way round.
+const RENAMED_FROM: &str = "FROM jobs AS old CROSS JOIN jobs AS new \
+    ON new.request_hash = old.request_hash AND old.job_id != new.job_id \
     WHERE new.seen_generation = ?1 AND new.state = 'pending' AND new.task_id IS NULL \
     AND old.seen_generation != ?1 \
     AND (old.task_id IS NOT NULL OR old.state IN ('submitting', 'ambiguous'))";
