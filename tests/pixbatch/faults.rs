@@ -178,14 +178,7 @@ async fn a_truncated_download_is_retried_and_never_renamed_into_place() {
     assert_eq!(scratch.run(&[]).await, EXIT_OK);
     scratch.assert_video("row-1");
     assert!(scratch.leftover_part_files().is_empty());
-    assert_eq!(
-        scratch
-            .sim
-            .counters()
-            .downloads_received
-            .load(std::sync::atomic::Ordering::SeqCst),
-        3
-    );
+    assert_eq!(scratch.sim_count(|c| &c.downloads_received), 3);
 }
 
 #[tokio::test]
@@ -348,10 +341,7 @@ async fn a_429_storm_finishes_without_hammering() {
             .await,
         EXIT_OK
     );
-    let counters = scratch.sim.counters();
-    let n_429 = counters
-        .rate_limited
-        .load(std::sync::atomic::Ordering::SeqCst);
+    let n_429 = scratch.sim_count(|c| &c.rate_limited);
     assert!(n_429 >= 5, "the storm happened: {n_429} 429s");
     eprintln!("429 storm: {n_429} 429s injected for 10 rows, each row paid once");
     assert_eq!(scratch.submits_accepted(), 10, "each row was paid for once");
@@ -377,11 +367,7 @@ async fn bursts_of_503_on_every_endpoint_are_ridden_out() {
     scratch.write_manifest(&manifest_rows(8, |i| format!("p{i}")));
     assert_eq!(scratch.run(&["--max-retries", "40"]).await, EXIT_OK);
     assert_eq!(scratch.submits_accepted(), 8);
-    let n_503 = scratch
-        .sim
-        .counters()
-        .server_errors
-        .load(std::sync::atomic::Ordering::SeqCst);
+    let n_503 = scratch.sim_count(|c| &c.server_errors);
     assert!(n_503 >= 3, "the bursts happened: {n_503} 503s");
     eprintln!("5xx bursts: {n_503} 503s injected for 8 rows, each row paid once");
     assert!(scratch.sim.accepted_bodies().values().all(|n| *n == 1));
@@ -441,14 +427,7 @@ async fn a_slow_poll_is_retried_and_a_slow_download_is_not_cut_off() {
         EXIT_OK
     );
     scratch.assert_video("row-1");
-    assert_eq!(
-        scratch
-            .sim
-            .counters()
-            .downloads_received
-            .load(std::sync::atomic::Ordering::SeqCst),
-        1
-    );
+    assert_eq!(scratch.sim_count(|c| &c.downloads_received), 1);
 }
 
 #[tokio::test]

@@ -51,11 +51,7 @@ async fn a_second_run_sends_nothing_new() {
     scratch.write_manifest(&manifest_rows(3, |i| format!("prompt {i}")));
     assert_eq!(scratch.run(&[]).await, EXIT_OK);
     let received = scratch.submits_received();
-    let results_before = scratch
-        .sim
-        .counters()
-        .results_received
-        .load(std::sync::atomic::Ordering::SeqCst);
+    let results_before = scratch.sim_count(|c| &c.results_received);
     assert_eq!(scratch.run(&[]).await, EXIT_OK);
     assert_eq!(
         scratch.submits_received(),
@@ -63,11 +59,7 @@ async fn a_second_run_sends_nothing_new() {
         "no submission on the second run"
     );
     assert_eq!(
-        scratch
-            .sim
-            .counters()
-            .results_received
-            .load(std::sync::atomic::Ordering::SeqCst),
+        scratch.sim_count(|c| &c.results_received),
         results_before,
         "nothing left to poll either"
     );
@@ -197,14 +189,7 @@ async fn no_wait_submits_and_a_later_run_collects() {
     scratch.write_manifest(&manifest_rows(3, |i| format!("prompt {i}")));
     assert_eq!(scratch.run(&["--no-wait"]).await, EXIT_PENDING);
     assert_eq!(scratch.count(JobState::Running), 3);
-    assert_eq!(
-        scratch
-            .sim
-            .counters()
-            .results_received
-            .load(std::sync::atomic::Ordering::SeqCst),
-        0
-    );
+    assert_eq!(scratch.sim_count(|c| &c.results_received), 0);
     assert_eq!(scratch.run(&[]).await, EXIT_OK);
     assert_eq!(scratch.submits_received(), 3);
     for i in 1..=3 {

@@ -12,7 +12,7 @@ use pixbatch::commands::{Environment, dispatch};
 use pixbatch::job::{JobId, JobState};
 use pixbatch::ledger::{JobRecord, Ledger};
 use pixbatch::report::Terminal;
-use pixbatch::simulator::{self, SimConfig, SimHandle};
+use pixbatch::simulator::{self, SimConfig, SimCounters, SimHandle};
 
 pub const KEY: &str = "sk-test-key-0123456789";
 
@@ -110,6 +110,14 @@ impl Scratch {
 
     pub fn submits_received(&self) -> u64 {
         self.sim.counters().submits_received.load(Ordering::SeqCst)
+    }
+
+    /// One of the simulator's counters, e.g. `scratch.sim_count(|c| &c.downloads_received)`.
+    pub fn sim_count(
+        &self,
+        counter: impl Fn(&SimCounters) -> &std::sync::atomic::AtomicU64,
+    ) -> u64 {
+        counter(self.sim.counters()).load(Ordering::SeqCst)
     }
 
     pub fn submits_accepted(&self) -> u64 {
