@@ -123,16 +123,18 @@ pub fn prepare(conn: &Connection, path: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn user_version(conn: &Connection) -> i64 {
+        conn.pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap()
+    }
+
     #[test]
     fn a_fresh_database_is_migrated_and_stamped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
         let conn = Connection::open(&path).unwrap();
         prepare(&conn, &path).unwrap();
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(user_version(&conn), SCHEMA_VERSION);
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |row| row.get(0))
             .unwrap();
@@ -188,10 +190,7 @@ mod tests {
         }
         let conn = Connection::open(&path).unwrap();
         prepare(&conn, &path).unwrap();
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(user_version(&conn), SCHEMA_VERSION);
         let task: String = conn
             .query_row("SELECT task_id FROM jobs WHERE job_id = 'a'", [], |row| {
                 row.get(0)

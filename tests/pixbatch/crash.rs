@@ -41,6 +41,18 @@ async fn exit_code(mut command: Command) -> i32 {
     status.code().expect("the run exited on its own")
 }
 
+/// `pixbatch retry --ambiguous`, then a run that must finish everything.
+async fn retry_ambiguous_and_finish(scratch: &Scratch) {
+    let manifest = path_str(&scratch.manifest());
+    assert_eq!(
+        scratch
+            .command(&["retry", &manifest, "--ambiguous"], None)
+            .await,
+        EXIT_OK
+    );
+    assert_eq!(exit_code(run_child(scratch, &[])).await, EXIT_OK);
+}
+
 fn signal(pid: u32, name: &str) {
     let status = std::process::Command::new("kill")
         .args([format!("-{name}"), pid.to_string()])
@@ -140,14 +152,7 @@ async fn killed_at_random_moments_nothing_is_lost_or_paid_twice() {
     }
 
     // On request, the ambiguous rows are sent again and the batch completes.
-    let manifest = path_str(&scratch.manifest());
-    assert_eq!(
-        scratch
-            .command(&["retry", &manifest, "--ambiguous"], None)
-            .await,
-        EXIT_OK
-    );
-    assert_eq!(exit_code(run_child(&scratch, &[])).await, EXIT_OK);
+    retry_ambiguous_and_finish(&scratch).await;
 
     let accepted = accepted_by_prompt(&scratch.sim.accepted());
     let mut n_paid_twice = 0;
@@ -262,14 +267,7 @@ async fn a_second_signal_aborts_at_once_and_the_ledger_stays_usable() {
     // The row cut off mid-request is ambiguous at the next start, never lost.
     assert_eq!(exit_code(run_child(&scratch, &[])).await, EXIT_SOME_FAILED);
     assert_eq!(scratch.job("row-1").state, JobState::Ambiguous);
-    let manifest = path_str(&scratch.manifest());
-    assert_eq!(
-        scratch
-            .command(&["retry", &manifest, "--ambiguous"], None)
-            .await,
-        EXIT_OK
-    );
-    assert_eq!(exit_code(run_child(&scratch, &[])).await, EXIT_OK);
+    retry_ambiguous_and_finish(&scratch).await;
     for i in 1..=3 {
         scratch.assert_video(&format!("row-{i}"));
     }
