@@ -16,7 +16,7 @@ use crate::config::{PollPolicy, RetryPolicy, RunSettings, default_ledger_path, d
 use crate::error::{EXIT_INVALID, EXIT_OK, Error};
 use crate::export::{ResultsFormat, write_results, write_results_file};
 use crate::ingest::{IngestOptions, IngestReport, ingest};
-use crate::job::JobState;
+use crate::job::{ErrorKind, JobState};
 use crate::ledger::{Ledger, LedgerHandle, RetrySelection, RunLock};
 use crate::manifest::Manifest;
 use crate::report::{
@@ -432,7 +432,7 @@ fn status(args: LedgerArgs) -> Result<i32, Error> {
                 "  line {} (job {}): {}: {}",
                 job.manifest_line,
                 job.job_id,
-                job.error_kind.as_deref().unwrap_or(state.as_str()),
+                job.error_kind.map_or(state.as_str(), ErrorKind::as_str),
                 job.error_message.as_deref().unwrap_or("no reason recorded")
             );
         }

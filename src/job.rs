@@ -1,5 +1,5 @@
-//! The pure domain: job and task identities, the validated request, and the
-//! job state machine. No I/O happens here.
+//! The pure domain: job and task identities, the validated request, the
+//! job state machine and the kinds of job error. No I/O happens here.
 
 use std::fmt;
 use std::str::FromStr;
@@ -178,6 +178,83 @@ impl FromStr for JobState {
     }
 }
 
+/// Why a job failed or last had trouble, as the ledger stores it (the
+/// `error_kind` column) and the results table and `status` print it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// A retryable refusal or outage at submission; the row is submitted again.
+    Transient,
+    /// A submission may have reached the API but no answer came back; it is
+    /// never resubmitted without `pixbatch retry --ambiguous`.
+    Ambiguous,
+    /// The API refused this row for good (invalid input, moderation).
+    Rejected,
+    /// The API refused the whole run (a key or balance problem, a wrong
+    /// endpoint); submitting stops and the row goes back to pending.
+    Fatal,
+    /// The accepted task ended in failure on the provider's side.
+    TaskFailed,
+    /// The API no longer knows the accepted task; `retry` submits again.
+    TaskLost,
+    /// The task outlived `--task-timeout`; `retry` polls it again without
+    /// paying again.
+    TimedOut,
+    /// A download attempt failed; the job stays succeeded and a later run
+    /// downloads it again.
+    Download,
+    /// A download retrying cannot fix (a file in the way, a video over the
+    /// size cap, a URL that is not http(s)); `retry` downloads it again,
+    /// with a fresh URL, once the cause is dealt with.
+    DownloadBlocked,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::Transient,
+        ErrorKind::Ambiguous,
+        ErrorKind::Rejected,
+        ErrorKind::Fatal,
+        ErrorKind::TaskFailed,
+        ErrorKind::TaskLost,
+        ErrorKind::TimedOut,
+        ErrorKind::Download,
+        ErrorKind::DownloadBlocked,
+    ];
+
+    /// The spelling stored in the ledger and printed in the results table.
+    /// Existing ledgers hold these strings: never change one.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Ambiguous => "ambiguous",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::Fatal => "fatal",
+            ErrorKind::TaskFailed => "task_failed",
+            ErrorKind::TaskLost => "task_lost",
+            ErrorKind::TimedOut => "timed_out",
+            ErrorKind::Download => "download",
+            ErrorKind::DownloadBlocked => "download_blocked",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ErrorKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        ErrorKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+            .ok_or_else(|| format!("unknown error kind {text:?}"))
+    }
+}
+
 /// The output file name for a job's video: the id itself when it is a
 /// plain name, otherwise a sanitized form plus a short hash of the raw id,
 /// so that two ids can never share a file and no id can leave the output
@@ -262,6 +339,18 @@ mod tests {
             assert_eq!(state.as_str().parse::<JobState>(), Ok(state));
         }
         assert!("done".parse::<JobState>().is_err());
+    }
+
+    #[test]
+    fn error_kind_names_round_trip() {
+        for kind in ErrorKind::ALL {
+            assert_eq!(kind.as_str().parse::<ErrorKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.as_str());
+        }
+        let names: std::collections::HashSet<_> =
+            ErrorKind::ALL.iter().map(|kind| kind.as_str()).collect();
+        assert_eq!(names.len(), ErrorKind::ALL.len(), "spellings are distinct");
+        assert!("timeout".parse::<ErrorKind>().is_err());
     }
 
     #[test]

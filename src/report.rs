@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::job::JobState;
+use crate::job::{ErrorKind, JobState};
 use crate::ledger::{JobRecord, LedgerHandle};
 use crate::runner::RunReport;
 
@@ -298,7 +298,7 @@ pub fn render_summary(summary: &Summary<'_>) -> String {
         let _ = writeln!(out, "  failed rows:");
         for job in summary.failures {
             let reason = job.error_message.as_deref().unwrap_or("no reason given");
-            let kind = job.error_kind.as_deref().unwrap_or("failed");
+            let kind = job.error_kind.map_or("failed", ErrorKind::as_str);
             let _ = writeln!(
                 out,
                 "    line {} (job {}): {kind}: {reason}",

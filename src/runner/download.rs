@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::Shared;
 use crate::api::{DownloadError, RemoteStatus};
-use crate::job::{JobId, TaskId, hex, video_file_name};
+use crate::job::{ErrorKind, JobId, TaskId, hex, video_file_name};
 use crate::ledger::{CheckedFile, ErrorRecord, LiveTask, now_ms};
 
 /// A URL this close to its expiry is refreshed before use.
@@ -273,7 +273,7 @@ async fn adopt_existing(shared: &Shared, job: &DownloadJob, target: &Path) {
 async fn block(shared: &Shared, job_id: &JobId, message: String) {
     warn!("job {job_id}: {message}");
     let id = job_id.clone();
-    let record = ErrorRecord::new("download_blocked", message, None);
+    let record = ErrorRecord::new(ErrorKind::DownloadBlocked, message, None);
     if let Err(error) = shared
         .ledger
         .call(move |ledger| ledger.mark_failed(&id, &record))
@@ -321,7 +321,7 @@ async fn refresh_url(shared: &Shared, job: &DownloadJob) -> Result<String, Strin
 
 async fn note_error(shared: &Shared, job_id: &JobId, message: String) {
     let id = job_id.clone();
-    let record = ErrorRecord::new("download", message, None);
+    let record = ErrorRecord::new(ErrorKind::Download, message, None);
     if let Err(error) = shared
         .ledger
         .call(move |ledger| ledger.note_download_error(&id, &record))

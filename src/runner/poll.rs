@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use super::Shared;
 use super::download::DownloadJob;
 use crate::api::{Failure, RemoteStatus};
-use crate::job::{JobId, TaskId};
+use crate::job::{ErrorKind, JobId, TaskId};
 use crate::ledger::{ErrorRecord, LiveTask, now_ms};
 
 /// How long polls must have been failing before a task past its time limit
@@ -202,7 +202,7 @@ async fn poll_once(
                 return fail(
                     shared,
                     tracked,
-                    ErrorRecord::new("task_lost", message, error.body),
+                    ErrorRecord::new(ErrorKind::TaskLost, message, error.body),
                 )
                 .await;
             }
@@ -242,7 +242,10 @@ async fn poll_once(
             let (job_id, url) = (tracked.job_id.clone(), video.url.clone());
             let file_name = match shared
                 .ledger
-                .call(move |ledger| ledger.mark_succeeded(&job_id, &url, expires_at_ms))
+                .call(move |ledger| {
+                    let status = RemoteStatus::Succeeded.as_str();
+                    ledger.mark_succeeded(&job_id, status, &url, expires_at_ms)
+                })
                 .await
             {
                 Ok(file_name) => file_name,
@@ -272,7 +275,7 @@ async fn poll_once(
             fail(
                 shared,
                 tracked,
-                ErrorRecord::new("task_failed", reason, None),
+                ErrorRecord::new(ErrorKind::TaskFailed, reason, None),
             )
             .await
         }
@@ -314,7 +317,7 @@ async fn give_up(shared: &Shared, tracked: &Tracked, what: &str) -> Next {
     fail(
         shared,
         tracked,
-        ErrorRecord::new("timed_out", message, None),
+        ErrorRecord::new(ErrorKind::TimedOut, message, None),
     )
     .await
 }

@@ -13,7 +13,7 @@ use tracing::{debug, error, info, warn};
 use super::poll::Tracked;
 use super::{Shared, fatal_advice, per_minute_limiter};
 use crate::api::Failure;
-use crate::job::TaskId;
+use crate::job::{ErrorKind, TaskId};
 use crate::ledger::{ErrorRecord, PendingJob, now_ms};
 
 /// Submissions in a row with an unknown outcome before submitting stops.
@@ -134,10 +134,10 @@ async fn submit_one(
         };
         let job_id = job.job_id.clone();
         let (kind, retry) = match error.failure {
-            Failure::Transient => ("transient", true),
-            Failure::Ambiguous => ("ambiguous", false),
-            Failure::RowFinal => ("rejected", false),
-            Failure::Fatal => ("fatal", false),
+            Failure::Transient => (ErrorKind::Transient, true),
+            Failure::Ambiguous => (ErrorKind::Ambiguous, false),
+            Failure::RowFinal => (ErrorKind::Rejected, false),
+            Failure::Fatal => (ErrorKind::Fatal, false),
         };
         let record = ErrorRecord::new(kind, error.message.clone(), error.body.clone());
         let write = match error.failure {

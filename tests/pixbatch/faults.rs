@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use pixbatch::error::{EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED};
-use pixbatch::job::JobState;
+use pixbatch::job::{ErrorKind, JobState};
 use pixbatch::simulator::{Scripted, ScriptedDownload, SimConfig};
 
 use crate::support::{Scratch, fast_sim, manifest_rows, path_str};
@@ -95,7 +95,7 @@ async fn a_failed_task_is_reported_with_its_reason() {
     assert_eq!(scratch.run(&[]).await, EXIT_SOME_FAILED);
     let job = scratch.job("bad");
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.error_kind.as_deref(), Some("task_failed"));
+    assert_eq!(job.error_kind.map(ErrorKind::as_str), Some("task_failed"));
     assert_eq!(
         job.error_message.as_deref(),
         Some("simulated generation failure")
@@ -115,7 +115,7 @@ async fn moderation_is_final_for_the_row_and_never_retried() {
     assert_eq!(scratch.submits_received(), 1);
     let job = scratch.job("nope");
     assert_eq!(
-        (job.state, job.error_kind.as_deref()),
+        (job.state, job.error_kind.map(ErrorKind::as_str)),
         (JobState::Failed, Some("rejected"))
     );
     assert!(
@@ -322,7 +322,7 @@ async fn every_key_and_balance_refusal_stops_submitting_after_one_answer() {
             "{status} {reason}: rows stay pending"
         );
         let job = scratch.job("row-1");
-        assert_eq!(job.error_kind.as_deref(), Some("fatal"));
+        assert_eq!(job.error_kind.map(ErrorKind::as_str), Some("fatal"));
     }
 }
 
@@ -402,7 +402,7 @@ async fn a_submission_slower_than_the_timeout_is_ambiguous() {
     );
     let job = scratch.job("row-1");
     assert_eq!(
-        (job.state, job.error_kind.as_deref()),
+        (job.state, job.error_kind.map(ErrorKind::as_str)),
         (JobState::Ambiguous, Some("ambiguous"))
     );
     assert_eq!(scratch.submits_received(), 1);
@@ -456,7 +456,7 @@ async fn an_unreachable_api_leaves_rows_pending_not_ambiguous() {
     assert_eq!(code, pixbatch::error::EXIT_PENDING);
     assert_eq!(scratch.count(JobState::Pending), 2);
     assert_eq!(
-        scratch.job("row-1").error_kind.as_deref(),
+        scratch.job("row-1").error_kind.map(ErrorKind::as_str),
         Some("transient")
     );
 }
@@ -474,7 +474,7 @@ async fn a_task_that_succeeds_without_a_video_is_given_up_not_polled_forever() {
     );
     let job = scratch.job("row-1");
     assert_eq!(
-        (job.state, job.error_kind.as_deref()),
+        (job.state, job.error_kind.map(ErrorKind::as_str)),
         (JobState::Failed, Some("timed_out"))
     );
 }
@@ -507,7 +507,7 @@ async fn a_file_in_the_way_blocks_the_download_until_retry() {
     assert_eq!(scratch.run(&[]).await, EXIT_SOME_FAILED);
     let job = scratch.job("row-1");
     assert_eq!(
-        (job.state, job.error_kind.as_deref()),
+        (job.state, job.error_kind.map(ErrorKind::as_str)),
         (JobState::Failed, Some("download_blocked"))
     );
     assert_eq!(
@@ -538,7 +538,7 @@ async fn a_video_over_the_size_cap_is_refused() {
     );
     let job = scratch.job("row-1");
     assert_eq!(
-        (job.state, job.error_kind.as_deref()),
+        (job.state, job.error_kind.map(ErrorKind::as_str)),
         (JobState::Failed, Some("download_blocked"))
     );
     assert!(

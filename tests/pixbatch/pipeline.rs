@@ -1,7 +1,7 @@
 //! The whole pipeline, manifest to videos and results, and resuming.
 
 use pixbatch::error::{EXIT_ERROR, EXIT_OK, EXIT_PENDING, EXIT_SOME_FAILED};
-use pixbatch::job::JobState;
+use pixbatch::job::{ErrorKind, JobState};
 use pixbatch::ledger::RunLock;
 use pixbatch::simulator::SimConfig;
 
@@ -248,7 +248,7 @@ async fn a_task_that_never_finishes_is_given_up_and_retry_polls_it_again() {
     );
     let job = scratch.job("stuck");
     assert_eq!(
-        (job.state, job.error_kind.as_deref()),
+        (job.state, job.error_kind.map(ErrorKind::as_str)),
         (JobState::Failed, Some("timed_out"))
     );
     let manifest = path_str(&scratch.manifest());

@@ -1,0 +1,295 @@
+//! Taking in a manifest: one transaction per ingest that adds, replaces or
+//! holds back each row, and finds rows whose request was already paid for
+//! under another id.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::error::Result;
+use super::records::{IngestOutcome, Renamed};
+use super::store::{Ledger, now_ms};
+use crate::job::{JobId, JobSpec, JobState};
+
+impl Ledger {
+    /// Starts taking in a manifest: everything is written in one transaction
+    /// that `Ingest::finish` commits or drops.
+    pub fn begin_ingest(&mut self) -> Result<Ingest<'_>> {
+        let tx = self.conn.transaction()?;
+        let generation: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(seen_generation), 0) + 1 FROM jobs",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(Ingest {
+            tx,
+            generation,
+            n_rows: 0,
+        })
+    }
+}
+
+/// The join behind `Ingest::renamed`: `new` is a pending row of this ingest
+/// (?1 is its generation), `old` a job with the same request that was
+/// accepted (or may have been) and is no longer in the manifest.
+///
+/// `CROSS JOIN` makes SQLite walk the (usually few) `old` candidates and look
+/// `new` rows up by the request-hash index, instead of a million lookups the
+/// other way round.
+const RENAMED_FROM: &str = "FROM jobs AS old CROSS JOIN jobs AS new \
+    ON new.request_hash = old.request_hash AND old.job_id != new.job_id \
+    WHERE new.seen_generation = ?1 AND new.state = 'pending' AND new.task_id IS NULL \
+    AND old.seen_generation != ?1 \
+    AND (old.task_id IS NOT NULL OR old.state IN ('submitting', 'ambiguous'))";
+
+/// A manifest being taken in, inside one transaction: dropped without
+/// `finish`, nothing of it is kept.
+pub struct Ingest<'a> {
+    tx: rusqlite::Transaction<'a>,
+    generation: i64,
+    n_rows: i64,
+}
+
+impl Ingest<'_> {
+    /// Records one valid row. Rows are numbered in the order given, which
+    /// is the order of the results table.
+    pub fn add(&mut self, spec: &JobSpec) -> Result<IngestOutcome> {
+        let existing = self.existing(&spec.job_id)?;
+        let request_json = spec.request.to_json();
+        let request_hash = spec.request.content_hash();
+        let input_json = serde_json::Value::Object(spec.input.clone()).to_string();
+
+        let Some(existing) = existing else {
+            self.n_rows += 1;
+            self.tx
+                .prepare_cached(
+                    "INSERT INTO jobs (job_id, manifest_row, manifest_line, seen_generation, input_json, \
+                     request_json, request_hash, state, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+                )?
+                .execute(params![
+                    spec.job_id.0,
+                    self.n_rows,
+                    spec.line as i64,
+                    self.generation,
+                    input_json,
+                    request_json,
+                    request_hash,
+                    now_ms()
+                ])?;
+            return Ok(IngestOutcome::New);
+        };
+        if existing.seen_generation == self.generation {
+            return Ok(IngestOutcome::Duplicate {
+                first_line: existing.first_line as u64,
+            });
+        }
+        self.n_rows += 1;
+        let outcome = existing.outcome(&request_hash);
+        self.tx
+            .prepare_cached(update_sql(&outcome))?
+            .execute(params![
+                spec.job_id.0,
+                self.n_rows,
+                spec.line as i64,
+                self.generation,
+                input_json,
+                request_json,
+                request_hash
+            ])?;
+        Ok(outcome)
+    }
+
+    /// What the ledger already holds under `job_id`, if anything.
+    fn existing(&self, job_id: &JobId) -> Result<Option<Existing>> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT manifest_line, seen_generation, request_hash, state, task_id IS NOT NULL \
+                 FROM jobs WHERE job_id = ?1",
+            )?
+            .query_row([&job_id.0], |row| {
+                Ok(Existing {
+                    first_line: row.get(0)?,
+                    seen_generation: row.get(1)?,
+                    request_hash: row.get(2)?,
+                    state: row.get::<_, String>(3)?.parse().unwrap_or(JobState::Failed),
+                    has_task: row.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Rows of this manifest, not yet submitted, whose exact request was
+    /// already accepted under a job id that is no longer in the manifest
+    /// (ids added or changed): submitting them would pay again. Returns how
+    /// many there are and the first `limit`, in manifest order. Run after
+    /// every row was added, so row order does not matter.
+    pub fn renamed(&self, limit: usize) -> Result<(u64, Vec<Renamed>)> {
+        let count: i64 = self.tx.query_row(
+            &format!("SELECT COUNT(DISTINCT new.job_id) {RENAMED_FROM}"),
+            [self.generation],
+            |row| row.get(0),
+        )?;
+        let mut stmt = self.tx.prepare(&format!(
+            "SELECT new.manifest_line, new.job_id, MIN(old.job_id), MIN(old.state) {RENAMED_FROM} \
+             GROUP BY new.job_id ORDER BY MIN(new.manifest_row) LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![self.generation, limit as i64], |row| {
+            Ok(Renamed {
+                line: row.get::<_, i64>(0)? as u64,
+                job_id: JobId(row.get(1)?),
+                paid_as: JobId(row.get(2)?),
+                paid_state: row.get::<_, String>(3)?.parse().unwrap_or(JobState::Failed),
+            })
+        })?;
+        Ok((count as u64, rows.collect::<Result<_, _>>()?))
+    }
+
+    /// Leaves the `renamed` rows out of this ingest (`--skip-invalid`).
+    pub fn drop_renamed(&self) -> Result<u64> {
+        let n = self.tx.execute(
+            &format!("DELETE FROM jobs WHERE job_id IN (SELECT new.job_id {RENAMED_FROM})"),
+            [self.generation],
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Commits the manifest: rows not seen this time leave the current
+    /// manifest (their jobs and tasks stay in the ledger).
+    pub fn finish(self, columns: &[String]) -> Result<()> {
+        self.tx.execute(
+            "UPDATE jobs SET manifest_row = NULL WHERE seen_generation != ?1 AND manifest_row IS NOT NULL",
+            [self.generation],
+        )?;
+        let columns = serde_json::to_string(columns).expect("strings always serialize");
+        self.tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('columns', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [columns],
+        )?;
+        self.tx.commit()?;
+        Ok(())
+    }
+}
+
+/// A row already in the ledger under the id being ingested.
+struct Existing {
+    first_line: i64,
+    seen_generation: i64,
+    request_hash: String,
+    state: JobState,
+    has_task: bool,
+}
+
+impl Existing {
+    /// What taking in a row with `request_hash` does to this job (it was
+    /// not seen earlier in this ingest).
+    fn outcome(&self, request_hash: &str) -> IngestOutcome {
+        let state = self.state;
+        let never_accepted =
+            state == JobState::Pending || (state == JobState::Failed && !self.has_task);
+        if self.request_hash == request_hash {
+            IngestOutcome::Unchanged
+        } else if never_accepted {
+            IngestOutcome::Replaced
+        } else {
+            IngestOutcome::Edited { state }
+        }
+    }
+}
+
+/// The update for a row seen again: its parameters are those of the
+/// insert, without the time.
+fn update_sql(outcome: &IngestOutcome) -> &'static str {
+    match outcome {
+        // The request is the same (equal hashes), so rewriting it changes
+        // nothing; an edit held earlier and now reverted is dropped.
+        IngestOutcome::Unchanged => {
+            "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, input_json = ?5, \
+             request_json = ?6, request_hash = ?7, edited_request_json = NULL, edited_request_hash = NULL \
+             WHERE job_id = ?1"
+        }
+        IngestOutcome::Replaced => {
+            "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, input_json = ?5, \
+             request_json = ?6, request_hash = ?7, edited_request_json = NULL, edited_request_hash = NULL, \
+             state = 'pending', error_kind = NULL, error_message = NULL, error_body = NULL, \
+             finished_at = NULL WHERE job_id = ?1"
+        }
+        // Submitted already: the new request is held aside, not sent.
+        _ => {
+            "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, input_json = ?5, \
+             edited_request_json = ?6, edited_request_hash = ?7 WHERE job_id = ?1"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{id, ingest, spec};
+    use super::*;
+    use crate::job::TaskId;
+
+    #[test]
+    fn reingesting_is_idempotent_and_duplicates_are_caught() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        let outcomes = ingest(
+            &mut ledger,
+            &[spec("a", "p", 2), spec("b", "p", 3), spec("a", "q", 4)],
+        );
+        assert_eq!(
+            outcomes,
+            [
+                IngestOutcome::New,
+                IngestOutcome::New,
+                IngestOutcome::Duplicate { first_line: 2 }
+            ]
+        );
+        let outcomes = ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "p", 3)]);
+        assert_eq!(
+            outcomes,
+            [IngestOutcome::Unchanged, IngestOutcome::Unchanged]
+        );
+        assert_eq!(ledger.counts(true).unwrap()[&JobState::Pending], 2);
+    }
+
+    #[test]
+    fn an_ingest_that_is_not_finished_leaves_nothing() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        {
+            let mut ingest = ledger.begin_ingest().unwrap();
+            ingest.add(&spec("a", "p", 2)).unwrap();
+        }
+        assert_eq!(ledger.counts(false).unwrap()[&JobState::Pending], 0);
+    }
+
+    #[test]
+    fn edits_before_submission_replace_and_after_submission_are_held() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "p", 3)]);
+        ledger.mark_submitting(&id("b")).unwrap();
+        ledger.mark_running(&id("b"), &TaskId("t1".into())).unwrap();
+
+        let outcomes = ingest(&mut ledger, &[spec("a", "p2", 2), spec("b", "p2", 3)]);
+        assert_eq!(
+            outcomes,
+            [
+                IngestOutcome::Replaced,
+                IngestOutcome::Edited {
+                    state: JobState::Running
+                }
+            ]
+        );
+        assert_eq!(ledger.n_edited().unwrap(), 1);
+        // The held edit does not make the job submittable again.
+        let pending: Vec<_> = ledger
+            .pending_batch(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|job| job.job_id)
+            .collect();
+        assert_eq!(pending, [id("a")]);
+        assert!(
+            ledger.pending_batch(0, 10).unwrap()[0]
+                .request_json
+                .contains("p2")
+        );
+    }
+}

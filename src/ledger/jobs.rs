@@ -1,0 +1,331 @@
+//! A job's life after ingest: the state machine's writes (`transition` and
+//! the mark_*/note_*/record_*/refresh_* calls), recovery after a crash, and
+//! the reads that feed the submitter and the poller.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::error::{LedgerError, Result};
+use super::records::{CheckedFile, ErrorRecord, LiveTask, PendingJob};
+use super::store::{Ledger, now_ms};
+use crate::job::{ErrorKind, JobId, JobState, TaskId, video_file_name};
+
+impl Ledger {
+    /// Jobs left in `submitting` by a run that stopped abruptly: their
+    /// request may have reached the API, so they become ambiguous.
+    pub fn recover_interrupted(&mut self) -> Result<Vec<JobId>> {
+        let tx = self.conn.transaction()?;
+        let ids = {
+            let mut stmt = tx.prepare("SELECT job_id FROM jobs WHERE state = 'submitting'")?;
+            stmt.query_map([], |row| row.get::<_, String>(0).map(JobId))?
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        tx.execute(
+            &format!(
+                "UPDATE jobs SET state = 'ambiguous', error_kind = '{}', error_body = NULL, \
+                 error_message = 'the run stopped while this submission was in flight; it may have been accepted', \
+                 updated_at = ?1 WHERE state = 'submitting'",
+                ErrorKind::Ambiguous.as_str()
+            ),
+            [now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// Pending jobs of the current manifest after `after_row`, in manifest order.
+    pub fn pending_batch(&self, after_row: i64, limit: usize) -> Result<Vec<PendingJob>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT job_id, manifest_row, request_json FROM jobs \
+             WHERE state = 'pending' AND manifest_row > ?1 ORDER BY manifest_row LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after_row, limit as i64], |row| {
+            Ok(PendingJob {
+                job_id: JobId(row.get(0)?),
+                manifest_row: row.get(1)?,
+                request_json: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records the intent to submit, before the request leaves. Returns the
+    /// attempt number.
+    pub fn mark_submitting(&mut self, job_id: &JobId) -> Result<i64> {
+        transition(
+            &self.conn,
+            job_id,
+            JobState::Submitting,
+            ", attempts = attempts + 1",
+            &[],
+        )?;
+        Ok(self.conn.query_row(
+            "SELECT attempts FROM jobs WHERE job_id = ?1",
+            [&job_id.0],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Commits the task id the API returned, and keeps it in the task
+    /// history, in one transaction.
+    pub fn mark_running(&mut self, job_id: &JobId, task_id: &TaskId) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        transition(
+            &tx,
+            job_id,
+            JobState::Running,
+            ", task_id = ?3, submitted_at = ?2, remote_status = NULL, progress = NULL, error_kind = NULL, \
+             error_message = NULL, error_body = NULL, video_url = NULL, video_expires_at = NULL, \
+             file_name = NULL, bytes = NULL, sha256 = NULL, finished_at = NULL",
+            &[&task_id.0],
+        )?;
+        tx.execute(
+            "INSERT INTO tasks (task_id, job_id, submitted_at) VALUES (?1, ?2, ?3)",
+            params![task_id.0, job_id.0, now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A submission that provably did not take (nothing sent, or refused
+    /// with a retryable answer): the job may be submitted again.
+    pub fn mark_pending_again(&mut self, job_id: &JobId, error: &ErrorRecord) -> Result<()> {
+        transition(
+            &self.conn,
+            job_id,
+            JobState::Pending,
+            ", error_kind = ?3, error_message = ?4, error_body = ?5",
+            &[&error.kind.as_str(), &error.message, &error.body],
+        )
+    }
+
+    pub fn mark_ambiguous(&mut self, job_id: &JobId, error: &ErrorRecord) -> Result<()> {
+        transition(
+            &self.conn,
+            job_id,
+            JobState::Ambiguous,
+            ", error_kind = ?3, error_message = ?4, error_body = ?5",
+            &[&error.kind.as_str(), &error.message, &error.body],
+        )
+    }
+
+    pub fn mark_failed(&mut self, job_id: &JobId, error: &ErrorRecord) -> Result<()> {
+        transition(
+            &self.conn,
+            job_id,
+            JobState::Failed,
+            ", error_kind = ?3, error_message = ?4, error_body = ?5, finished_at = ?2",
+            &[&error.kind.as_str(), &error.message, &error.body],
+        )
+    }
+
+    /// Notes a running task's remote status; not a state change.
+    pub fn note_progress(
+        &mut self,
+        job_id: &JobId,
+        remote_status: &str,
+        progress: Option<i64>,
+    ) -> Result<()> {
+        self.conn.prepare_cached(
+            "UPDATE jobs SET remote_status = ?2, progress = ?3, updated_at = ?4 WHERE job_id = ?1 AND state = 'running'",
+        )?
+        .execute(params![job_id.0, remote_status, progress, now_ms()])?;
+        Ok(())
+    }
+
+    /// Records a finished task and decides its video's file name, which
+    /// carries a version when the job was submitted more than once. Returns
+    /// the file name. `remote_status` is the provider's own word for
+    /// success, passed in so the ledger never spells provider strings.
+    pub fn mark_succeeded(
+        &mut self,
+        job_id: &JobId,
+        remote_status: &str,
+        video_url: &str,
+        expires_at_ms: Option<i64>,
+    ) -> Result<String> {
+        let n_tasks: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM tasks WHERE job_id = ?1",
+            [&job_id.0],
+            |row| row.get(0),
+        )?;
+        let file_name = video_file_name(job_id, n_tasks as u64);
+        transition(
+            &self.conn,
+            job_id,
+            JobState::Succeeded,
+            ", remote_status = ?6, progress = 100, video_url = ?3, video_expires_at = ?4, \
+             finished_at = ?2, file_name = ?5",
+            &[&video_url, &expires_at_ms, &file_name, &remote_status],
+        )?;
+        Ok(file_name)
+    }
+
+    /// A fresh result URL for a succeeded task whose old one expired.
+    pub fn refresh_video_url(
+        &mut self,
+        job_id: &JobId,
+        video_url: &str,
+        expires_at_ms: Option<i64>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE jobs SET video_url = ?2, video_expires_at = ?3, updated_at = ?4 WHERE job_id = ?1 AND state = 'succeeded'",
+            params![job_id.0, video_url, expires_at_ms, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Notes a download problem on a succeeded job; it stays succeeded so a
+    /// later run downloads it again.
+    pub fn note_download_error(&mut self, job_id: &JobId, error: &ErrorRecord) -> Result<()> {
+        self.conn.execute(
+            "UPDATE jobs SET error_kind = ?2, error_message = ?3, error_body = ?4, updated_at = ?5 \
+             WHERE job_id = ?1 AND state = 'succeeded'",
+            params![
+                job_id.0,
+                error.kind.as_str(),
+                error.message,
+                error.body,
+                now_ms()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records a complete, checked download before it is renamed into
+    /// place, so a crash between the rename and `mark_downloaded` can be
+    /// recognized by the next run.
+    pub fn record_checked_file(&mut self, job_id: &JobId, file: &CheckedFile) -> Result<()> {
+        self.conn.execute(
+            "UPDATE jobs SET bytes = ?2, sha256 = ?3, updated_at = ?4 WHERE job_id = ?1 AND state = 'succeeded'",
+            params![job_id.0, file.bytes as i64, file.sha256, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    pub fn mark_downloaded(&mut self, job_id: &JobId) -> Result<()> {
+        transition(
+            &self.conn,
+            job_id,
+            JobState::Downloaded,
+            ", downloaded_at = ?2, error_kind = NULL, error_message = NULL, error_body = NULL",
+            &[],
+        )
+    }
+
+    /// Every job with an accepted task whose video is not on disk yet.
+    pub fn live_tasks(&self) -> Result<Vec<LiveTask>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT job_id, task_id, state, submitted_at, video_url, video_expires_at, file_name, bytes, sha256 \
+             FROM jobs WHERE state IN ('running', 'succeeded') ORDER BY submitted_at",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            let state: String = row.get(2)?;
+            let file_name: Option<String> = row.get(6)?;
+            let bytes: Option<i64> = row.get(7)?;
+            let sha256: Option<String> = row.get(8)?;
+            Ok(LiveTask {
+                job_id: JobId(row.get(0)?),
+                task_id: TaskId(row.get(1)?),
+                state: state.parse().unwrap_or(JobState::Running),
+                submitted_at_ms: row.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                video_url: row.get(4)?,
+                video_expires_at_ms: row.get(5)?,
+                file_name,
+                checked_file: match (bytes, sha256) {
+                    (Some(bytes), Some(sha256)) => Some(CheckedFile {
+                        bytes: bytes as u64,
+                        sha256,
+                    }),
+                    _ => None,
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Moves a job to `to` if the state machine allows it from its current
+/// state, setting the extra columns in `set` (an SQL fragment whose
+/// parameters start at ?3; ?2 is the current time).
+fn transition(
+    conn: &Connection,
+    job_id: &JobId,
+    to: JobState,
+    set: &str,
+    extra: &[&dyn rusqlite::ToSql],
+) -> Result<()> {
+    let from: Vec<String> = JobState::ALL
+        .into_iter()
+        .filter(|state| state.can_become(to))
+        .map(|state| format!("'{}'", state.as_str()))
+        .collect();
+    let sql = format!(
+        "UPDATE jobs SET state = '{to}', updated_at = ?2{set} WHERE job_id = ?1 AND state IN ({})",
+        from.join(", ")
+    );
+    let now = now_ms();
+    let mut all: Vec<&dyn rusqlite::ToSql> = vec![&job_id.0, &now];
+    all.extend_from_slice(extra);
+    let changed = conn.prepare_cached(&sql)?.execute(all.as_slice())?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let from = conn
+        .query_row(
+            "SELECT state FROM jobs WHERE job_id = ?1",
+            [&job_id.0],
+            |row| row.get::<_, String>(0),
+        )
+        .optional()?
+        .unwrap_or_else(|| "not in the ledger".to_owned());
+    Err(LedgerError::Transition {
+        job_id: job_id.clone(),
+        from,
+        to,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{id, ingest, spec};
+    use super::*;
+
+    #[test]
+    fn the_state_machine_is_enforced() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "p", 2)]);
+        let error = ledger
+            .mark_running(&id("a"), &TaskId("t".into()))
+            .unwrap_err();
+        assert!(matches!(error, LedgerError::Transition { .. }), "{error}");
+        assert!(
+            ledger.task_history(&id("a")).unwrap().is_empty(),
+            "the failed transition left no task row"
+        );
+        ledger.mark_submitting(&id("a")).unwrap();
+        ledger.mark_running(&id("a"), &TaskId("t".into())).unwrap();
+        assert!(
+            ledger.mark_submitting(&id("a")).is_err(),
+            "a running job is never resubmitted"
+        );
+        assert!(matches!(
+            ledger.mark_submitting(&id("nope")),
+            Err(LedgerError::Transition { .. })
+        ));
+    }
+
+    #[test]
+    fn success_stores_the_remote_status_the_caller_gives() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "p", 2)]);
+        ledger.mark_submitting(&id("a")).unwrap();
+        ledger.mark_running(&id("a"), &TaskId("t".into())).unwrap();
+        let file_name = ledger
+            .mark_succeeded(&id("a"), "DONE", "https://v/a.mp4", Some(5))
+            .unwrap();
+        assert_eq!(file_name, "a.mp4");
+        let job = &ledger.jobs_in_state(JobState::Succeeded, 1).unwrap()[0];
+        assert_eq!(job.remote_status.as_deref(), Some("DONE"));
+        assert_eq!(job.video_url.as_deref(), Some("https://v/a.mp4"));
+    }
+}

@@ -1,0 +1,123 @@
+//! The plain records the ledger hands out and takes in: rows, or parts of
+//! rows, of the `jobs` table, and what ingesting or retrying did. No SQL here.
+
+use crate::job::{ErrorKind, JobId, JobState, TaskId};
+
+/// Why a job failed or last had trouble, as stored in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorRecord {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The raw response body, when there was one.
+    pub body: Option<String>,
+}
+
+impl ErrorRecord {
+    pub fn new(kind: ErrorKind, message: impl Into<String>, body: Option<String>) -> ErrorRecord {
+        ErrorRecord {
+            kind,
+            message: message.into(),
+            body,
+        }
+    }
+}
+
+/// What ingesting one manifest row did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    New,
+    Unchanged,
+    /// The row changed before it was ever submitted; the new content replaces the old.
+    Replaced,
+    /// The row changed after it was submitted; the new content is kept aside
+    /// and not submitted (see `pixbatch retry --edited`).
+    Edited {
+        state: JobState,
+    },
+    /// Another row of this manifest already has this identity.
+    Duplicate {
+        first_line: u64,
+    },
+}
+
+/// A job waiting to be submitted.
+#[derive(Debug, Clone)]
+pub struct PendingJob {
+    pub job_id: JobId,
+    pub manifest_row: i64,
+    pub request_json: String,
+}
+
+/// A job with a task the API accepted and a video not yet on disk.
+#[derive(Debug, Clone)]
+pub struct LiveTask {
+    pub job_id: JobId,
+    pub task_id: TaskId,
+    pub state: JobState,
+    pub submitted_at_ms: i64,
+    pub video_url: Option<String>,
+    pub video_expires_at_ms: Option<i64>,
+    /// Where the video goes, decided when the task succeeded.
+    pub file_name: Option<String>,
+    /// Set once a download was checked, before the file is renamed into place.
+    pub checked_file: Option<CheckedFile>,
+}
+
+/// A downloaded video that passed its checks: its size and content hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedFile {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// One job as the results table and `status` show it.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub job_id: JobId,
+    pub manifest_row: Option<i64>,
+    pub manifest_line: i64,
+    pub input: serde_json::Map<String, serde_json::Value>,
+    pub state: JobState,
+    pub attempts: i64,
+    pub task_id: Option<String>,
+    pub remote_status: Option<String>,
+    /// `None` also when an old ledger holds a kind this build does not know.
+    pub error_kind: Option<ErrorKind>,
+    pub error_message: Option<String>,
+    pub error_body: Option<String>,
+    pub edited: bool,
+    pub video_url: Option<String>,
+    pub file_name: Option<String>,
+    pub bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub created_at_ms: i64,
+    pub submitted_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub downloaded_at_ms: Option<i64>,
+}
+
+/// Which jobs `pixbatch retry` puts back.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetrySelection {
+    pub failed: bool,
+    pub ambiguous: bool,
+    pub edited: bool,
+}
+
+/// How many jobs `pixbatch retry` put back, by what they will do next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryCounts {
+    pub resubmit: u64,
+    pub repoll: u64,
+    pub redownload: u64,
+    pub edits_applied: u64,
+}
+
+/// A row whose request was already paid for under another id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renamed {
+    pub line: u64,
+    pub job_id: JobId,
+    pub paid_as: JobId,
+    pub paid_state: JobState,
+}

@@ -1,0 +1,171 @@
+//! Read-only views of the jobs for `status`, the summaries and the results
+//! table: counts by state and whole job records.
+
+use std::collections::BTreeMap;
+
+use rusqlite::params;
+
+use super::error::Result;
+use super::records::JobRecord;
+use super::store::Ledger;
+use crate::job::{JobId, JobState};
+
+const JOB_COLUMNS: &str = "job_id, manifest_row, manifest_line, input_json, state, attempts, task_id, \
+    remote_status, error_kind, error_message, error_body, edited_request_json IS NOT NULL, video_url, \
+    file_name, bytes, sha256, created_at, submitted_at, finished_at, downloaded_at";
+
+impl Ledger {
+    /// How many jobs are in each state. `current_only` counts only the rows
+    /// of the manifest last ingested.
+    pub fn counts(&self, current_only: bool) -> Result<BTreeMap<JobState, u64>> {
+        let sql = if current_only {
+            "SELECT state, COUNT(*) FROM jobs WHERE manifest_row IS NOT NULL GROUP BY state"
+        } else {
+            "SELECT state, COUNT(*) FROM jobs GROUP BY state"
+        };
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut counts: BTreeMap<JobState, u64> =
+            JobState::ALL.into_iter().map(|state| (state, 0)).collect();
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (state, n) = row?;
+            if let Ok(state) = state.parse() {
+                counts.insert(state, n as u64);
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Jobs of the current manifest with an edit that was held back.
+    pub fn n_edited(&self) -> Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM jobs WHERE edited_request_json IS NOT NULL",
+            [],
+            |row| row.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Every job, in manifest order (rows no longer in the manifest last),
+    /// handed to `visit` one at a time so memory stays flat.
+    pub fn for_each_job(
+        &self,
+        current_only: bool,
+        mut visit: impl FnMut(JobRecord) -> std::io::Result<()>,
+    ) -> Result<std::io::Result<()>> {
+        let filter = if current_only {
+            "WHERE manifest_row IS NOT NULL"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs {filter} ORDER BY manifest_row IS NULL, manifest_row, manifest_line"
+        );
+        self.query_jobs(&sql, [], &mut visit)
+    }
+
+    /// Jobs in `state`, in manifest order (rows no longer in it last).
+    pub fn jobs_in_state(&self, state: JobState, limit: usize) -> Result<Vec<JobRecord>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY manifest_row IS NULL, manifest_row, updated_at LIMIT ?2"
+        );
+        let mut jobs = Vec::new();
+        self.query_jobs(&sql, params![state.as_str(), limit as i64], &mut |job| {
+            jobs.push(job);
+            Ok(())
+        })?
+        .expect("collecting into a Vec cannot fail");
+        Ok(jobs)
+    }
+
+    /// Jobs whose manifest row changed after submission.
+    pub fn edited_jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE edited_request_json IS NOT NULL ORDER BY manifest_row LIMIT ?1"
+        );
+        let mut jobs = Vec::new();
+        self.query_jobs(&sql, params![limit as i64], &mut |job| {
+            jobs.push(job);
+            Ok(())
+        })?
+        .expect("collecting into a Vec cannot fail");
+        Ok(jobs)
+    }
+
+    fn query_jobs(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        visit: &mut dyn FnMut(JobRecord) -> std::io::Result<()>,
+    ) -> Result<std::io::Result<()>> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let mut rows = stmt.query(params)?;
+        while let Some(row) = rows.next()? {
+            let state: String = row.get(4)?;
+            let input: String = row.get(3)?;
+            let record = JobRecord {
+                job_id: JobId(row.get(0)?),
+                manifest_row: row.get(1)?,
+                manifest_line: row.get(2)?,
+                input: serde_json::from_str(&input).unwrap_or_default(),
+                state: state.parse().unwrap_or(JobState::Failed),
+                attempts: row.get(5)?,
+                task_id: row.get(6)?,
+                remote_status: row.get(7)?,
+                // An unknown spelling (a newer or older build's) reads as no
+                // kind rather than failing the whole listing.
+                error_kind: row
+                    .get::<_, Option<String>>(8)?
+                    .and_then(|kind| kind.parse().ok()),
+                error_message: row.get(9)?,
+                error_body: row.get(10)?,
+                edited: row.get(11)?,
+                video_url: row.get(12)?,
+                file_name: row.get(13)?,
+                bytes: row.get(14)?,
+                sha256: row.get(15)?,
+                created_at_ms: row.get(16)?,
+                submitted_at_ms: row.get(17)?,
+                finished_at_ms: row.get(18)?,
+                downloaded_at_ms: row.get(19)?,
+            };
+            if let Err(error) = visit(record) {
+                return Ok(Err(error));
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{id, ingest, spec};
+    use super::*;
+    use crate::job::{ErrorKind, TaskId};
+    use crate::ledger::ErrorRecord;
+
+    #[test]
+    fn error_kinds_read_back_typed_and_unknown_ones_as_none() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "p", 3)]);
+        for job in ["a", "b"] {
+            ledger.mark_submitting(&id(job)).unwrap();
+            ledger.mark_running(&id(job), &TaskId(job.into())).unwrap();
+            let record = ErrorRecord::new(ErrorKind::TaskFailed, "boom", None);
+            ledger.mark_failed(&id(job), &record).unwrap();
+        }
+        // A kind written by some other build of pixbatch.
+        ledger
+            .conn
+            .execute(
+                "UPDATE jobs SET error_kind = 'mystery' WHERE job_id = 'b'",
+                [],
+            )
+            .unwrap();
+        let jobs = ledger.jobs_in_state(JobState::Failed, 10).unwrap();
+        let kinds: Vec<_> = jobs.iter().map(|job| job.error_kind).collect();
+        assert_eq!(kinds, [Some(ErrorKind::TaskFailed), None]);
+        assert_eq!(jobs[1].error_message.as_deref(), Some("boom"));
+    }
+}

@@ -1,0 +1,177 @@
+//! `pixbatch retry`: putting failed, ambiguous and edited jobs back to work,
+//! and the task history that shows what was already paid for.
+
+use super::error::Result;
+use super::records::{RetryCounts, RetrySelection};
+use super::store::{Ledger, now_ms};
+use crate::job::{ErrorKind, JobId, TaskId};
+
+impl Ledger {
+    /// Puts the selected jobs back to work: failed jobs whose task failed or
+    /// was refused go back to pending (a new paid submission); failed jobs
+    /// that were only given up while their task ran go back to polling;
+    /// ambiguous jobs go back to pending; held edits replace the request.
+    pub fn retry(&mut self, selection: RetrySelection) -> Result<RetryCounts> {
+        let tx = self.conn.transaction()?;
+        let now = now_ms();
+        let mut counts = RetryCounts::default();
+        // Edits first, so that rows moved below are not counted twice.
+        if selection.edited {
+            counts.edits_applied += tx.execute(
+                "UPDATE jobs SET state = 'pending', request_json = edited_request_json, \
+                 request_hash = edited_request_hash, edited_request_json = NULL, edited_request_hash = NULL, \
+                 finished_at = NULL, updated_at = ?1 \
+                 WHERE edited_request_json IS NOT NULL AND manifest_row IS NOT NULL \
+                 AND state IN ('downloaded', 'failed', 'ambiguous', 'pending')",
+                [now],
+            )? as u64;
+        }
+        if selection.failed {
+            counts.repoll += tx.execute(
+                &format!(
+                    "UPDATE jobs SET state = 'running', finished_at = NULL, submitted_at = ?1, error_kind = NULL, \
+                     error_message = NULL, error_body = NULL, updated_at = ?1 \
+                     WHERE state = 'failed' AND error_kind = '{}' AND task_id IS NOT NULL",
+                    ErrorKind::TimedOut.as_str()
+                ),
+                [now],
+            )? as u64;
+            // A fresh URL is asked for: the old one may be why it failed.
+            counts.redownload += tx.execute(
+                &format!(
+                    "UPDATE jobs SET state = 'succeeded', video_url = NULL, video_expires_at = NULL, error_kind = NULL, \
+                     error_message = NULL, error_body = NULL, updated_at = ?1 \
+                     WHERE state = 'failed' AND error_kind = '{}' AND task_id IS NOT NULL",
+                    ErrorKind::DownloadBlocked.as_str()
+                ),
+                [now],
+            )? as u64;
+            // Only rows of the current manifest: others would never be sent.
+            counts.resubmit += tx.execute(
+                "UPDATE jobs SET state = 'pending', finished_at = NULL, updated_at = ?1 \
+                 WHERE state = 'failed' AND manifest_row IS NOT NULL",
+                [now],
+            )? as u64;
+        }
+        if selection.ambiguous {
+            counts.resubmit += tx.execute(
+                "UPDATE jobs SET state = 'pending', updated_at = ?1 WHERE state = 'ambiguous' AND manifest_row IS NOT NULL",
+                [now],
+            )? as u64;
+        }
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    /// All task ids the API ever returned for a job, oldest first.
+    pub fn task_history(&self, job_id: &JobId) -> Result<Vec<TaskId>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT task_id FROM tasks WHERE job_id = ?1 ORDER BY submitted_at, rowid")?;
+        let rows = stmt.query_map([&job_id.0], |row| row.get::<_, String>(0).map(TaskId))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{id, ingest, spec};
+    use super::*;
+    use crate::job::JobState;
+    use crate::ledger::ErrorRecord;
+
+    #[test]
+    fn interrupted_submissions_become_ambiguous_and_retry_on_request() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "p", 3)]);
+        ledger.mark_submitting(&id("a")).unwrap();
+        assert_eq!(ledger.recover_interrupted().unwrap(), [id("a")]);
+        assert_eq!(ledger.counts(true).unwrap()[&JobState::Ambiguous], 1);
+        let counts = ledger
+            .retry(RetrySelection {
+                failed: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            counts.resubmit, 0,
+            "retry without --ambiguous leaves ambiguous jobs alone"
+        );
+        let counts = ledger
+            .retry(RetrySelection {
+                ambiguous: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(counts.resubmit, 1);
+        assert_eq!(ledger.counts(true).unwrap()[&JobState::Pending], 2);
+    }
+
+    #[test]
+    fn retry_repolls_given_up_tasks_instead_of_paying_again() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "p", 3)]);
+        for (job, task) in [("a", "t1"), ("b", "t2")] {
+            ledger.mark_submitting(&id(job)).unwrap();
+            ledger.mark_running(&id(job), &TaskId(task.into())).unwrap();
+        }
+        ledger
+            .mark_failed(
+                &id("a"),
+                &ErrorRecord::new(ErrorKind::TimedOut, "gave up", None),
+            )
+            .unwrap();
+        ledger
+            .mark_failed(
+                &id("b"),
+                &ErrorRecord::new(ErrorKind::TaskFailed, "boom", None),
+            )
+            .unwrap();
+        let counts = ledger
+            .retry(RetrySelection {
+                failed: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            counts,
+            RetryCounts {
+                resubmit: 1,
+                repoll: 1,
+                redownload: 0,
+                edits_applied: 0
+            }
+        );
+        let counts = ledger.counts(true).unwrap();
+        assert_eq!(
+            (counts[&JobState::Running], counts[&JobState::Pending]),
+            (1, 1)
+        );
+        assert_eq!(
+            ledger.task_history(&id("b")).unwrap(),
+            [TaskId("t2".into())]
+        );
+    }
+
+    #[test]
+    fn retry_downloads_blocked_videos_again_with_a_fresh_url() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "p", 2)]);
+        ledger.mark_submitting(&id("a")).unwrap();
+        ledger.mark_running(&id("a"), &TaskId("t1".into())).unwrap();
+        ledger
+            .mark_succeeded(&id("a"), "DONE", "https://v/a.mp4", None)
+            .unwrap();
+        let record = ErrorRecord::new(ErrorKind::DownloadBlocked, "in the way", None);
+        ledger.mark_failed(&id("a"), &record).unwrap();
+        let counts = ledger
+            .retry(RetrySelection {
+                failed: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!((counts.redownload, counts.resubmit), (1, 0));
+        let job = &ledger.jobs_in_state(JobState::Succeeded, 1).unwrap()[0];
+        assert_eq!((job.video_url.as_deref(), job.error_kind), (None, None));
+    }
+}

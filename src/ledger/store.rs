@@ -1,0 +1,85 @@
+//! The `Ledger` itself: opening (and migrating) the database, the `meta`
+//! key-value table, and the ledger's clock.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::error::{LedgerError, Result};
+use super::schema;
+
+/// Milliseconds since the Unix epoch, the ledger's time unit.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// The ledger: one SQLite connection. Its methods live in the files named
+/// for what they do (`jobs`, `ingest`, `retry`, `reports`).
+pub struct Ledger {
+    pub(super) conn: Connection,
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path` and brings its schema
+    /// up to date. A file that is not a pixbatch ledger is refused untouched.
+    pub fn open(path: &Path) -> Result<Ledger> {
+        let conn = Connection::open(path).map_err(|source| LedgerError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        schema::prepare(&conn, path)?;
+        Ok(Ledger { conn })
+    }
+
+    /// Opens an existing ledger; a missing one is an error, not a new file.
+    pub fn open_existing(path: &Path) -> Result<Ledger> {
+        if !path.is_file() {
+            return Err(LedgerError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        Ledger::open(path)
+    }
+
+    /// A private, throwaway ledger that spills to a temporary file rather
+    /// than growing in memory (used by `validate`).
+    pub fn open_temporary() -> Result<Ledger> {
+        let path = PathBuf::from("(temporary)");
+        let conn = Connection::open("").map_err(|source| LedgerError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        schema::prepare(&conn, &path)?;
+        Ok(Ledger { conn })
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
+    /// The input columns of the last manifest ingested, in order.
+    pub fn columns(&self) -> Result<Vec<String>> {
+        Ok(self
+            .meta("columns")?
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default())
+    }
+}
