@@ -89,10 +89,7 @@ async fn ingest_blocking(
     mut ledger: Ledger,
     options: IngestOptions,
 ) -> Result<(IngestReport, Ledger), Error> {
-    let context = ValidationContext {
-        manifest_dir: manifest_dir(manifest.path()),
-        image_base_url,
-    };
+    let context = ValidationContext::new(manifest_dir(manifest.path()), image_base_url);
     tokio::task::spawn_blocking(move || {
         let report = ingest(&mut manifest, &context, &mut ledger, options)?;
         Ok((report, ledger))

@@ -6,7 +6,8 @@
 use crate::error::Error;
 use crate::job::{JobId, JobState};
 use crate::ledger::{IngestOutcome, Ledger};
-use crate::manifest::{Manifest, Problem};
+use crate::manifest::Manifest;
+use crate::row::Problem;
 use crate::validate::{ValidationContext, validate_row};
 
 /// Problems kept for printing; the rest are only counted.
@@ -155,10 +156,7 @@ mod tests {
         let path = dir.join("m.csv");
         std::fs::write(&path, text).unwrap();
         let mut manifest = Manifest::open(&path).unwrap();
-        let context = ValidationContext {
-            manifest_dir: dir.to_owned(),
-            image_base_url: None,
-        };
+        let context = ValidationContext::new(dir.to_owned(), None);
         ingest(
             &mut manifest,
             &context,

@@ -1,16 +1,18 @@
 //! Turns a raw manifest row into a `JobSpec`, or into every problem it has.
 //! This is the only place the API's input rules are checked; everything
-//! downstream takes a `JobSpec` and trusts it.
+//! downstream takes a `JobSpec` and trusts it. It does no I/O: local images
+//! are read through the context's `ImageProbe`.
 
-use std::fs::File;
-use std::io::Read;
+use std::fmt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 use url::Url;
 
+use crate::image::{FileProbe, ImageInfo, ImageProbe};
 use crate::job::{JobId, JobSpec, VideoRequest, hashed_job_id};
-use crate::manifest::{Cell, Problem, RawRow};
+use crate::row::{Cell, Problem, RawRow};
 
 pub const MAX_PROMPT_CHARS: usize = 2500;
 pub const MAX_IMAGE_BYTES: u64 = 10 * 1024 * 1024;
@@ -23,12 +25,39 @@ pub const DEFAULT_THINKING_TYPE: &str = "auto";
 const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
 /// What validation needs to know beyond the row itself.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ValidationContext {
     /// Local image paths are relative to this folder (the manifest's).
     pub manifest_dir: PathBuf,
     /// When set, local image paths are sent as URLs under this base.
     pub image_base_url: Option<Url>,
+    /// Reads local images' headers (the file system, or a fake in tests).
+    pub probe: Arc<dyn ImageProbe>,
+}
+
+impl ValidationContext {
+    /// A context that reads local images from the file system.
+    pub fn new(manifest_dir: PathBuf, image_base_url: Option<Url>) -> ValidationContext {
+        ValidationContext {
+            manifest_dir,
+            image_base_url,
+            probe: Arc::new(FileProbe),
+        }
+    }
+
+    /// The same context, reading local images through `probe`.
+    pub fn with_probe(self, probe: Arc<dyn ImageProbe>) -> ValidationContext {
+        ValidationContext { probe, ..self }
+    }
+}
+
+impl fmt::Debug for ValidationContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidationContext")
+            .field("manifest_dir", &self.manifest_dir)
+            .field("image_base_url", &self.image_base_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The API fields a column can name, matched without regard to case or
@@ -228,105 +257,14 @@ pub fn parse_bool(text: &str) -> Option<bool> {
 /// every problem found in it.
 pub fn validate_row(row: &RawRow, context: &ValidationContext) -> Result<JobSpec, Vec<Problem>> {
     let mut check = RowCheck::new(row);
-
+    // The fields are checked in this order so problems list in it.
     let explicit_id = check.text(Field::Id, "id-text");
-
-    let image = match check.cell(Field::Image) {
-        None => {
-            check.problems.push(Problem::new(
-                row.line,
-                "image-required",
-                "the image column is required (an http(s) URL of a .jpg/.jpeg/.png file)",
-            ));
-            None
-        }
-        Some(cell) => match &cell.value {
-            Value::String(text) => match resolve_image(text.trim(), context) {
-                Ok(url) => Some(url),
-                Err((rule, message)) => {
-                    check.problem(cell, rule, message);
-                    None
-                }
-            },
-            other => {
-                check.problem(
-                    cell,
-                    "image-text",
-                    format!("must be a URL or path, got {other}"),
-                );
-                None
-            }
-        },
-    };
-
-    let prompt = check.text(Field::Prompt, "prompt-text");
-    if prompt.is_none() && check.cell(Field::Prompt).is_none() {
-        check.problems.push(Problem::new(
-            row.line,
-            "prompt-required",
-            "the prompt column is required and must not be empty",
-        ));
-    }
-    if let Some(prompt) = &prompt {
-        check_length(&mut check, Field::Prompt, prompt, "prompt-length");
-    }
-    let negative_prompt = check.text(Field::NegativePrompt, "negative-prompt-text");
-    if let Some(negative) = &negative_prompt {
-        check_length(
-            &mut check,
-            Field::NegativePrompt,
-            negative,
-            "negative-prompt-length",
-        );
-    }
-
-    let duration = check.integer(Field::Duration, "duration-type", "duration");
-    if let Some(duration) = duration
-        && !DURATION_RANGE.contains(&duration)
-    {
-        let cell = check
-            .cell(Field::Duration)
-            .expect("a parsed duration has a cell");
-        check.problem(
-            cell,
-            "duration-range",
-            format!("duration must be 1 to 15 seconds, got {duration}"),
-        );
-    }
-
-    let cfg_scale = check.number(Field::CfgScale, "cfg-scale-type", "cfg_scale");
-    if let Some(cfg_scale) = cfg_scale
-        && !(0.0..=1.0).contains(&cfg_scale)
-    {
-        let cell = check
-            .cell(Field::CfgScale)
-            .expect("a parsed cfg_scale has a cell");
-        check.problem(
-            cell,
-            "cfg-scale-range",
-            format!("cfg_scale must be from 0 to 1, got {cfg_scale}"),
-        );
-    }
-
-    let resolution = check
-        .text(Field::Resolution, "resolution-value")
-        .map(|text| text.to_ascii_lowercase());
-    if let Some(resolution) = &resolution
-        && !RESOLUTIONS.contains(&resolution.as_str())
-    {
-        let cell = check
-            .cell(Field::Resolution)
-            .expect("a parsed resolution has a cell");
-        check.problem(
-            cell,
-            "resolution-value",
-            format!(
-                "resolution must be one of {}, got {resolution:?}",
-                RESOLUTIONS.join(", ")
-            ),
-        );
-    }
-
+    let image = check.image(context);
+    let prompt = check.prompt();
+    let negative_prompt = check.negative_prompt();
+    let duration = check.duration();
+    let cfg_scale = check.cfg_scale();
+    let resolution = check.resolution();
     let seed = check.integer(Field::Seed, "seed-type", "seed");
     let thinking_type = check.text(Field::ThinkingType, "thinking-type-text");
     let generate_audio_switch = check.boolean(Field::GenerateAudio, "generate-audio-type");
@@ -348,28 +286,135 @@ pub fn validate_row(row: &RawRow, context: &ValidationContext) -> Result<JobSpec
         negative_prompt,
         generate_audio_switch: generate_audio_switch.unwrap_or(false),
     };
+    Ok(job_spec(row, explicit_id, request))
+}
+
+/// The job a valid row describes: named by its `id` cell, or else by a hash
+/// of the request.
+fn job_spec(row: &RawRow, explicit_id: Option<String>, request: VideoRequest) -> JobSpec {
     let job_id = match &explicit_id {
         Some(id) => JobId(id.clone()),
         None => hashed_job_id(&request),
     };
-    Ok(JobSpec {
+    JobSpec {
         job_id,
         explicit_id: explicit_id.is_some(),
         line: row.line,
         request,
         input: row.input_map(),
-    })
+    }
 }
 
-fn check_length(check: &mut RowCheck<'_>, field: Field, text: &str, rule: &'static str) {
-    let n_chars = text.chars().count();
-    if n_chars > MAX_PROMPT_CHARS {
-        let cell = check.cell(field).expect("checked text has a cell");
-        check.problem(
-            cell,
-            rule,
-            format!("must be at most {MAX_PROMPT_CHARS} characters, has {n_chars}"),
-        );
+/// The API's rules, one field at a time. Each returns the field's value
+/// when it is present and valid, and records a problem when it is not.
+impl RowCheck<'_> {
+    fn image(&mut self, context: &ValidationContext) -> Option<String> {
+        let Some(cell) = self.cell(Field::Image) else {
+            self.problems.push(Problem::new(
+                self.line,
+                "image-required",
+                "the image column is required (an http(s) URL of a .jpg/.jpeg/.png file)",
+            ));
+            return None;
+        };
+        let result = match &cell.value {
+            Value::String(text) => resolve_image(text.trim(), context),
+            other => Err(("image-text", format!("must be a URL or path, got {other}"))),
+        };
+        result
+            .map_err(|(rule, message)| self.problem(cell, rule, message))
+            .ok()
+    }
+
+    fn prompt(&mut self) -> Option<String> {
+        let prompt = self.text(Field::Prompt, "prompt-text");
+        if prompt.is_none() && self.cell(Field::Prompt).is_none() {
+            self.problems.push(Problem::new(
+                self.line,
+                "prompt-required",
+                "the prompt column is required and must not be empty",
+            ));
+        }
+        if let Some(prompt) = &prompt {
+            self.length(Field::Prompt, prompt, "prompt-length");
+        }
+        prompt
+    }
+
+    fn negative_prompt(&mut self) -> Option<String> {
+        let negative = self.text(Field::NegativePrompt, "negative-prompt-text");
+        if let Some(negative) = &negative {
+            self.length(Field::NegativePrompt, negative, "negative-prompt-length");
+        }
+        negative
+    }
+
+    fn length(&mut self, field: Field, text: &str, rule: &'static str) {
+        let n_chars = text.chars().count();
+        if n_chars > MAX_PROMPT_CHARS {
+            let cell = self.cell(field).expect("checked text has a cell");
+            self.problem(
+                cell,
+                rule,
+                format!("must be at most {MAX_PROMPT_CHARS} characters, has {n_chars}"),
+            );
+        }
+    }
+
+    fn duration(&mut self) -> Option<i64> {
+        let duration = self.integer(Field::Duration, "duration-type", "duration");
+        if let Some(duration) = duration
+            && !DURATION_RANGE.contains(&duration)
+        {
+            let cell = self
+                .cell(Field::Duration)
+                .expect("a parsed duration has a cell");
+            self.problem(
+                cell,
+                "duration-range",
+                format!("duration must be 1 to 15 seconds, got {duration}"),
+            );
+        }
+        duration
+    }
+
+    fn cfg_scale(&mut self) -> Option<f64> {
+        let cfg_scale = self.number(Field::CfgScale, "cfg-scale-type", "cfg_scale");
+        if let Some(cfg_scale) = cfg_scale
+            && !(0.0..=1.0).contains(&cfg_scale)
+        {
+            let cell = self
+                .cell(Field::CfgScale)
+                .expect("a parsed cfg_scale has a cell");
+            self.problem(
+                cell,
+                "cfg-scale-range",
+                format!("cfg_scale must be from 0 to 1, got {cfg_scale}"),
+            );
+        }
+        cfg_scale
+    }
+
+    fn resolution(&mut self) -> Option<String> {
+        let resolution = self
+            .text(Field::Resolution, "resolution-value")
+            .map(|text| text.to_ascii_lowercase());
+        if let Some(resolution) = &resolution
+            && !RESOLUTIONS.contains(&resolution.as_str())
+        {
+            let cell = self
+                .cell(Field::Resolution)
+                .expect("a parsed resolution has a cell");
+            self.problem(
+                cell,
+                "resolution-value",
+                format!(
+                    "resolution must be one of {}, got {resolution:?}",
+                    RESOLUTIONS.join(", ")
+                ),
+            );
+        }
+        resolution
     }
 }
 
@@ -393,7 +438,7 @@ fn resolve_image(text: &str, context: &ValidationContext) -> Result<String, Rule
             };
             let relative = local_image_path(text)?;
             check_image_extension(&relative.to_string_lossy())?;
-            check_local_image(&context.manifest_dir.join(&relative))?;
+            check_image_info(&context.probe.probe(&context.manifest_dir.join(&relative))?)?;
             let mut url = base.clone();
             url.path_segments_mut()
                 .map_err(|()| {
@@ -470,59 +515,6 @@ fn local_image_path(text: &str) -> Result<PathBuf, RuleError> {
     Ok(relative)
 }
 
-/// What the file's header says about a local image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImageInfo {
-    pub format: &'static str,
-    pub bytes: u64,
-    pub width: u32,
-    pub height: u32,
-}
-
-/// Reads a local image's format, size and dimensions from its header.
-pub fn read_image_info(path: &Path) -> Result<ImageInfo, RuleError> {
-    let missing = |error: std::io::Error| {
-        (
-            "image-file",
-            format!("cannot read {}: {error}", path.display()),
-        )
-    };
-    let metadata = std::fs::metadata(path).map_err(missing)?;
-    if !metadata.is_file() {
-        return Err(("image-file", format!("{} is not a file", path.display())));
-    }
-    let mut magic = [0u8; 8];
-    let n_read = File::open(path)
-        .and_then(|mut file| file.read(&mut magic))
-        .map_err(missing)?;
-    let format = if n_read >= 8 && magic == *b"\x89PNG\r\n\x1a\n" {
-        "png"
-    } else if n_read >= 3 && magic[..3] == [0xFF, 0xD8, 0xFF] {
-        "jpeg"
-    } else {
-        return Err((
-            "image-format",
-            format!(
-                "{} is not a PNG or JPEG file (checked its first bytes)",
-                path.display()
-            ),
-        ));
-    };
-    let size = imagesize::size(path).map_err(|error| {
-        (
-            "image-format",
-            format!("cannot read the dimensions of {}: {error}", path.display()),
-        )
-    })?;
-    let dimension = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    Ok(ImageInfo {
-        format,
-        bytes: metadata.len(),
-        width: dimension(size.width),
-        height: dimension(size.height),
-    })
-}
-
 /// The API's rules for image files: at most 10 MB, both sides at least
 /// 300 px, aspect ratio between 1:2.5 and 2.5:1 inclusive.
 pub fn check_image_info(info: &ImageInfo) -> Result<(), RuleError> {
@@ -557,20 +549,62 @@ pub fn check_image_info(info: &ImageInfo) -> Result<(), RuleError> {
     Ok(())
 }
 
-fn check_local_image(path: &Path) -> Result<(), RuleError> {
-    check_image_info(&read_image_info(path)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::ProbeError;
     use serde_json::json;
+    use std::collections::HashMap;
+
+    /// Local images by full path, as a probe would report them; any other
+    /// path is a missing file. No file is read.
+    #[derive(Default)]
+    struct FakeProbe(HashMap<PathBuf, Result<ImageInfo, ProbeError>>);
+
+    impl FakeProbe {
+        fn image(mut self, path: &str, bytes: u64, width: u32, height: u32) -> FakeProbe {
+            let info = ImageInfo {
+                format: "png",
+                bytes,
+                width,
+                height,
+            };
+            self.0.insert(PathBuf::from(path), Ok(info));
+            self
+        }
+
+        fn refusal(mut self, path: &str, rule: &'static str) -> FakeProbe {
+            let refusal = (rule, format!("{path} refused"));
+            self.0.insert(PathBuf::from(path), Err(refusal));
+            self
+        }
+    }
+
+    impl ImageProbe for FakeProbe {
+        fn probe(&self, path: &Path) -> Result<ImageInfo, ProbeError> {
+            self.0
+                .get(path)
+                .cloned()
+                .unwrap_or_else(|| Err(("image-file", format!("no file {}", path.display()))))
+        }
+    }
 
     fn context() -> ValidationContext {
-        ValidationContext {
-            manifest_dir: PathBuf::from("."),
-            image_base_url: None,
-        }
+        ValidationContext::new(PathBuf::from("."), None).with_probe(Arc::new(FakeProbe::default()))
+    }
+
+    /// A context whose local images live under `/sheets` and are sent
+    /// under `https://cdn.example.com/batch/`.
+    fn local_context(probe: FakeProbe) -> ValidationContext {
+        let base = Url::parse("https://cdn.example.com/batch/").unwrap();
+        ValidationContext::new(PathBuf::from("/sheets"), Some(base)).with_probe(Arc::new(probe))
+    }
+
+    fn local_image(context: &ValidationContext, path: &str) -> Result<JobSpec, Vec<Problem>> {
+        validate_row(
+            &row(&[("image", json!(path)), ("prompt", json!("p"))]),
+            context,
+        )
     }
 
     fn row(cells: &[(&str, Value)]) -> RawRow {
@@ -838,33 +872,16 @@ mod tests {
         assert_eq!(rule(info(10, 300, 751)), Some("image-aspect-ratio"));
     }
 
-    fn write_png(path: &Path, width: u32, height: u32) {
-        // A PNG signature and IHDR chunk are all a header reader needs.
-        let mut bytes = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
-        bytes.extend_from_slice(&width.to_be_bytes());
-        bytes.extend_from_slice(&height.to_be_bytes());
-        bytes.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
-        std::fs::write(path, bytes).unwrap();
-    }
-
     #[test]
     fn local_images_are_checked_and_sent_under_the_base_url() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("img")).unwrap();
-        write_png(&dir.path().join("img/ok shot.png"), 640, 360);
-        write_png(&dir.path().join("img/small.png"), 200, 360);
-        write_png(&dir.path().join("img/wide.png"), 1000, 300);
-        std::fs::write(dir.path().join("img/fake.png"), b"GIF89a....").unwrap();
-        let context = ValidationContext {
-            manifest_dir: dir.path().to_owned(),
-            image_base_url: Some(Url::parse("https://cdn.example.com/batch/").unwrap()),
-        };
-        let image = |path: &str| {
-            validate_row(
-                &row(&[("image", json!(path)), ("prompt", json!("p"))]),
-                &context,
-            )
-        };
+        let context = local_context(
+            FakeProbe::default()
+                .image("/sheets/img/ok shot.png", 1000, 640, 360)
+                .image("/sheets/img/small.png", 1000, 200, 360)
+                .image("/sheets/img/wide.png", 1000, 1000, 300)
+                .refusal("/sheets/img/fake.png", "image-format"),
+        );
+        let image = |path: &str| local_image(&context, path);
         let spec = image("img/ok shot.png").unwrap();
         assert_eq!(
             spec.request.image,
@@ -882,12 +899,66 @@ mod tests {
         assert_eq!(rules(image("../img/ok shot.png")), ["image-path"]);
         assert_eq!(rules(image("/etc/ok.png")), ["image-path"]);
     }
+
+    #[test]
+    fn local_image_rules_at_their_boundaries() {
+        let ten_mb = 10 * 1024 * 1024;
+        let context = local_context(
+            FakeProbe::default()
+                .image("/sheets/10mb.png", ten_mb, 300, 300)
+                .image("/sheets/over-10mb.png", ten_mb + 1, 300, 300)
+                .image("/sheets/300px.png", 10, 300, 300)
+                .image("/sheets/narrow-299.png", 10, 299, 300)
+                .image("/sheets/short-299.png", 10, 300, 299)
+                .image("/sheets/wide-2.5.png", 10, 750, 300)
+                .image("/sheets/wide-over.png", 10, 751, 300)
+                .image("/sheets/tall-2.5.png", 10, 300, 750)
+                .image("/sheets/tall-over.png", 10, 300, 751)
+                .image("/sheets/huge-2.5.png", 10, 5000, 2000)
+                .image("/sheets/huge-over.png", 10, 5001, 2000),
+        );
+        let rule = |path: &str| rules(local_image(&context, path));
+        let none = Vec::<&str>::new();
+        assert_eq!(rule("10mb.png"), none, "exactly 10 MB is allowed");
+        assert_eq!(rule("over-10mb.png"), ["image-size"]);
+        assert_eq!(rule("300px.png"), none, "300 px sides are allowed");
+        assert_eq!(rule("narrow-299.png"), ["image-dimensions"]);
+        assert_eq!(rule("short-299.png"), ["image-dimensions"]);
+        assert_eq!(rule("wide-2.5.png"), none, "2.5:1 is allowed");
+        assert_eq!(rule("wide-over.png"), ["image-aspect-ratio"]);
+        assert_eq!(rule("tall-2.5.png"), none, "1:2.5 is allowed");
+        assert_eq!(rule("tall-over.png"), ["image-aspect-ratio"]);
+        assert_eq!(rule("huge-2.5.png"), none);
+        assert_eq!(rule("huge-over.png"), ["image-aspect-ratio"]);
+    }
+
+    #[test]
+    fn urls_are_not_probed() {
+        // The fake knows no file: a probe would answer image-file.
+        let context = local_context(FakeProbe::default());
+        assert!(local_image(&context, "https://cdn.example.com/a.png").is_ok());
+    }
 }
 
 #[cfg(test)]
 mod properties {
     use super::*;
+    use crate::image::ProbeError;
     use proptest::prelude::*;
+
+    /// Every local path is a valid image, so rows get past the image rules.
+    struct AnyImage;
+
+    impl ImageProbe for AnyImage {
+        fn probe(&self, _path: &Path) -> Result<ImageInfo, ProbeError> {
+            Ok(ImageInfo {
+                format: "png",
+                bytes: 1000,
+                width: 640,
+                height: 360,
+            })
+        }
+    }
 
     fn any_value() -> impl Strategy<Value = Value> {
         prop_oneof![
@@ -927,10 +998,9 @@ mod properties {
                     .map(|(idx, (name, value))| Cell { index: idx + 1, name, value })
                     .collect(),
             };
-            let context = ValidationContext {
-                manifest_dir: PathBuf::from("."),
-                image_base_url: Some(Url::parse("https://cdn.example.com/b/").unwrap()),
-            };
+            let base = Url::parse("https://cdn.example.com/b/").unwrap();
+            let context = ValidationContext::new(PathBuf::from("."), Some(base))
+                .with_probe(Arc::new(AnyImage));
             if let Ok(spec) = validate_row(&row, &context) {
                 // Whatever passes satisfies the API's rules.
                 prop_assert!(DURATION_RANGE.contains(&i64::from(spec.request.duration)));

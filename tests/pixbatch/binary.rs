@@ -203,10 +203,7 @@ fn status_lists_ambiguous_rows_with_their_reason() {
     std::fs::write(&manifest, "id,image,prompt\nclip-7,https://x.io/a.png,p\n").unwrap();
     let ledger_path = dir.path().join("m.pixbatch.db");
     let mut ledger = Ledger::open(&ledger_path).unwrap();
-    let context = ValidationContext {
-        manifest_dir: dir.path().to_owned(),
-        image_base_url: None,
-    };
+    let context = ValidationContext::new(dir.path().to_owned(), None);
     ingest(
         &mut Manifest::open(&manifest).unwrap(),
         &context,

@@ -1,0 +1,25 @@
+//! A local stand-in for the HighwayAPI endpoints pixbatch uses, on loopback
+//! only: the submit and task-result endpoints with the provider's
+//! validation and error bodies, tasks that move from queued through
+//! processing to succeeded or failed, and signed, expiring video URLs.
+//! Knobs add latency, failed tasks, 429s and 5xx; tests can also script the
+//! next answers and read what the simulator received.
+//!
+//! A prompt containing `[fail]` makes its task fail, `[moderate]` makes the
+//! submission be refused as `ILLEGAL_PROMPT`, and `[stuck]` keeps its task
+//! processing forever: handy for trying failure paths by hand.
+//!
+//! The provider's input rules are stated in `rules`, independently of
+//! `validate`, so the two check each other.
+
+mod config;
+mod handlers;
+mod rules;
+mod server;
+mod state;
+mod video;
+
+pub use config::{Scripted, ScriptedDownload, SimConfig};
+pub use server::start;
+pub use state::{Accepted, SimCounters, SimHandle, SimStats};
+pub use video::video_content;
