@@ -1,193 +1,303 @@
-//! The command line, as clap derive types. No logic lives here.
+//! The command line, as clap derive types. No logic lives here, and every
+//! default is written here once: `config` turns these raw values into
+//! checked settings.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
+use crate::config::parse_size;
 use crate::export::ResultsFormat;
-use crate::report::LogFormat;
+
+/// The API's default base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.highwayapi.ai";
+
+const ABOUT: &str =
+    "Spreadsheet in, videos out: bulk PixVerse V6 image-to-video through HighwayAPI";
+
+const AFTER_HELP: &str = "\
+Examples:
+  pixbatch run jobs/example.csv --simulate     try it end to end, no key needed
+  pixbatch validate shots.csv                  every problem at once; sends nothing
+  pixbatch run shots.csv                       submit, poll, download; run again to resume
+  pixbatch status shots.csv                    where every row is
+  pixbatch retry shots.csv && pixbatch run shots.csv
+
+The API key is read from HIGHWAY_API_KEY, never from the command line.
+Exit codes: 0 all done, 1 error, 2 invalid manifest or usage (nothing sent),
+3 some jobs failed, 4 work left pending.";
+
+const RUN_AFTER_HELP: &str = "\
+Examples:
+  pixbatch run jobs/example.csv --simulate
+  HIGHWAY_API_KEY=... pixbatch run shots.csv
+  pixbatch run shots.csv --submit-rate 120 --poll-rate 600
+  pixbatch run shots.csv --deadline 14m --quiet        (from cron)
+  pixbatch run shots.csv --no-wait                     (submit now, collect later)
+
+Re-running the same command does only the work that is left; nothing is paid twice.";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "pixbatch",
     version,
     args_override_self = true,
-    about = "Spreadsheet in, videos out: bulk PixVerse V6 image-to-video through HighwayAPI",
-    after_help = "The API key is read from HIGHWAY_API_KEY, never from the command line.\n\
-                  Exit codes: 0 all done, 1 error, 2 invalid manifest or usage, 3 some jobs failed, 4 work left pending."
+    about = ABOUT,
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub display: Display,
+}
+
+/// How pixbatch talks to the terminal (global: valid with every command).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Display")]
+pub struct Display {
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// More detail in the logs (-v debug, -vv trace). PIXBATCH_LOG overrides.
+    /// More detail in the logs (-v debug, -vv trace); PIXBATCH_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Print only the final summary (and errors).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Colour in logs: auto is on for a terminal, off with NO_COLOR or TERM=dumb.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line, with job_id, task_id, state and error as fields.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// How a command prints its result on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// For people.
+    Text,
+    /// One JSON document, for scripts.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 #[expect(clippy::large_enum_variant, reason = "parsed once per process")]
 pub enum Command {
     /// Ingest, submit, poll, download and export; re-running resumes.
+    #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Check every row and print every problem; sends nothing.
+    #[command(
+        after_help = "Example:\n  pixbatch validate shots.csv --image-base-url https://cdn.example.com/shots/"
+    )]
     Validate(ValidateArgs),
     /// Counts by state, oldest pending, failures with their reasons.
-    Status(LedgerArgs),
+    #[command(
+        after_help = "Examples:\n  pixbatch status shots.csv\n  pixbatch status --ledger /data/shots.pixbatch.db --format json"
+    )]
+    Status(StatusArgs),
     /// Put failed (and on request ambiguous or edited) jobs back to work.
+    #[command(
+        after_help = "Examples:\n  pixbatch retry shots.csv                 failed rows (a new, paid submission each)\n  pixbatch retry --ambiguous shots.csv     also rows whose outcome is unknown"
+    )]
     Retry(RetryArgs),
     /// Write the results table (CSV or JSONL).
+    #[command(after_help = "Example:\n  pixbatch export shots.csv --format jsonl --output -")]
     Export(ExportArgs),
     /// Run a local stand-in for the API on 127.0.0.1, for trials and tests.
+    #[command(after_help = "Example:\n  pixbatch simulator --port 8787 --sim-failure-rate 0.1")]
     Simulator(SimulatorArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Example:\n  pixbatch completions bash > ~/.local/share/bash-completion/completions/pixbatch"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    #[command(after_help = "Example:\n  pixbatch man > ~/.local/share/man/man1/pixbatch.1")]
+    Man,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The manifest: a .csv with a header row, or .jsonl (one object a line).
+    /// The manifest: a .csv with a header row, or .jsonl/.ndjson (one object a line).
     pub manifest: PathBuf,
-    /// The ledger file [default: next to the manifest, NAME.pixbatch.db].
-    #[arg(long)]
-    pub ledger: Option<PathBuf>,
+    #[command(flatten)]
+    pub ledger: LedgerPath,
     /// Where videos and the results table go [default: next to the manifest, NAME-out].
-    #[arg(long)]
+    #[arg(long, value_name = "DIR", help_heading = "Files")]
     pub out: Option<PathBuf>,
-    /// The API's base URL.
-    #[arg(long, env = "HIGHWAY_BASE_URL", default_value = crate::api::DEFAULT_BASE_URL)]
+    /// Results table format.
+    #[arg(long, value_enum, default_value_t = ResultsFormat::Csv, help_heading = "Files")]
+    pub results_format: ResultsFormat,
+    /// The final summary's format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text, help_heading = "Files")]
+    pub format: OutputFormat,
+    /// The API's base URL (a regional host, or a simulator).
+    #[arg(long, env = "HIGHWAY_BASE_URL", default_value = DEFAULT_BASE_URL, help_heading = "Endpoint")]
     pub base_url: Url,
-    /// Send local image paths as URLs under this base (where their folder is hosted).
-    #[arg(long)]
-    pub image_base_url: Option<Url>,
     /// Run against an in-process simulator on 127.0.0.1; no key needed.
-    #[arg(long)]
+    #[arg(long, help_heading = "Endpoint")]
     pub simulate: bool,
+    /// Send local image paths as URLs under this base (where their folder is hosted).
+    #[arg(long, value_name = "URL", help_heading = "Manifest")]
+    pub image_base_url: Option<Url>,
     /// Record the valid rows and go on when some rows are invalid.
-    #[arg(long)]
+    #[arg(long, help_heading = "Manifest")]
     pub skip_invalid: bool,
     /// Submit rows whose exact request was already submitted under another
     /// id (after ids were added or changed); by default that is an error.
-    #[arg(long)]
+    #[arg(long, help_heading = "Manifest")]
     pub allow_renamed: bool,
     /// Submit and return; a later run polls and downloads.
-    #[arg(long)]
+    #[arg(long, help_heading = "When to stop")]
     pub no_wait: bool,
     /// Stop cleanly after this long (e.g. 50m), leaving the rest for the next run.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, help_heading = "When to stop")]
     pub deadline: Option<Duration>,
     #[command(flatten)]
     pub tuning: Tuning,
-    /// Results table format.
-    #[arg(long, value_enum, default_value = "csv")]
-    pub results_format: ResultsFormat,
     #[command(flatten)]
     pub sim: SimKnobs,
 }
 
 /// Throughput and patience.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Throughput and patience")]
 pub struct Tuning {
     /// Submissions per minute, never exceeded in any window.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub submit_rate: u32,
-    /// Task-result requests per minute.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// Task-result requests per minute (polls and URL refreshes).
+    #[arg(long, value_name = "N", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub poll_rate: u32,
     /// Submissions in progress at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub workers: u32,
     /// Tasks submitted and not finished, at most.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_in_flight: u32,
     /// Downloads at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub download_workers: u32,
-    /// Shortest gap between polls of one task (the task's eta stretches it).
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    /// Shortest gap between polls of one task (the task's eta stretches it, up to 60 s).
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
-    /// Give up on a task not finished after this long.
-    #[arg(long, default_value = "3h", value_parser = humantime::parse_duration)]
+    /// Give up on a task not finished after this long (`retry` polls it again).
+    #[arg(long, value_name = "DURATION", default_value = "3h", value_parser = humantime::parse_duration)]
     pub task_timeout: Duration,
     /// Retries of a transient failure per job and run.
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub max_retries: u32,
-    /// The first retry's delay; it doubles each time (plus jitter).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    /// The first retry's delay; it doubles each time (plus jitter), up to 30 s.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     pub retry_delay: Duration,
-    /// Give up on an API call (submit or task result) that takes longer.
-    /// Downloads have no total deadline, only --read-timeout.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    /// Give up on an API call (submit or task result) that takes longer;
+    /// downloads have no total deadline, only --read-timeout.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
     /// Give up connecting after this long (such a request never left).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
     /// Give up when a response (or a download) sends nothing for this long.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     pub read_timeout: Duration,
-    /// Refuse videos larger than this many bytes.
-    #[arg(long, default_value_t = 4 * 1024 * 1024 * 1024)]
+    /// Refuse videos larger than this (e.g. 500MB, 1GiB, or bytes).
+    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_size)]
     pub max_video_bytes: u64,
     /// Off a terminal, print a progress line this often.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub progress_every: Duration,
 }
 
 /// Simulator behaviour (for `run --simulate` and `simulator`).
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Simulator (with --simulate)")]
 pub struct SimKnobs {
     /// Simulated time from submission to a finished video.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
     pub sim_task_time: Duration,
     /// Simulated latency added to each API answer.
-    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub sim_latency: Duration,
-    /// Fraction of simulated tasks that fail.
-    #[arg(long, default_value_t = 0.0)]
+    /// Fraction of simulated tasks that fail (0 to 1).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     pub sim_failure_rate: f64,
-    /// Fraction of simulated submissions refused with 429.
-    #[arg(long, default_value_t = 0.0)]
+    /// Fraction of simulated submissions refused with 429 (0 to 1).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     pub sim_429_rate: f64,
-    /// Fraction of simulated API answers that are 503.
-    #[arg(long, default_value_t = 0.0)]
+    /// Fraction of simulated API answers that are 503 (0 to 1).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     pub sim_5xx_rate: f64,
     /// Simulated per-minute submission limit.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub sim_rpm: Option<u32>,
     /// Simulated lifetime of signed video URLs.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     pub sim_url_ttl: Duration,
     /// Seed for the simulator's random choices.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub sim_seed: u64,
 }
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
+    /// The manifest to check: .csv with a header row, or .jsonl/.ndjson.
     pub manifest: PathBuf,
     /// Local image paths are allowed and checked, as for `run`.
-    #[arg(long)]
+    #[arg(long, value_name = "URL")]
     pub image_base_url: Option<Url>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
 }
 
-/// Which ledger to use: the one next to MANIFEST, or --ledger.
+/// The ledger to use: `--ledger`, or else the one next to the manifest.
+#[derive(Debug, Args)]
+pub struct LedgerPath {
+    /// The ledger file [default: next to the manifest, NAME.pixbatch.db].
+    #[arg(long, value_name = "PATH", help_heading = "Files")]
+    pub ledger: Option<PathBuf>,
+}
+
+/// A command that works on an existing ledger: named by its manifest or by
+/// `--ledger`.
 #[derive(Debug, Args)]
 pub struct LedgerArgs {
-    /// The manifest whose ledger to use.
+    /// The manifest whose ledger to use (or give --ledger).
     pub manifest: Option<PathBuf>,
-    #[arg(long)]
-    pub ledger: Option<PathBuf>,
+    #[command(flatten)]
+    pub ledger: LedgerPath,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: LedgerArgs,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct RetryArgs {
     #[command(flatten)]
-    pub ledger: LedgerArgs,
+    pub target: LedgerArgs,
     /// Also resubmit ambiguous jobs (their first submission may have been charged).
     #[arg(long)]
     pub ambiguous: bool,
@@ -202,11 +312,12 @@ pub struct RetryArgs {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     #[command(flatten)]
-    pub ledger: LedgerArgs,
-    #[arg(long, value_enum, default_value = "csv")]
+    pub target: LedgerArgs,
+    /// The table's format.
+    #[arg(long, value_enum, default_value_t = ResultsFormat::Csv)]
     pub format: ResultsFormat,
     /// Where to write; `-` is stdout [default: results.FORMAT in the output folder].
-    #[arg(long, short)]
+    #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
 }
 
@@ -216,11 +327,18 @@ pub struct SimulatorArgs {
     #[arg(long, default_value_t = 8787)]
     pub port: u16,
     /// Accept only this key (others get 403 INVALID_API_KEY).
-    #[arg(long)]
+    #[arg(long, value_name = "KEY")]
     pub accept_key: Option<String>,
     /// Submissions accepted before NOT_ENOUGH_BALANCE.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub balance: Option<u64>,
     #[command(flatten)]
     pub sim: SimKnobs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }

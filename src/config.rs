@@ -1,12 +1,19 @@
-//! Validated run settings: rates, concurrency, timeouts, retry and polling
-//! policy, paths. Built once from the command line; the engine only reads it.
+//! Checked settings: the command line's raw values turned, in one step,
+//! into what the commands and the engine use (paths, endpoint and key
+//! policy, rates, concurrency, timeouts, retry and polling policy).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use url::Url;
 
-use crate::api::Timeouts;
+use crate::api::{ApiKey, Timeouts};
+use crate::cli::{LedgerArgs, OutputFormat, RunArgs, SimKnobs, Tuning};
+use crate::error::Error;
+use crate::export::ResultsFormat;
+use crate::ingest::IngestOptions;
+use crate::simulator::SimConfig;
 
 /// Retries of transient failures: exponential backoff with jitter, and
 /// `Retry-After` honoured when the server sends one.
@@ -19,17 +26,11 @@ pub struct RetryPolicy {
     pub max_retries: usize,
 }
 
-impl Default for RetryPolicy {
-    fn default() -> RetryPolicy {
-        RetryPolicy {
-            min_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(30),
-            max_retries: 6,
-        }
-    }
-}
-
 impl RetryPolicy {
+    /// The longest delay between retries (before jitter), unless
+    /// `--retry-delay` asks for a longer first one.
+    pub const MAX_DELAY: Duration = Duration::from_secs(30);
+
     /// A fresh backoff sequence for one job's retries.
     pub fn backoff(&self) -> Backoff {
         Backoff {
@@ -74,18 +75,12 @@ pub struct PollPolicy {
     pub max_not_found: u32,
 }
 
-impl Default for PollPolicy {
-    fn default() -> PollPolicy {
-        PollPolicy {
-            min_interval: Duration::from_secs(3),
-            max_interval: Duration::from_secs(60),
-            task_timeout: Duration::from_secs(3 * 3600),
-            max_not_found: 20,
-        }
-    }
-}
-
 impl PollPolicy {
+    /// The longest gap between polls, unless `--poll-interval` is longer.
+    pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
+    /// `TASK_NOT_FOUND` answers in a row before a task is given up as lost.
+    pub const MAX_NOT_FOUND: u32 = 20;
+
     /// The gap before the next poll of a task that is not finished: the
     /// task's own `eta` when it gives one, otherwise a gap that grows by half
     /// with each poll, always within [min, max].
@@ -110,7 +105,7 @@ impl PollPolicy {
     }
 }
 
-/// Everything a run needs to know, checked.
+/// Everything the engine needs to know, checked.
 #[derive(Debug, Clone)]
 pub struct RunSettings {
     pub out_dir: PathBuf,
@@ -133,23 +128,212 @@ pub struct RunSettings {
     pub deadline: Option<Duration>,
 }
 
-impl RunSettings {
-    pub fn new(out_dir: PathBuf) -> RunSettings {
-        RunSettings {
-            out_dir,
-            submit_per_minute: 60,
-            poll_per_minute: 300,
-            workers: 4,
-            max_in_flight: 200,
-            download_workers: 4,
-            retry: RetryPolicy::default(),
-            poll: PollPolicy::default(),
-            timeouts: Timeouts::default(),
-            max_video_bytes: 4 * 1024 * 1024 * 1024,
-            no_wait: false,
-            deadline: None,
+/// Where requests go, and with which key.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// An in-process simulator on loopback; no key.
+    Simulated(SimConfig),
+    /// A real (or separately started) API.
+    Remote { base_url: Url, key: ApiKey },
+}
+
+/// A `pixbatch run`, checked: paths decided, options in range, the key
+/// present and safe to send.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub manifest: PathBuf,
+    pub ledger_path: PathBuf,
+    /// Whether the user named the ledger (suggested commands must name it too).
+    pub ledger_named: bool,
+    pub image_base_url: Option<Url>,
+    pub ingest: IngestOptions,
+    pub endpoint: Endpoint,
+    pub results_format: ResultsFormat,
+    pub summary_format: OutputFormat,
+    pub progress_every: Duration,
+    pub settings: RunSettings,
+}
+
+impl RunConfig {
+    /// Checks the raw arguments of `run` in one step. `api_key` is
+    /// `HIGHWAY_API_KEY`, read once by the caller.
+    pub fn from_args(args: &RunArgs, api_key: Option<&str>) -> Result<RunConfig, Error> {
+        check_durations(&args.tuning, args.deadline)?;
+        let manifest = args.manifest.clone();
+        let out_dir = args
+            .out
+            .clone()
+            .unwrap_or_else(|| default_out_dir(&manifest));
+        Ok(RunConfig {
+            ledger_path: args
+                .ledger
+                .ledger
+                .clone()
+                .unwrap_or_else(|| default_ledger_path(&manifest)),
+            ledger_named: args.ledger.ledger.is_some(),
+            image_base_url: args.image_base_url.clone(),
+            ingest: IngestOptions {
+                skip_invalid: args.skip_invalid,
+                allow_renamed: args.allow_renamed,
+            },
+            endpoint: endpoint(args, api_key)?,
+            results_format: args.results_format,
+            summary_format: args.format,
+            progress_every: args.tuning.progress_every,
+            settings: engine_settings(out_dir, &args.tuning, args.no_wait, args.deadline),
+            manifest,
+        })
+    }
+}
+
+/// Counts are bounded by clap; durations are bounded here, so that no
+/// schedule can overflow a clock.
+fn check_durations(tuning: &Tuning, deadline: Option<Duration>) -> Result<(), Error> {
+    let hour = Duration::from_secs(3600);
+    for (name, value, min_ms, max) in [
+        ("--poll-interval", tuning.poll_interval, 10, hour),
+        ("--task-timeout", tuning.task_timeout, 10, 365 * 24 * hour),
+        ("--retry-delay", tuning.retry_delay, 1, hour),
+        ("--request-timeout", tuning.request_timeout, 10, hour),
+        ("--connect-timeout", tuning.connect_timeout, 10, hour),
+        ("--read-timeout", tuning.read_timeout, 10, hour),
+        ("--progress-every", tuning.progress_every, 100, 24 * hour),
+        ("--deadline", deadline.unwrap_or(hour), 1, 365 * 24 * hour),
+    ] {
+        let min = Duration::from_millis(min_ms);
+        if value < min || value > max {
+            return Err(Error::Usage(format!(
+                "{name} must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            )));
         }
     }
+    Ok(())
+}
+
+fn engine_settings(
+    out_dir: PathBuf,
+    tuning: &Tuning,
+    no_wait: bool,
+    deadline: Option<Duration>,
+) -> RunSettings {
+    RunSettings {
+        out_dir,
+        submit_per_minute: tuning.submit_rate,
+        poll_per_minute: tuning.poll_rate,
+        workers: tuning.workers as usize,
+        max_in_flight: tuning.max_in_flight as usize,
+        download_workers: tuning.download_workers as usize,
+        retry: RetryPolicy {
+            min_delay: tuning.retry_delay,
+            max_delay: RetryPolicy::MAX_DELAY.max(tuning.retry_delay),
+            max_retries: tuning.max_retries as usize,
+        },
+        poll: PollPolicy {
+            min_interval: tuning.poll_interval,
+            max_interval: PollPolicy::MAX_INTERVAL.max(tuning.poll_interval),
+            task_timeout: tuning.task_timeout,
+            max_not_found: PollPolicy::MAX_NOT_FOUND,
+        },
+        timeouts: Timeouts {
+            connect: tuning.connect_timeout,
+            read: tuning.read_timeout,
+            json_request: tuning.request_timeout,
+        },
+        max_video_bytes: tuning.max_video_bytes,
+        no_wait,
+        deadline,
+    }
+}
+
+/// The endpoint and key policy: the key comes only from the environment,
+/// and goes only over https (or to a loopback simulator).
+fn endpoint(args: &RunArgs, api_key: Option<&str>) -> Result<Endpoint, Error> {
+    if args.simulate {
+        return Ok(Endpoint::Simulated(sim_config(&args.sim)));
+    }
+    let base_url = args.base_url.clone();
+    let loopback = matches!(
+        base_url.host_str(),
+        Some("127.0.0.1" | "localhost" | "[::1]")
+    );
+    if base_url.scheme() != "https" && !loopback {
+        return Err(Error::Usage(format!(
+            "refusing to send the API key unencrypted to {base_url}: use an https:// --base-url"
+        )));
+    }
+    match api_key.map(str::trim) {
+        Some(key) if !key.is_empty() => Ok(Endpoint::Remote {
+            base_url,
+            key: ApiKey::new(key.to_owned()),
+        }),
+        _ => Err(Error::Usage(
+            "HIGHWAY_API_KEY is not set: export your HighwayAPI key (or try --simulate)".to_owned(),
+        )),
+    }
+}
+
+/// The simulator's settings from its command-line knobs.
+pub fn sim_config(knobs: &SimKnobs) -> SimConfig {
+    SimConfig {
+        task_duration: knobs.sim_task_time,
+        latency: knobs.sim_latency,
+        failure_rate: knobs.sim_failure_rate,
+        rate_limit_rate: knobs.sim_429_rate,
+        server_error_rate: knobs.sim_5xx_rate,
+        requests_per_minute: knobs.sim_rpm,
+        url_ttl: knobs.sim_url_ttl,
+        seed: knobs.sim_seed,
+        ..SimConfig::default()
+    }
+}
+
+/// The ledger a command on an existing ledger uses: `--ledger`, or the one
+/// next to the manifest.
+pub fn existing_ledger_path(target: &LedgerArgs) -> Result<PathBuf, Error> {
+    match (&target.ledger.ledger, &target.manifest) {
+        (Some(ledger), _) => Ok(ledger.clone()),
+        (None, Some(manifest)) => Ok(default_ledger_path(manifest)),
+        (None, None) => Err(Error::Usage(
+            "give the manifest (or --ledger PATH) whose jobs to use".to_owned(),
+        )),
+    }
+}
+
+/// Parses a size as people write it: `4GiB`, `500MB`, `1.5 GB`, `64KiB`,
+/// or a plain number of bytes. `KB`/`MB`/`GB`/`TB` are powers of 1000,
+/// `KiB`/`MiB`/`GiB`/`TiB` powers of 1024; the case of the unit is ignored.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1000,
+        "mb" | "m" => 1000u64.pow(2),
+        "gb" | "g" => 1000u64.pow(3),
+        "tb" | "t" => 1000u64.pow(4),
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}: use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 500MB, 1GiB or 1048576"))?;
+    let bytes = value * multiplier as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes.round() as u64)
 }
 
 /// The ledger next to a manifest: `jobs/example.csv` -> `jobs/example.pixbatch.db`.
@@ -222,7 +406,8 @@ mod tests {
         let policy = PollPolicy {
             min_interval: Duration::from_secs(2),
             max_interval: Duration::from_secs(30),
-            ..PollPolicy::default()
+            task_timeout: Duration::from_secs(3600),
+            max_not_found: PollPolicy::MAX_NOT_FOUND,
         };
         assert_eq!(
             policy.next_interval(Some(Duration::from_secs(10)), 0),

@@ -137,7 +137,7 @@ pub fn write_results(
                 .chain(&result_columns)
                 .map(String::as_str)
                 .collect();
-            let header_written = csv.write_record(&header).map_err(std::io::Error::from);
+            let header_written = csv.write_record(&header).map_err(csv_io_error);
             let rows = header_written.and_then(|()| {
                 ledger
                     .for_each_job(true, |job| {
@@ -147,7 +147,7 @@ pub fn write_results(
                             .collect();
                         record.extend(result_values(&job, out_dir).iter().map(csv_cell));
                         n_rows += 1;
-                        csv.write_record(&record).map_err(std::io::Error::from)
+                        csv.write_record(&record).map_err(csv_io_error)
                     })
                     .map_err(|error| std::io::Error::other(error.to_string()))?
             });
@@ -178,10 +178,19 @@ pub fn write_results(
     match written {
         Ok(()) => Ok(n_rows),
         // A closed pipe (`pixbatch export -o - | head`) is not an error.
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(n_rows),
+        Err(error) if crate::report::is_broken_pipe(&error) => Ok(n_rows),
         Err(error) => Err(Error::Other(format!(
             "failed to write the results table: {error}"
         ))),
+    }
+}
+
+/// A CSV writer's error as the I/O error underneath, so that a closed pipe
+/// is still recognised as one (`From<csv::Error>` would hide its kind).
+fn csv_io_error(error: csv::Error) -> std::io::Error {
+    match error.into_kind() {
+        csv::ErrorKind::Io(error) => error,
+        other => std::io::Error::other(format!("{other:?}")),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The pure domain: job and task identities, the validated request, the
 //! job state machine and the kinds of job error. No I/O happens here.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -252,6 +253,41 @@ impl FromStr for ErrorKind {
             .into_iter()
             .find(|kind| kind.as_str() == text)
             .ok_or_else(|| format!("unknown error kind {text:?}"))
+    }
+}
+
+/// Counts by state, as progress and summaries show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts(pub BTreeMap<JobState, u64>);
+
+impl Counts {
+    pub fn get(&self, state: JobState) -> u64 {
+        self.0.get(&state).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// Jobs a later run can still move on without the user's say-so.
+    pub fn unfinished(&self) -> u64 {
+        self.get(JobState::Pending)
+            + self.get(JobState::Submitting)
+            + self.get(JobState::Running)
+            + self.get(JobState::Succeeded)
+    }
+
+    /// Jobs that reached an end: downloaded or failed.
+    pub fn finished(&self) -> u64 {
+        self.get(JobState::Downloaded) + self.get(JobState::Failed)
+    }
+
+    /// Ever sent and answered (a task, or a refusal).
+    pub fn sent(&self) -> u64 {
+        self.get(JobState::Running)
+            + self.get(JobState::Succeeded)
+            + self.get(JobState::Downloaded)
+            + self.get(JobState::Failed)
     }
 }
 

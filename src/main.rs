@@ -1,47 +1,73 @@
 //! The `pixbatch` binary: parse arguments, set up logs and the runtime,
 //! turn signals into a stop token, run the command, exit with its code.
 
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use pixbatch::cli::Cli;
-use pixbatch::error::EXIT_PENDING;
-use pixbatch::{commands, report};
+use pixbatch::commands::{Environment, dispatch};
+use pixbatch::error::{EXIT_ERROR, EXIT_PENDING};
+use pixbatch::report::init_logging;
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let terminal = report::init_logging(cli.log_format, cli.verbose, cli.quiet);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let terminal = init_logging(&cli.display);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("failed to start the async runtime");
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            return fail(
+                &format!("error: failed to start the async runtime: {error}"),
+                EXIT_ERROR,
+            );
+        }
+    };
     let stop = CancellationToken::new();
-    let code = runtime.block_on(async {
-        tokio::spawn(watch_signals(stop.clone()));
-        match commands::dispatch(
-            cli.command,
-            &terminal,
-            cli.quiet,
-            commands::Environment::from_process(),
-            stop,
-        )
-        .await
-        {
-            Ok(code) => code,
-            Err(error) => {
-                eprintln!("pixbatch: error: {error}");
-                error.exit_code()
-            }
+    let abort = CancellationToken::new();
+    let quiet = cli.display.quiet;
+    let outcome = runtime.block_on(async {
+        tokio::spawn(watch_signals(stop.clone(), abort.clone()));
+        tokio::select! {
+            result = dispatch(cli.command, &terminal, quiet, Environment::from_process(), stop) => Some(result),
+            () = abort.cancelled() => None,
         }
     });
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    std::process::exit(code);
+    let code = match outcome {
+        Some(Ok(code)) => exit_code(code),
+        Some(Err(error)) => fail(&format!("error: {error}"), error.exit_code()),
+        None => {
+            // Every ledger write is a transaction, so whatever was cut off
+            // left the ledger consistent; nothing more is waited for.
+            runtime.shutdown_background();
+            return fail(
+                "aborted; the ledger is consistent: run again to resume",
+                EXIT_PENDING,
+            );
+        }
+    };
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+/// Prints `pixbatch: {message}` on stderr and gives `code`.
+fn fail(message: &str, code: i32) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "pixbatch: {message}");
+    exit_code(code)
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// The first SIGINT or SIGTERM stops new work and lets what was sent be
-/// recorded; a second one exits at once (every ledger write is a
-/// transaction, so the ledger stays consistent).
-async fn watch_signals(stop: CancellationToken) {
+/// recorded; a second one aborts at once.
+async fn watch_signals(stop: CancellationToken, abort: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut interrupt), Ok(mut terminate)) = (
         signal(SignalKind::interrupt()),
@@ -61,6 +87,5 @@ async fn watch_signals(stop: CancellationToken) {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
-    eprintln!("pixbatch: aborted; the ledger is consistent: run again to resume");
-    std::process::exit(EXIT_PENDING);
+    abort.cancel();
 }

@@ -13,8 +13,39 @@ pub enum Failure {
     Ambiguous,
     /// Final for this row: invalid input or moderation. Never retried.
     RowFinal,
-    /// Final for the whole run: a key or balance problem. Stop submitting.
-    Fatal,
+    /// Final for the whole run: every request would get the same answer.
+    /// Stop submitting.
+    Fatal(FatalCause),
+    /// A task-result answer saying the API does not know the task.
+    TaskNotFound,
+}
+
+/// Why every request of the run would be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FatalCause {
+    /// The key is missing, wrong or not allowed.
+    Key,
+    /// The account's balance is exhausted.
+    Balance,
+    /// No such endpoint or model at this base URL.
+    Endpoint,
+}
+
+impl FatalCause {
+    /// What the user should do about it.
+    pub fn advice(self) -> &'static str {
+        match self {
+            FatalCause::Balance => {
+                "the account balance is exhausted: top up, then run the same command again; unsent rows stay pending"
+            }
+            FatalCause::Endpoint => {
+                "the API has no such endpoint or model at this base URL: check --base-url"
+            }
+            FatalCause::Key => {
+                "the API refused the key: check HIGHWAY_API_KEY (and --base-url); unsent rows stay pending"
+            }
+        }
+    }
 }
 
 /// Which endpoint answered: a failed submission is riskier to retry than
@@ -25,14 +56,8 @@ pub enum Endpoint {
     TaskResult,
 }
 
-/// Reasons that mean the key or the account is unusable.
-const FATAL_REASONS: [&str; 5] = [
-    "FAILED_TO_AUTH",
-    "INVALID_API_KEY",
-    "ACCESS_DENY",
-    "NOT_ENOUGH_BALANCE",
-    "BILLING_BALANCE_NOT_ENOUGH",
-];
+/// Reasons that mean the key is unusable.
+const KEY_REASONS: [&str; 3] = ["FAILED_TO_AUTH", "INVALID_API_KEY", "ACCESS_DENY"];
 
 /// Reasons that mean this row will never be accepted as it is.
 const ROW_REASONS: [&str; 3] = [
@@ -52,18 +77,22 @@ pub fn classify_status(endpoint: Endpoint, status: u16, reason: Option<&str>) ->
     }
     let reason = reason.map(str::to_ascii_uppercase);
     match reason.as_deref() {
-        Some(reason) if FATAL_REASONS.contains(&reason) => return Failure::Fatal,
-        Some(reason) if reason.contains("BALANCE") => return Failure::Fatal,
+        Some(reason) if KEY_REASONS.contains(&reason) => return Failure::Fatal(FatalCause::Key),
+        Some(reason) if reason.contains("BALANCE") => return Failure::Fatal(FatalCause::Balance),
         // Every row would fail the same way: the run is misconfigured.
-        Some("MODEL_NOT_FOUND") => return Failure::Fatal,
+        Some("MODEL_NOT_FOUND") => return Failure::Fatal(FatalCause::Endpoint),
         Some(reason) if ROW_REASONS.contains(&reason) => return Failure::RowFinal,
         // The one task is gone; the endpoint itself is fine.
+        Some("TASK_NOT_FOUND") if endpoint == Endpoint::TaskResult => {
+            return Failure::TaskNotFound;
+        }
         Some("TASK_NOT_FOUND") => return Failure::RowFinal,
         Some("RATE_LIMIT_EXCEEDED") | Some("SERVICE_NOT_AVAILABLE") => return Failure::Transient,
         _ => {}
     }
     match status {
-        401..=403 => Failure::Fatal,
+        402 => Failure::Fatal(FatalCause::Balance),
+        401..=403 => Failure::Fatal(FatalCause::Key),
         // 408: the server gave up waiting for our request; 429: refused for
         // rate; 503: refused for load. None of them ran the request.
         408 | 429 | 503 => Failure::Transient,
@@ -71,7 +100,7 @@ pub fn classify_status(endpoint: Endpoint, status: u16, reason: Option<&str>) ->
         500..=599 => Failure::Transient,
         // An endpoint that does not exist: every row and task would get the
         // same answer, so the run is misconfigured (check --base-url).
-        404 | 405 => Failure::Fatal,
+        404 | 405 => Failure::Fatal(FatalCause::Endpoint),
         _ => Failure::RowFinal,
     }
 }
@@ -130,21 +159,29 @@ mod tests {
     use Endpoint::*;
     use Failure::*;
 
+    const KEY: Failure = Fatal(FatalCause::Key);
+    const BALANCE: Failure = Fatal(FatalCause::Balance);
+    const ENDPOINT: Failure = Fatal(FatalCause::Endpoint);
+
     #[test]
     fn key_and_balance_problems_are_fatal_whatever_the_status() {
-        assert_eq!(classify_status(Submit, 401, Some("FAILED_TO_AUTH")), Fatal);
-        assert_eq!(classify_status(Submit, 403, Some("INVALID_API_KEY")), Fatal);
+        assert_eq!(classify_status(Submit, 401, Some("FAILED_TO_AUTH")), KEY);
+        assert_eq!(classify_status(Submit, 403, Some("INVALID_API_KEY")), KEY);
+        assert_eq!(classify_status(Submit, 403, Some("ACCESS_DENY")), KEY);
         assert_eq!(
             classify_status(Submit, 403, Some("NOT_ENOUGH_BALANCE")),
-            Fatal
+            BALANCE
         );
         assert_eq!(
             classify_status(Submit, 400, Some("BILLING_BALANCE_NOT_ENOUGH")),
-            Fatal
+            BALANCE
         );
-        assert_eq!(classify_status(Submit, 402, None), Fatal);
-        assert_eq!(classify_status(TaskResult, 401, None), Fatal);
-        assert_eq!(classify_status(Submit, 404, Some("MODEL_NOT_FOUND")), Fatal);
+        assert_eq!(classify_status(Submit, 402, None), BALANCE);
+        assert_eq!(classify_status(TaskResult, 401, None), KEY);
+        assert_eq!(
+            classify_status(Submit, 404, Some("MODEL_NOT_FOUND")),
+            ENDPOINT
+        );
     }
 
     #[test]
@@ -165,17 +202,17 @@ mod tests {
         assert_eq!(classify_status(Submit, 422, None), RowFinal);
         assert_eq!(
             classify_status(Submit, 404, None),
-            Fatal,
+            ENDPOINT,
             "a wrong --base-url stops the run"
         );
-        assert_eq!(classify_status(Submit, 405, None), Fatal);
+        assert_eq!(classify_status(Submit, 405, None), ENDPOINT);
         assert_eq!(
             classify_status(TaskResult, 404, Some("TASK_NOT_FOUND")),
-            RowFinal
+            TaskNotFound
         );
         assert_eq!(
             classify_status(TaskResult, 404, None),
-            Fatal,
+            ENDPOINT,
             "a wrong --base-url stops polling too"
         );
     }

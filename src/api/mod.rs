@@ -13,12 +13,11 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
-pub use classify::{Endpoint, Failure};
+pub use classify::{Endpoint, Failure, FatalCause};
 pub use wire::{RemoteStatus, TaskResult, VideoLink};
 
 use crate::job::{TaskId, hex};
 
-pub const DEFAULT_BASE_URL: &str = "https://api.highwayapi.ai";
 pub const SUBMIT_PATH: &str = "v3/async/pixverse-v6-i2v";
 pub const RESULT_PATH: &str = "v3/async/task-result";
 
@@ -70,16 +69,6 @@ pub struct Timeouts {
     pub read: Duration,
     /// The whole-request deadline for small JSON calls only.
     pub json_request: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Timeouts {
-        Timeouts {
-            connect: Duration::from_secs(10),
-            read: Duration::from_secs(60),
-            json_request: Duration::from_secs(60),
-        }
-    }
 }
 
 /// An unsuccessful API call, classified.
@@ -185,7 +174,7 @@ impl ApiClient {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, ApiError> {
         let header = self.key.header().ok_or_else(|| ApiError {
-            failure: Failure::Fatal,
+            failure: Failure::Fatal(FatalCause::Key),
             status: None,
             reason: None,
             message: "the API key contains characters that cannot be sent in a header".to_owned(),
@@ -423,15 +412,17 @@ fn truncated(mut text: String) -> String {
 mod tests {
     use super::*;
 
+    const TIMEOUTS: Timeouts = Timeouts {
+        connect: Duration::from_secs(10),
+        read: Duration::from_secs(60),
+        json_request: Duration::from_secs(60),
+    };
+
     #[test]
     fn the_key_never_shows_in_debug_output() {
         let key = ApiKey::new("sk-secret-123".to_owned());
         assert_eq!(format!("{key:?}"), "ApiKey(***)");
-        let client = ApiClient::new(
-            Url::parse("http://127.0.0.1:9/").unwrap(),
-            key,
-            Timeouts::default(),
-        );
+        let client = ApiClient::new(Url::parse("http://127.0.0.1:9/").unwrap(), key, TIMEOUTS);
         assert!(!format!("{client:?}").contains("sk-secret"));
     }
 
@@ -440,7 +431,7 @@ mod tests {
         let client = ApiClient::new(
             Url::parse("http://127.0.0.1:9/").unwrap(),
             ApiKey::new("k".into()),
-            Timeouts::default(),
+            TIMEOUTS,
         );
         let dir = tempfile::tempdir().unwrap();
         let mut file = tokio::fs::File::create(dir.path().join("v")).await.unwrap();
@@ -463,11 +454,7 @@ mod tests {
     #[test]
     fn endpoints_join_under_a_base_with_or_without_a_path() {
         let client = |base: &str| {
-            ApiClient::new(
-                Url::parse(base).unwrap(),
-                ApiKey::new("k".into()),
-                Timeouts::default(),
-            )
+            ApiClient::new(Url::parse(base).unwrap(), ApiKey::new("k".into()), TIMEOUTS)
         };
         assert_eq!(
             client("https://api.highwayapi.ai")

@@ -47,6 +47,15 @@ pub struct VideoLink {
     pub ttl: Option<Duration>,
 }
 
+impl VideoLink {
+    /// When the URL expires, in the ledger's milliseconds, given the time
+    /// it was handed out.
+    pub fn expires_at_ms(&self, now_ms: i64) -> Option<i64> {
+        self.ttl
+            .map(|ttl| now_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskResult {
     pub status: RemoteStatus,

@@ -215,8 +215,8 @@ impl Ledger {
     /// Every job with an accepted task whose video is not on disk yet.
     pub fn live_tasks(&self) -> Result<Vec<LiveTask>> {
         let mut stmt = self.conn.prepare(
-            "SELECT job_id, task_id, state, submitted_at, video_url, video_expires_at, file_name, bytes, sha256 \
-             FROM jobs WHERE state IN ('running', 'succeeded') ORDER BY submitted_at",
+            "SELECT job_id, task_id, state, submitted_at, video_url, video_expires_at, file_name, bytes, sha256, \
+             manifest_row IS NOT NULL FROM jobs WHERE state IN ('running', 'succeeded') ORDER BY submitted_at",
         )?;
         let rows = stmt.query_map([], |row| {
             let state: String = row.get(2)?;
@@ -238,6 +238,7 @@ impl Ledger {
                     }),
                     _ => None,
                 },
+                in_manifest: row.get(9)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

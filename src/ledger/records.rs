@@ -61,6 +61,9 @@ pub struct LiveTask {
     pub file_name: Option<String>,
     /// Set once a download was checked, before the file is renamed into place.
     pub checked_file: Option<CheckedFile>,
+    /// Whether the job is a row of the manifest last ingested (it is
+    /// collected either way, but only those rows are counted on screen).
+    pub in_manifest: bool,
 }
 
 /// A downloaded video that passed its checks: its size and content hash.

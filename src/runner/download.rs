@@ -11,16 +11,22 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::Shared;
+use super::decide::{DownloadVerdict, after_download_error};
+use super::engine::Shared;
+use super::record::{Halted, JobRef};
 use crate::api::{DownloadError, RemoteStatus};
-use crate::job::{ErrorKind, JobId, TaskId, hex, video_file_name};
+use crate::error::Error;
+use crate::job::{ErrorKind, JobState, TaskId, hex, video_file_name};
 use crate::ledger::{CheckedFile, ErrorRecord, LiveTask, now_ms};
 
 /// A URL this close to its expiry is refreshed before use.
 const EXPIRY_MARGIN_MS: i64 = 10_000;
 
+/// The temporary files' pattern: `.{file}.mp4.{random}.part`.
+const PART_SUFFIX: &str = ".part";
+
 pub(super) struct DownloadJob {
-    pub job_id: JobId,
+    pub job: JobRef,
     pub task_id: TaskId,
     pub video_url: Option<String>,
     pub expires_at_ms: Option<i64>,
@@ -31,7 +37,10 @@ pub(super) struct DownloadJob {
 impl From<&LiveTask> for DownloadJob {
     fn from(task: &LiveTask) -> DownloadJob {
         DownloadJob {
-            job_id: task.job_id.clone(),
+            job: JobRef {
+                job_id: task.job_id.clone(),
+                counted: task.in_manifest,
+            },
             task_id: task.task_id.clone(),
             video_url: task.video_url.clone(),
             expires_at_ms: task.video_expires_at_ms,
@@ -42,6 +51,27 @@ impl From<&LiveTask> for DownloadJob {
             checked_file: task.checked_file.clone(),
         }
     }
+}
+
+/// The output folder must exist and take files before anything is paid for.
+/// Partial downloads left by a run that was killed are removed (the caller
+/// holds the ledger's lock, so no other run is writing them).
+pub fn prepare_out_dir(out_dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(out_dir).map_err(Error::io("create the output folder", out_dir))?;
+    let entries =
+        std::fs::read_dir(out_dir).map_err(Error::io("read the output folder", out_dir))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(".mp4.") && name.ends_with(PART_SUFFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(".pixbatch-write-check")
+        .tempfile_in(out_dir)
+        .map_err(Error::io("write in the output folder", out_dir))?;
+    Ok(())
 }
 
 pub(super) async fn download_all(
@@ -62,7 +92,7 @@ pub(super) async fn download_all(
                 };
                 let shared = shared.clone();
                 downloads.spawn(async move {
-                    download_one(&shared, job).await;
+                    let _ = download_one(&shared, job).await;
                     drop(slot);
                 });
             }
@@ -77,12 +107,10 @@ pub(super) async fn download_all(
     }
 }
 
-async fn download_one(shared: &Shared, job: DownloadJob) {
-    let file_name = job.file_name.clone();
-    let target = shared.settings.out_dir.join(&file_name);
+async fn download_one(shared: &Shared, job: DownloadJob) -> Result<(), Halted> {
+    let target = shared.settings.out_dir.join(&job.file_name);
     if tokio::fs::symlink_metadata(&target).await.is_ok() {
-        adopt_existing(shared, &job, &target).await;
-        return;
+        return adopt_existing(shared, &job, &target).await;
     }
     let mut backoff = shared.settings.retry.backoff();
     let mut url = job.video_url.clone();
@@ -92,87 +120,91 @@ async fn download_one(shared: &Shared, job: DownloadJob) {
         let ready = match url.clone() {
             Some(current) if !stale => Ok(current),
             // A URL just handed out is used as it is, however short its TTL.
-            _ => refresh_url(shared, &job)
-                .await
-                .map_err(DownloadError::Transient)
-                .inspect(|fresh| {
+            _ => match refresh_url(shared, &job).await? {
+                Ok(fresh) => {
                     url = Some(fresh.clone());
                     expires_at_ms = None;
-                }),
+                    Ok(fresh)
+                }
+                Err(why) => Err(DownloadError::Transient(why)),
+            },
         };
         let attempt = match ready {
-            Ok(current) => attempt(shared, &current, &file_name, &target, &job.job_id).await,
+            Ok(current) => attempt(shared, &job, &current, &target).await?,
             Err(error) => Err(error),
         };
-        let error = match attempt {
-            Ok(()) => return,
-            Err(error) => error,
-        };
-        if matches!(error, DownloadError::Expired(_)) {
-            url = None;
-        }
-        let delay = match &error {
-            DownloadError::Final(_) | DownloadError::Disk(_) => None,
-            _ => backoff.next_delay(None),
-        };
-        let Some(delay) = delay else {
-            if let DownloadError::Final(message) = &error {
-                block(shared, &job.job_id, message.clone()).await;
-            } else {
-                warn!(
-                    "job {}: download failed: {error}; the next run tries again",
-                    job.job_id
-                );
-                note_error(shared, &job.job_id, error.to_string()).await;
+        let Err(error) = attempt else { return Ok(()) };
+        match after_download_error(&error, || backoff.next_delay(None)) {
+            DownloadVerdict::Retry { after, refresh_url } => {
+                if refresh_url {
+                    url = None;
+                }
+                debug!(job_id = %job.job.job_id, error = %error, "download failed; retrying in {after:?}");
+                tokio::time::sleep(after).await;
             }
-            return;
-        };
-        debug!(
-            "job {}: download failed ({error}); retrying in {delay:?}",
-            job.job_id
-        );
-        tokio::time::sleep(delay).await;
+            DownloadVerdict::Block(message) => return block(shared, &job, message).await,
+            DownloadVerdict::LeaveForNextRun(message) => {
+                warn!(job_id = %job.job.job_id, error = %message, "download failed; the next run tries again");
+                let record = ErrorRecord::new(ErrorKind::Download, message, None);
+                return shared.recorder.download_error(&job.job, record).await;
+            }
+        }
     }
 }
 
 /// One download attempt, from request to the file renamed into place.
+/// The outer `Result` stops the run; the inner one is the attempt's.
 async fn attempt(
     shared: &Shared,
+    job: &DownloadJob,
     url: &str,
-    file_name: &str,
     target: &Path,
-    job_id: &JobId,
-) -> Result<(), DownloadError> {
-    let out_dir = shared.settings.out_dir.clone();
-    let prefix = format!(".{file_name}.");
+) -> Result<Result<(), DownloadError>, Halted> {
+    let out_dir = &shared.settings.out_dir;
     let disk = |error: std::io::Error| {
         DownloadError::Disk(format!("failed to write in {}: {error}", out_dir.display()))
     };
-    let temp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".part")
+    let temp = match tempfile::Builder::new()
+        .prefix(&format!(".{}.", job.file_name))
+        .suffix(PART_SUFFIX)
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .tempfile_in(&out_dir)
-        .map_err(disk)?;
-    let mut file = tokio::fs::File::from_std(temp.as_file().try_clone().map_err(disk)?);
-    let downloaded = shared
+        .tempfile_in(out_dir)
+    {
+        Ok(temp) => temp,
+        Err(error) => return Ok(Err(disk(error))),
+    };
+    let mut file = match temp.as_file().try_clone() {
+        Ok(file) => tokio::fs::File::from_std(file),
+        Err(error) => return Ok(Err(disk(error))),
+    };
+    let downloaded = match shared
         .api
         .download(url, &mut file, shared.settings.max_video_bytes)
-        .await?;
+        .await
+    {
+        Ok(downloaded) => downloaded,
+        Err(error) => return Ok(Err(error)),
+    };
     drop(file);
     let checked = CheckedFile {
         bytes: downloaded.bytes,
         sha256: downloaded.sha256,
     };
-    let (id, record) = (job_id.clone(), checked.clone());
-    if let Err(error) = shared
-        .ledger
-        .call(move |ledger| ledger.record_checked_file(&id, &record))
-        .await
-    {
-        shared.control.ledger_failed(error);
-        return Ok(());
+    shared
+        .recorder
+        .checked_file(&job.job, checked.clone())
+        .await?;
+    if let Err(error) = persist(temp, target).await {
+        return Ok(Err(error));
     }
+    shared.recorder.downloaded(&job.job).await?;
+    info!(job_id = %job.job.job_id, state = %JobState::Downloaded, "downloaded {} ({} bytes)", target.display(), checked.bytes);
+    Ok(Ok(()))
+}
+
+/// Renames a checked temporary file into place, never over another file,
+/// and makes the rename durable.
+async fn persist(temp: tempfile::NamedTempFile, target: &Path) -> Result<(), DownloadError> {
     let target_path = target.to_owned();
     let persisted = tokio::task::spawn_blocking(move || {
         temp.persist_noclobber(&target_path)?;
@@ -180,32 +212,17 @@ async fn attempt(
     })
     .await
     .map_err(|error| DownloadError::Final(format!("the rename task failed: {error}")))?;
-    if let Err(error) = persisted {
+    persisted.map_err(|error| {
         let message = format!(
             "failed to move the video into place at {}: {error}",
             target.display()
         );
-        return Err(if error.kind() == std::io::ErrorKind::AlreadyExists {
+        if error.kind() == std::io::ErrorKind::AlreadyExists {
             DownloadError::Final(message)
         } else {
             DownloadError::Disk(message)
-        });
-    }
-    let id = job_id.clone();
-    if let Err(error) = shared
-        .ledger
-        .call(move |ledger| ledger.mark_downloaded(&id))
-        .await
-    {
-        shared.control.ledger_failed(error);
-        return Ok(());
-    }
-    info!(
-        "job {job_id}: downloaded {} ({} bytes)",
-        target.display(),
-        checked.bytes
-    );
-    Ok(())
+        }
+    })
 }
 
 /// Makes a rename durable: the directory entry is synced too.
@@ -213,120 +230,88 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Whether the file at `path` is exactly the recorded download.
+fn is_recorded_file(path: &Path, expected: &CheckedFile) -> std::io::Result<bool> {
+    if std::fs::metadata(path)?.len() != expected.bytes {
+        return Ok(false);
+    }
+    let mut hasher = Sha256::new();
+    let mut file = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
+    loop {
+        let chunk = std::io::BufRead::fill_buf(&mut file)?;
+        if chunk.is_empty() {
+            break;
+        }
+        hasher.update(chunk);
+        let n = chunk.len();
+        std::io::BufRead::consume(&mut file, n);
+    }
+    Ok(hex(&hasher.finalize()) == expected.sha256)
+}
+
 /// A file is already where the video belongs. If the ledger recorded this
 /// exact file (the run stopped between the rename and the commit), the job
 /// is done; otherwise it is someone else's file, and it is left alone.
-async fn adopt_existing(shared: &Shared, job: &DownloadJob, target: &Path) {
+async fn adopt_existing(shared: &Shared, job: &DownloadJob, target: &Path) -> Result<(), Halted> {
     let path: PathBuf = target.to_owned();
     let expected = job.checked_file.clone();
-    let matches = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
-        let Some(expected) = expected else {
-            return Ok(false);
-        };
-        if std::fs::metadata(&path)?.len() != expected.bytes {
-            return Ok(false);
-        }
-        let mut hasher = Sha256::new();
-        let mut file = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(&path)?);
-        loop {
-            let chunk = std::io::BufRead::fill_buf(&mut file)?;
-            if chunk.is_empty() {
-                break;
-            }
-            hasher.update(chunk);
-            let n = chunk.len();
-            std::io::BufRead::consume(&mut file, n);
-        }
-        Ok(hex(&hasher.finalize()) == expected.sha256)
+    let matches = tokio::task::spawn_blocking(move || match expected {
+        Some(expected) => is_recorded_file(&path, &expected).unwrap_or(false),
+        None => false,
     })
     .await
-    .unwrap_or(Ok(false))
     .unwrap_or(false);
     if matches {
-        let id = job.job_id.clone();
-        match shared
-            .ledger
-            .call(move |ledger| ledger.mark_downloaded(&id))
-            .await
-        {
-            Ok(()) => info!(
-                "job {}: {} was already in place and checks out",
-                job.job_id,
-                target.display()
-            ),
-            Err(error) => shared.control.ledger_failed(error),
-        }
-        return;
+        shared.recorder.downloaded(&job.job).await?;
+        info!(job_id = %job.job.job_id, "{} was already in place and checks out", target.display());
+        return Ok(());
     }
     let message = format!(
         "{} already exists and is not this job's recorded video; pixbatch never overwrites a finished file: \
          move it away and run again",
         target.display()
     );
-    block(shared, &job.job_id, message).await;
+    block(shared, job, message).await
 }
 
 /// A download that retrying cannot fix (a file in the way, a video over the
 /// size cap, a URL that is not http(s)): the job fails with kind
 /// `download_blocked`; `pixbatch retry` downloads it again, without paying
 /// again, once the cause is dealt with.
-async fn block(shared: &Shared, job_id: &JobId, message: String) {
-    warn!("job {job_id}: {message}");
-    let id = job_id.clone();
+async fn block(shared: &Shared, job: &DownloadJob, message: String) -> Result<(), Halted> {
+    warn!(job_id = %job.job.job_id, error_kind = %ErrorKind::DownloadBlocked, error = %message, "download blocked");
     let record = ErrorRecord::new(ErrorKind::DownloadBlocked, message, None);
-    if let Err(error) = shared
-        .ledger
-        .call(move |ledger| ledger.mark_failed(&id, &record))
+    shared
+        .recorder
+        .failed(&job.job, JobState::Succeeded, record)
         .await
-    {
-        shared.control.ledger_failed(error);
-    }
 }
 
-/// Asks for the task result again to get a fresh signed URL.
-async fn refresh_url(shared: &Shared, job: &DownloadJob) -> Result<String, String> {
+/// Asks for the task result again to get a fresh signed URL. The inner
+/// error is why no URL came (the run goes on); the outer one stops the run.
+async fn refresh_url(shared: &Shared, job: &DownloadJob) -> Result<Result<String, String>, Halted> {
     tokio::select! {
         () = shared.poll_limiter.until_ready() => {}
-        () = shared.control.stop.cancelled() => return Err("the run is stopping".to_owned()),
+        () = shared.control.stop.cancelled() => return Ok(Err("the run is stopping".to_owned())),
     }
-    let result = shared
-        .api
-        .task_result(&job.task_id)
-        .await
-        .map_err(|error| error.message)?;
+    let result = match shared.api.task_result(&job.task_id).await {
+        Ok(result) => result,
+        Err(error) => return Ok(Err(error.message)),
+    };
     match (result.status, result.video) {
         (RemoteStatus::Succeeded, Some(video)) => {
-            let expires = video.ttl.map(|ttl| {
-                now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
-            });
-            let (id, url) = (job.job_id.clone(), video.url.clone());
-            if let Err(error) = shared
-                .ledger
-                .call(move |ledger| ledger.refresh_video_url(&id, &url, expires))
-                .await
-            {
-                shared.control.ledger_failed(error);
-                return Err("the ledger write failed".to_owned());
-            }
-            debug!("job {}: got a fresh video URL", job.job_id);
-            Ok(video.url)
+            let expires = video.expires_at_ms(now_ms());
+            shared
+                .recorder
+                .refreshed_url(&job.job, video.url.clone(), expires)
+                .await?;
+            debug!(job_id = %job.job.job_id, "got a fresh video URL");
+            Ok(Ok(video.url))
         }
-        (status, _) => Err(format!(
+        (status, _) => Ok(Err(format!(
             "asked for a fresh video URL, but task {} is {}",
             job.task_id,
             status.as_str()
-        )),
-    }
-}
-
-async fn note_error(shared: &Shared, job_id: &JobId, message: String) {
-    let id = job_id.clone();
-    let record = ErrorRecord::new(ErrorKind::Download, message, None);
-    if let Err(error) = shared
-        .ledger
-        .call(move |ledger| ledger.note_download_error(&id, &record))
-        .await
-    {
-        shared.control.ledger_failed(error);
+        ))),
     }
 }

@@ -1,6 +1,7 @@
 //! Polling: each running task is asked about on its own schedule, from
 //! its `eta` when the API gives one, under the poll rate limit. Finished
-//! tasks are written to the ledger, then passed to the downloader.
+//! tasks are written to the ledger, then passed to the downloader. What an
+//! answer means is decided in `decide::after_poll`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -10,65 +11,52 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::warn;
 
-use super::Shared;
+use super::control::Fatal;
+use super::decide::{PollInput, PollState, PollVerdict, after_poll};
 use super::download::DownloadJob;
-use crate::api::{Failure, RemoteStatus};
-use crate::job::{ErrorKind, JobId, TaskId};
-use crate::ledger::{ErrorRecord, LiveTask, now_ms};
-
-/// How long polls must have been failing before a task past its time limit
-/// is given up for lack of answers.
-const OUTAGE_GRACE: Duration = Duration::from_secs(600);
+use super::engine::Shared;
+use super::record::{Halted, JobRef};
+use crate::api::RemoteStatus;
+use crate::job::{JobState, TaskId};
+use crate::ledger::{LiveTask, now_ms};
 
 /// Task-result requests in progress at once.
 const MAX_CONCURRENT_POLLS: usize = 16;
 
 /// A running task the poller keeps track of.
 pub(super) struct Tracked {
-    pub job_id: JobId,
+    pub job: JobRef,
     pub task_id: TaskId,
     submitted_at_ms: i64,
     /// Released when the task finishes, making room for another submission.
     pub permit: Option<OwnedSemaphorePermit>,
-    n_polls: u32,
-    /// Failed polls in a row (they stretch the gap before the next one).
-    n_errors: u32,
-    /// `TASK_NOT_FOUND` answers in a row.
-    n_not_found: u32,
-    /// When the current run of failed polls began.
-    first_error_at: Option<Instant>,
-    last_status: Option<String>,
+    state: PollState,
 }
 
 impl Tracked {
     pub fn new(
-        job_id: JobId,
+        job: JobRef,
         task_id: TaskId,
         submitted_at_ms: i64,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Tracked {
         Tracked {
-            job_id,
+            job,
             task_id,
             submitted_at_ms,
             permit,
-            n_polls: 0,
-            n_errors: 0,
-            n_not_found: 0,
-            first_error_at: None,
-            last_status: None,
+            state: PollState::default(),
         }
     }
 
     pub fn resumed(task: &LiveTask, permit: Option<OwnedSemaphorePermit>) -> Tracked {
-        Tracked::new(
-            task.job_id.clone(),
-            task.task_id.clone(),
-            task.submitted_at_ms,
-            permit,
-        )
+        let job = JobRef {
+            job_id: task.job_id.clone(),
+            counted: task.in_manifest,
+        };
+        Tracked::new(job, task.task_id.clone(), task.submitted_at_ms, permit)
     }
 }
 
@@ -103,6 +91,24 @@ impl Ord for Due {
     }
 }
 
+/// The poll schedule: a heap ordered by when each task is next due.
+#[derive(Default)]
+struct Schedule {
+    heap: BinaryHeap<Reverse<Due>>,
+    seq: u64,
+}
+
+impl Schedule {
+    fn push(&mut self, tracked: Tracked, after: Duration) {
+        self.seq += 1;
+        self.heap.push(Reverse(Due {
+            at: Instant::now() + after,
+            seq: self.seq,
+            tracked,
+        }));
+    }
+}
+
 pub(super) async fn poll_all(
     shared: Arc<Shared>,
     mut incoming: mpsc::UnboundedReceiver<Tracked>,
@@ -110,45 +116,36 @@ pub(super) async fn poll_all(
     to_download: mpsc::UnboundedSender<DownloadJob>,
 ) {
     let stop = shared.control.stop.clone();
-    let mut schedule: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
-    let mut seq = 0u64;
-    let mut push = |schedule: &mut BinaryHeap<Reverse<Due>>, tracked: Tracked, after: Duration| {
-        seq += 1;
-        schedule.push(Reverse(Due {
-            at: Instant::now() + after,
-            seq,
-            tracked,
-        }));
-    };
+    let mut schedule = Schedule::default();
     for tracked in resumed {
         // Resumed tasks have waited already: ask about them right away.
-        push(&mut schedule, tracked, Duration::ZERO);
+        schedule.push(tracked, Duration::ZERO);
     }
     let mut polls = JoinSet::new();
     let mut incoming_open = true;
     let far_future = Instant::now() + Duration::from_secs(365 * 24 * 3600);
-    loop {
-        if !incoming_open && schedule.is_empty() && polls.is_empty() {
-            break;
-        }
-        let next_due = schedule.peek().map_or(far_future, |Reverse(due)| due.at);
-        let can_start = !schedule.is_empty() && polls.len() < MAX_CONCURRENT_POLLS;
+    while incoming_open || !schedule.heap.is_empty() || !polls.is_empty() {
+        let next_due = schedule
+            .heap
+            .peek()
+            .map_or(far_future, |Reverse(due)| due.at);
+        let can_start = !schedule.heap.is_empty() && polls.len() < MAX_CONCURRENT_POLLS;
         tokio::select! {
             () = stop.cancelled() => break,
             message = incoming.recv(), if incoming_open => match message {
-                Some(tracked) => push(&mut schedule, tracked, shared.settings.poll.min_interval),
+                Some(tracked) => schedule.push(tracked, shared.settings.poll.min_interval),
                 None => incoming_open = false,
             },
             Some(done) = polls.join_next(), if !polls.is_empty() => {
                 let Ok((tracked, next)) = done else { continue };
                 match next {
-                    Next::PollAfter(after) => push(&mut schedule, tracked, after),
+                    Next::PollAfter(after) => schedule.push(tracked, after),
                     Next::Finished => drop(tracked),
                     Next::Stop => break,
                 }
             }
             () = tokio::time::sleep_until(next_due), if can_start => {
-                let Reverse(due) = schedule.pop().expect("the schedule is not empty");
+                let Reverse(due) = schedule.heap.pop().expect("the schedule is not empty");
                 let shared = shared.clone();
                 let to_download = to_download.clone();
                 polls.spawn(async move {
@@ -167,95 +164,53 @@ async fn poll_once(
     to_download: &mpsc::UnboundedSender<DownloadJob>,
 ) -> Next {
     let control = &shared.control;
-    let policy = &shared.settings.poll;
     tokio::select! {
         () = shared.poll_limiter.until_ready() => {}
         () = control.stop.cancelled() => return Next::Stop,
     }
-    tracked.n_polls += 1;
+    let policy = &shared.settings.poll;
     let elapsed_ms = now_ms().saturating_sub(tracked.submitted_at_ms);
     let timed_out = elapsed_ms > i64::try_from(policy.task_timeout.as_millis()).unwrap_or(i64::MAX);
-    let result = match shared.api.task_result(&tracked.task_id).await {
-        Ok(result) => result,
-        Err(error) => {
-            if error.failure == Failure::Fatal {
-                control.fatal_for_run(super::fatal_advice(&error));
-                return Next::Stop;
-            }
-            // A network or service outage is waited out: a task is given up
-            // only once it is past its time limit and the outage has lasted
-            // a while in this run (a task resumed from an earlier run is not
-            // dropped on its first hiccup). Answers saying the task is not
-            // there count towards giving it up as lost.
-            tracked.n_errors += 1;
-            if error.reason.as_deref() == Some("TASK_NOT_FOUND") {
-                tracked.n_not_found += 1;
-            } else {
-                tracked.n_not_found = 0;
-            }
-            if tracked.n_not_found >= policy.max_not_found {
-                let message = format!(
-                    "the API no longer knows task {} ({} answers in a row, the last: {}); \
-                     `pixbatch retry` submits the row again",
-                    tracked.task_id, tracked.n_not_found, error.message
-                );
-                return fail(
-                    shared,
-                    tracked,
-                    ErrorRecord::new(ErrorKind::TaskLost, message, error.body),
-                )
-                .await;
-            }
-            let outage_started = *tracked.first_error_at.get_or_insert_with(Instant::now);
-            if timed_out && outage_started.elapsed() >= OUTAGE_GRACE {
-                return give_up(shared, tracked, &format!("unanswered ({})", error.message)).await;
-            }
-            debug!(
-                "task {}: poll failed ({}); asking again later",
-                tracked.task_id, error.message
-            );
-            return Next::PollAfter(policy.error_interval(tracked.n_errors, error.retry_after));
-        }
+    let answer = shared.api.task_result(&tracked.task_id).await;
+    let input = PollInput {
+        policy,
+        timed_out,
+        now: Instant::now(),
+        task_id: &tracked.task_id.0,
     };
-    tracked.first_error_at = None;
-    match result.status {
-        RemoteStatus::Succeeded => {
-            let Some(video) = result.video else {
-                // Finished without a video URL (yet): ask again until the
-                // time limit; the task was paid for, so giving up means
-                // `timed_out` (polled again by `retry`), never resubmission.
-                tracked.n_errors += 1;
-                if timed_out {
-                    return give_up(shared, tracked, "succeeded without a video URL").await;
-                }
-                debug!(
-                    "task {} succeeded without a video URL yet; asking again",
-                    tracked.task_id
-                );
-                return Next::PollAfter(policy.error_interval(tracked.n_errors, None));
-            };
-            tracked.n_not_found = 0;
-            tracked.n_errors = 0;
-            let expires_at_ms = video.ttl.map(|ttl| {
-                now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
-            });
-            let (job_id, url) = (tracked.job_id.clone(), video.url.clone());
-            let file_name = match shared
-                .ledger
-                .call(move |ledger| {
-                    let status = RemoteStatus::Succeeded.as_str();
-                    ledger.mark_succeeded(&job_id, status, &url, expires_at_ms)
-                })
-                .await
-            {
-                Ok(file_name) => file_name,
-                Err(error) => {
-                    control.ledger_failed(error);
-                    return Next::Stop;
-                }
-            };
+    let verdict = after_poll(&mut tracked.state, answer, &input);
+    act(shared, tracked, verdict, to_download)
+        .await
+        .unwrap_or(Next::Stop)
+}
+
+/// Does what a poll's verdict says: record, hand over, or stop.
+async fn act(
+    shared: &Shared,
+    tracked: &Tracked,
+    verdict: PollVerdict,
+    to_download: &mpsc::UnboundedSender<DownloadJob>,
+) -> Result<Next, Halted> {
+    let recorder = &shared.recorder;
+    let job = &tracked.job;
+    Ok(match verdict {
+        PollVerdict::Again(after) => Next::PollAfter(after),
+        PollVerdict::Note {
+            status,
+            progress,
+            again,
+        } => {
+            recorder.remote_status(job, status, progress).await?;
+            Next::PollAfter(again)
+        }
+        PollVerdict::Succeeded(video) => {
+            let expires_at_ms = video.expires_at_ms(now_ms());
+            let status = RemoteStatus::Succeeded.as_str().to_owned();
+            let file_name = recorder
+                .succeeded(job, status, video.url.clone(), expires_at_ms)
+                .await?;
             let _ = to_download.send(DownloadJob {
-                job_id: tracked.job_id.clone(),
+                job: job.clone(),
                 task_id: tracked.task_id.clone(),
                 video_url: Some(video.url),
                 expires_at_ms,
@@ -264,75 +219,22 @@ async fn poll_once(
             });
             Next::Finished
         }
-        RemoteStatus::Failed => {
-            let reason = result
-                .reason
-                .unwrap_or_else(|| "the task failed without a reason".to_owned());
+        PollVerdict::Failed(record) => {
             warn!(
-                "job {}: task {} failed: {reason}",
-                tracked.job_id, tracked.task_id
+                job_id = %job.job_id,
+                task_id = %tracked.task_id,
+                error_kind = %record.kind,
+                error = %record.message,
+                "the task ended without a video"
             );
-            fail(
-                shared,
-                tracked,
-                ErrorRecord::new(ErrorKind::TaskFailed, reason, None),
-            )
-            .await
+            recorder.failed(job, JobState::Running, record).await?;
+            Next::Finished
         }
-        status => {
-            tracked.n_errors = 0;
-            tracked.n_not_found = 0;
-            if timed_out {
-                return give_up(shared, tracked, &format!("still {}", status.as_str())).await;
-            }
-            if tracked.last_status.as_deref() != Some(status.as_str()) {
-                tracked.last_status = Some(status.as_str().to_owned());
-                let (job_id, text, progress) = (
-                    tracked.job_id.clone(),
-                    status.as_str().to_owned(),
-                    result.progress_percent,
-                );
-                if let Err(error) = shared
-                    .ledger
-                    .call(move |ledger| ledger.note_progress(&job_id, &text, progress))
-                    .await
-                {
-                    control.ledger_failed(error);
-                    return Next::Stop;
-                }
-            }
-            Next::PollAfter(policy.next_interval(result.eta, tracked.n_polls))
-        }
-    }
-}
-
-/// Gives a task up after `--task-timeout`; `pixbatch retry` polls it again.
-async fn give_up(shared: &Shared, tracked: &Tracked, what: &str) -> Next {
-    let message = format!(
-        "task {} was {what} after {}; given up (`pixbatch retry` polls it again, without paying again)",
-        tracked.task_id,
-        humantime::format_duration(shared.settings.poll.task_timeout)
-    );
-    warn!("job {}: {message}", tracked.job_id);
-    fail(
-        shared,
-        tracked,
-        ErrorRecord::new(ErrorKind::TimedOut, message, None),
-    )
-    .await
-}
-
-async fn fail(shared: &Shared, tracked: &Tracked, record: ErrorRecord) -> Next {
-    let job_id = tracked.job_id.clone();
-    match shared
-        .ledger
-        .call(move |ledger| ledger.mark_failed(&job_id, &record))
-        .await
-    {
-        Ok(()) => Next::Finished,
-        Err(error) => {
-            shared.control.ledger_failed(error);
+        PollVerdict::StopRun { cause, answer } => {
+            shared
+                .control
+                .fatal_for_run(Fatal::Refused { cause, answer });
             Next::Stop
         }
-    }
+    })
 }

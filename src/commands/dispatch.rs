@@ -1,0 +1,43 @@
+//! From a parsed command line to the subcommand that handles it.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Command;
+use crate::error::Error;
+use crate::report::Terminal;
+
+/// What a command takes from the process environment, read once in
+/// `main` so that tests can pass their own.
+#[derive(Default)]
+pub struct Environment {
+    /// `HIGHWAY_API_KEY`.
+    pub api_key: Option<String>,
+}
+
+impl Environment {
+    pub fn from_process() -> Environment {
+        Environment {
+            api_key: std::env::var("HIGHWAY_API_KEY").ok(),
+        }
+    }
+}
+
+/// Runs `command`. `stop` is cancelled by the first signal.
+pub async fn dispatch(
+    command: Command,
+    terminal: &Terminal,
+    quiet: bool,
+    environment: Environment,
+    stop: CancellationToken,
+) -> Result<i32, Error> {
+    match command {
+        Command::Run(args) => super::run::run(args, terminal, quiet, environment, stop).await,
+        Command::Validate(args) => super::validate::validate(args).await,
+        Command::Status(args) => super::status::status(args),
+        Command::Retry(args) => super::retry::retry(args),
+        Command::Export(args) => super::export::export(args),
+        Command::Simulator(args) => super::simulator::simulator(args, stop).await,
+        Command::Completions(args) => super::completions::completions(args),
+        Command::Man => super::completions::man(),
+    }
+}

@@ -1,0 +1,14 @@
+//! One file per subcommand, each only wiring: checked settings in, the
+//! pieces (`ingest`, `ledger`, `runner`, `export`, `report`) called in
+//! order, an exit code out.
+
+mod completions;
+mod dispatch;
+mod export;
+mod retry;
+mod run;
+mod simulator;
+mod status;
+mod validate;
+
+pub use dispatch::{Environment, dispatch};

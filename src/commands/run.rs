@@ -1,0 +1,199 @@
+//! `pixbatch run`: checked settings, the manifest taken into the ledger,
+//! the engine run with progress, the results table written, the summary
+//! printed. Wiring only: each step lives in its own module.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::dispatch::Environment;
+use super::validate::ingest_blocking;
+use crate::api::ApiClient;
+use crate::cli::{OutputFormat, RunArgs};
+use crate::config::{Endpoint, RunConfig};
+use crate::error::Error;
+use crate::export::write_results_file;
+use crate::ingest::IngestReport;
+use crate::job::{Counts, JobState};
+use crate::ledger::{Ledger, LedgerHandle, RunLock};
+use crate::manifest::Manifest;
+use crate::report::{
+    ProgressMode, Summary, Terminal, print, render_problems, render_summary, run_exit_code,
+    spawn_progress,
+};
+use crate::runner::{Control, Engine, RunReport, Stop, prepare_out_dir};
+use crate::simulator::{self, SimHandle};
+
+/// Failures listed in the summary before "...and more".
+const MAX_FAILURES_SHOWN: usize = 20;
+
+pub async fn run(
+    args: RunArgs,
+    terminal: &Terminal,
+    quiet: bool,
+    environment: Environment,
+    stop: CancellationToken,
+) -> Result<i32, Error> {
+    let started = Instant::now();
+    let config = RunConfig::from_args(&args, environment.api_key.as_deref())?;
+    // Fail on an unreadable manifest before creating anything.
+    let reader = Manifest::open(&config.manifest)?;
+    if let Some(parent) = config
+        .ledger_path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(Error::io("create the ledger's folder", parent))?;
+    }
+    let _lock = RunLock::acquire(&config.ledger_path)?;
+    let ledger = Ledger::open(&config.ledger_path)?;
+    let (ingested, ledger) =
+        ingest_blocking(reader, config.image_base_url.clone(), ledger, config.ingest).await?;
+    print(&render_problems(&config.manifest, &ingested))?;
+    if !ingested.committed {
+        return Err(Error::InvalidManifest {
+            path: config.manifest.clone(),
+            n_problems: ingested.n_problems,
+        });
+    }
+    log_ingest(&config.manifest, &ingested);
+    let out_dir = &config.settings.out_dir;
+    prepare_out_dir(out_dir)?;
+    ledger.set_meta("out_dir", &out_dir.display().to_string())?;
+    let had_work =
+        ingested.n_new + ingested.n_replaced > 0 || Counts(ledger.counts(true)?).unfinished() > 0;
+
+    let (handle, ledger_thread) = LedgerHandle::spawn(ledger);
+    let mode = if quiet {
+        ProgressMode::Quiet
+    } else if terminal.live {
+        ProgressMode::Bar
+    } else {
+        ProgressMode::Lines(config.progress_every)
+    };
+    let report = run_engine(&config, handle.clone(), terminal, mode, &stop).await?;
+    let summary_data = finish(&config, handle).await?;
+    let _ = ledger_thread.join();
+    let summary = Summary {
+        manifest: &config.manifest,
+        ledger: config.ledger_named.then_some(config.ledger_path.as_path()),
+        out_dir,
+        results_path: summary_data.results_path.as_deref(),
+        counts: &summary_data.counts,
+        n_edited: summary_data.n_edited,
+        failures: &summary_data.failures,
+        report: &report,
+        nothing_to_do: !had_work,
+        elapsed: started.elapsed(),
+    };
+    let code = run_exit_code(&summary_data.counts, &report);
+    match config.summary_format {
+        OutputFormat::Text => print(&render_summary(&summary))?,
+        OutputFormat::Json => print(&format!("{}\n", summary.to_json(code)))?,
+    }
+    Ok(code)
+}
+
+fn log_ingest(manifest: &Path, ingested: &IngestReport) {
+    info!(
+        "{}: {} row(s): {} new, {} known, {} replaced before submission, {} edited after submission, {} invalid",
+        manifest.display(),
+        ingested.n_rows,
+        ingested.n_new,
+        ingested.n_unchanged,
+        ingested.n_replaced,
+        ingested.n_edited,
+        ingested.n_rows - ingested.n_valid
+    );
+    for (line, job_id, state) in &ingested.edited {
+        warn!(
+            job_id = %job_id,
+            state = %state,
+            "line {line} changed after it was submitted; the new version is not sent unless you run \
+             `pixbatch retry --edited`"
+        );
+    }
+}
+
+/// Starts the simulator if asked, then the engine with its progress display.
+async fn run_engine(
+    config: &RunConfig,
+    ledger: LedgerHandle,
+    terminal: &Terminal,
+    mode: ProgressMode,
+    stop: &CancellationToken,
+) -> Result<RunReport, Error> {
+    let (api, simulator) = api_client(config).await?;
+    let control = Arc::new(Control::new(stop));
+    let engine = Engine::prepare(ledger, control.clone()).await?;
+    let progress_done = CancellationToken::new();
+    let progress = spawn_progress(terminal, mode, engine.tally(), progress_done.clone());
+    let mut report = engine.run(api, config.settings.clone()).await?;
+    if stop.is_cancelled() && report.stopped.is_none() && report.fatal.is_none() {
+        report.stopped = Some(Stop::Signal);
+    }
+    progress_done.cancel();
+    let _ = progress.await;
+    drop(simulator);
+    Ok(report)
+}
+
+/// The API client for the run's endpoint; a simulator is started (and
+/// kept alive by the returned handle) when the run is simulated.
+async fn api_client(config: &RunConfig) -> Result<(ApiClient, Option<SimHandle>), Error> {
+    let timeouts = config.settings.timeouts;
+    match &config.endpoint {
+        Endpoint::Remote { base_url, key } => Ok((
+            ApiClient::new(base_url.clone(), key.clone(), timeouts),
+            None,
+        )),
+        Endpoint::Simulated(sim) => {
+            let handle = simulator::start(sim.clone(), 0)
+                .await
+                .map_err(|error| Error::Other(format!("failed to start the simulator: {error}")))?;
+            info!("simulating the API at {}", handle.base_url());
+            let base_url =
+                url::Url::parse(&handle.base_url()).expect("the simulator's URL is valid");
+            let key = crate::api::ApiKey::new("simulated".to_owned());
+            Ok((ApiClient::new(base_url, key, timeouts), Some(handle)))
+        }
+    }
+}
+
+/// What the summary needs from the ledger after the engine stopped.
+struct Finished {
+    results_path: Option<std::path::PathBuf>,
+    counts: Counts,
+    n_edited: u64,
+    failures: Vec<crate::ledger::JobRecord>,
+}
+
+/// Writes the results table and reads the final counts; the ledger thread
+/// ends when `ledger` is dropped here.
+async fn finish(config: &RunConfig, ledger: LedgerHandle) -> Result<Finished, Error> {
+    let out_dir = config.settings.out_dir.clone();
+    let format = config.results_format;
+    let results_path = out_dir.join(format!("results.{}", format.extension()));
+    let path = results_path.clone();
+    let exported = ledger
+        .with(move |ledger| write_results_file(ledger, &out_dir, format, &path))
+        .await?;
+    let results_path = match exported {
+        Ok(_) => Some(results_path),
+        Err(error) => {
+            warn!("{error}");
+            None
+        }
+    };
+    Ok(Finished {
+        results_path,
+        counts: Counts(ledger.call(|ledger| ledger.counts(true)).await?),
+        n_edited: ledger.call(|ledger| ledger.n_edited()).await?,
+        failures: ledger
+            .call(|ledger| ledger.jobs_in_state(JobState::Failed, MAX_FAILURES_SHOWN))
+            .await?,
+    })
+}

@@ -1,0 +1,33 @@
+//! `pixbatch status`: reads the ledger (without the run lock: WAL lets it
+//! read while a run writes) and prints where every row is.
+
+use crate::cli::StatusArgs;
+use crate::config::existing_ledger_path;
+use crate::error::{EXIT_OK, Error};
+use crate::job::Counts;
+use crate::job::JobState;
+use crate::ledger::{Ledger, now_ms};
+use crate::report::{StatusReport, print, render_status};
+
+/// Jobs listed per kind before "...and more".
+const MAX_LISTED: usize = 20;
+
+pub fn status(args: StatusArgs) -> Result<i32, Error> {
+    let path = existing_ledger_path(&args.target)?;
+    let ledger = Ledger::open_existing(&path)?;
+    let report = StatusReport {
+        current: Counts(ledger.counts(true)?),
+        all: Counts(ledger.counts(false)?),
+        oldest_pending: ledger
+            .jobs_in_state(JobState::Pending, 1)?
+            .into_iter()
+            .next(),
+        failed: ledger.jobs_in_state(JobState::Failed, MAX_LISTED)?,
+        ambiguous: ledger.jobs_in_state(JobState::Ambiguous, MAX_LISTED)?,
+        edited: ledger.edited_jobs(MAX_LISTED)?,
+        now_ms: now_ms(),
+        ledger: path,
+    };
+    print(&render_status(&report, args.format))?;
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,19 @@
+//! What people see: logs, live progress, the run summary, `status` and
+//! `validate` output, in text or JSON. Logs and progress go to stderr;
+//! summaries and tables to stdout.
+
+mod logging;
+mod problems;
+mod progress;
+mod shell;
+mod status;
+mod stdout;
+mod summary;
+
+pub use logging::{Terminal, init_logging, use_color};
+pub use problems::{render_problems, render_validation};
+pub use progress::{ProgressMode, progress_line, spawn_progress};
+pub use shell::quote;
+pub use status::{StatusReport, render_status};
+pub use stdout::{is_broken_pipe, print};
+pub use summary::{Summary, render_summary, run_exit_code};

@@ -1,0 +1,153 @@
+//! The run's stop switches, why they flipped, and the run's report.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::api::FatalCause;
+use crate::job::{JobId, TaskId};
+use crate::ledger::LedgerError;
+
+/// Submissions in a row whose outcome is unknown before submitting stops:
+/// each more would be another row in doubt.
+pub const MAX_AMBIGUOUS_IN_A_ROW: u32 = 3;
+
+/// Why a run stopped before finishing, though nothing went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// `--deadline` passed.
+    Deadline,
+}
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stop::Signal => "interrupted by a signal",
+            Stop::Deadline => "the --deadline was reached",
+        })
+    }
+}
+
+/// What stopped submitting (or the whole run) for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fatal {
+    /// The API refused the run itself: key, balance or endpoint.
+    Refused { cause: FatalCause, answer: String },
+    /// A ledger write failed: nothing more may happen unrecorded.
+    Ledger(String),
+    /// Too many submissions in a row with an unknown outcome.
+    AmbiguousStreak { in_a_row: u32, last: String },
+}
+
+impl fmt::Display for Fatal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fatal::Refused { cause, answer } => {
+                write!(f, "submitting stopped after {answer}: {}", cause.advice())
+            }
+            Fatal::Ledger(error) => write!(
+                f,
+                "failed to write the ledger: {error}; stopping so nothing goes unrecorded"
+            ),
+            Fatal::AmbiguousStreak { in_a_row, last } => write!(
+                f,
+                "submitting stopped after {in_a_row} submissions in a row with an unknown outcome (the last: \
+                 {last}): the service looks unwell, and each more would be another row in doubt; check it, then \
+                 run again (`pixbatch retry --ambiguous` resubmits the ones in doubt)"
+            ),
+        }
+    }
+}
+
+/// How a run ended, beyond what the ledger's counts say.
+#[derive(Debug, Default, Clone)]
+pub struct RunReport {
+    /// What stopped submitting (or everything) for good, if anything did.
+    pub fatal: Option<Fatal>,
+    /// Why the run stopped before finishing (signal, deadline), if it did.
+    pub stopped: Option<Stop>,
+    /// Jobs found mid-submission from an earlier run, now ambiguous.
+    pub recovered_ambiguous: Vec<JobId>,
+    /// Task ids the API returned that could not be written to the ledger.
+    /// They are also logged at error level the moment it happens.
+    pub unrecorded_tasks: Vec<(JobId, TaskId)>,
+}
+
+/// The run's stop switches and what made them flip. Signals and the
+/// deadline stop everything; a fatal API answer stops only submitting, so
+/// tasks already paid for are still polled and downloaded.
+pub struct Control {
+    pub(super) stop: CancellationToken,
+    pub(super) stop_submitting: CancellationToken,
+    report: Mutex<RunReport>,
+    /// Submissions in a row whose outcome is unknown.
+    ambiguous_in_a_row: AtomicU32,
+}
+
+impl Control {
+    /// A run's switches under `signals`, the process-wide token: a signal
+    /// stops the run, while the run's own stops (deadline, fatal answers)
+    /// never reach the caller's token.
+    pub fn new(signals: &CancellationToken) -> Control {
+        let stop = signals.child_token();
+        Control {
+            stop_submitting: stop.child_token(),
+            stop,
+            report: Mutex::new(RunReport::default()),
+            ambiguous_in_a_row: AtomicU32::new(0),
+        }
+    }
+
+    pub(super) fn report(&self) -> std::sync::MutexGuard<'_, RunReport> {
+        self.report
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stops all submitting; the first reason given is the one reported.
+    pub(super) fn fatal_for_submitting(&self, fatal: Fatal) {
+        let mut report = self.report();
+        if report.fatal.is_none() {
+            tracing::error!(error = %fatal, "{fatal}");
+            report.fatal = Some(fatal);
+        }
+        self.stop_submitting.cancel();
+    }
+
+    /// Stops everything: polling cannot go on either.
+    pub(super) fn fatal_for_run(&self, fatal: Fatal) {
+        self.fatal_for_submitting(fatal);
+        self.stop.cancel();
+    }
+
+    pub(super) fn ledger_failed(&self, error: LedgerError) {
+        self.fatal_for_run(Fatal::Ledger(error.to_string()));
+    }
+
+    pub fn stop_with(&self, reason: Stop) {
+        let mut report = self.report();
+        if report.stopped.is_none() {
+            report.stopped = Some(reason);
+        }
+        self.stop.cancel();
+    }
+
+    /// A submission's outcome is unknown; returns how many in a row.
+    pub(super) fn one_more_ambiguous(&self) -> u32 {
+        self.ambiguous_in_a_row.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// A definite answer came back: the service is working.
+    pub(super) fn definite_answer(&self) {
+        self.ambiguous_in_a_row.store(0, Ordering::SeqCst);
+    }
+
+    /// The result of the run so far.
+    pub fn snapshot(&self) -> RunReport {
+        self.report().clone()
+    }
+}

@@ -1,0 +1,147 @@
+//! The engine's wiring: the stages (submit, poll, download) started as
+//! tasks joined by channels, sharing the API client, the limits and the
+//! recorder, until every job is settled or the run is told to stop.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::warn;
+
+use super::control::{Control, RunReport, Stop};
+use super::download::{self, DownloadJob};
+use super::events::Tally;
+use super::poll::{self, Tracked};
+use super::record::Recorder;
+use super::submit;
+use crate::api::ApiClient;
+use crate::config::RunSettings;
+use crate::job::{Counts, JobState};
+use crate::ledger::{LedgerError, LedgerHandle};
+
+/// What the stages share.
+pub(super) struct Shared {
+    pub recorder: Recorder,
+    pub api: ApiClient,
+    pub settings: RunSettings,
+    pub control: Arc<Control>,
+    /// Tasks submitted and not finished: one permit each.
+    pub in_flight: Arc<Semaphore>,
+    /// Task-result requests, polls and URL refreshes alike.
+    pub poll_limiter: DefaultDirectRateLimiter,
+}
+
+/// A per-minute limiter with a burst of one, so that no window of any
+/// length sees more than the rate (governor's default burst would admit a
+/// whole minute's worth at once).
+pub(super) fn per_minute_limiter(per_minute: u32) -> DefaultDirectRateLimiter {
+    let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct(Quota::per_minute(per_minute).allow_burst(NonZeroU32::MIN))
+}
+
+/// A run's engine, ready to start: the ledger is recovered from any
+/// earlier crash, and `tally` counts the manifest's jobs as they move.
+pub struct Engine {
+    ledger: LedgerHandle,
+    control: Arc<Control>,
+    tally: Tally,
+}
+
+impl Engine {
+    /// Jobs left mid-submission by an earlier run become ambiguous (their
+    /// request may have been accepted), then the manifest's jobs are counted.
+    pub async fn prepare(
+        ledger: LedgerHandle,
+        control: Arc<Control>,
+    ) -> Result<Engine, LedgerError> {
+        let recovered = ledger.call(|ledger| ledger.recover_interrupted()).await?;
+        for job_id in &recovered {
+            warn!(
+                job_id = %job_id,
+                state = %JobState::Ambiguous,
+                "the job was being submitted when an earlier run stopped; it may have been accepted, so it is \
+                 now ambiguous and will not be resubmitted (`pixbatch retry --ambiguous` does)"
+            );
+        }
+        control.report().recovered_ambiguous = recovered;
+        let counts = Counts(ledger.call(|ledger| ledger.counts(true)).await?);
+        Ok(Engine {
+            ledger,
+            control,
+            tally: Tally::new(counts),
+        })
+    }
+
+    /// The running count of jobs by state, for progress displays.
+    pub fn tally(&self) -> Tally {
+        self.tally.clone()
+    }
+
+    /// Runs until every job of the manifest is settled, or until the
+    /// control says stop. Returns when every started ledger write is done.
+    pub async fn run(
+        self,
+        api: ApiClient,
+        settings: RunSettings,
+    ) -> Result<RunReport, LedgerError> {
+        let live = self.ledger.call(|ledger| ledger.live_tasks()).await?;
+        let control = self.control.clone();
+        let shared = Arc::new(Shared {
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
+            poll_limiter: per_minute_limiter(settings.poll_per_minute),
+            recorder: Recorder::new(self.ledger, control.clone(), self.tally),
+            api,
+            settings,
+            control: control.clone(),
+        });
+        // The deadline watch ends with the engine, so a deadline passing
+        // while the results are written afterwards changes nothing.
+        let _deadline = shared.settings.deadline.map(|deadline| {
+            let control = control.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(deadline) => control.stop_with(Stop::Deadline),
+                    () = control.stop.cancelled() => {}
+                }
+            }))
+        });
+        let (running, to_download): (Vec<_>, Vec<_>) = live
+            .iter()
+            .partition(|task| task.state == JobState::Running);
+        let running: Vec<Tracked> = running
+            .into_iter()
+            .map(|task| Tracked::resumed(task, shared.in_flight.clone().try_acquire_owned().ok()))
+            .collect();
+        if shared.settings.no_wait {
+            // In-flight permits of resumed tasks stay taken: they are not finished.
+            let _held: Vec<_> = running.into_iter().map(|tracked| tracked.permit).collect();
+            submit::submit_all(shared.clone(), None).await;
+        } else {
+            let (download_tx, download_rx) = mpsc::unbounded_channel();
+            for task in to_download {
+                let _ = download_tx.send(DownloadJob::from(task));
+            }
+            let (poll_tx, poll_rx) = mpsc::unbounded_channel();
+            let downloader = tokio::spawn(download::download_all(shared.clone(), download_rx));
+            let poller = tokio::spawn(poll::poll_all(
+                shared.clone(),
+                poll_rx,
+                running,
+                download_tx,
+            ));
+            submit::submit_all(shared.clone(), Some(poll_tx)).await;
+            let _ = poller.await;
+            let _ = downloader.await;
+        }
+        Ok(control.snapshot())
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

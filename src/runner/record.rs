@@ -1,0 +1,210 @@
+//! The recorder: every ledger write of the engine goes through here. A
+//! write that fails stops the run (nothing may happen unrecorded) and comes
+//! back as the typed stop `Halted`; a write that moves a job moves the
+//! tally and is logged with its fields (job_id, task_id, state, error).
+
+use std::sync::Arc;
+
+use tracing::{debug, error};
+
+use super::control::Control;
+use super::events::Tally;
+use crate::job::{JobId, JobState, TaskId};
+use crate::ledger::{CheckedFile, ErrorRecord, Ledger, LedgerHandle, Result as LedgerResult};
+
+/// The run must stop: a ledger write failed (already reported to `Control`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Halted;
+
+/// One job as the recorder sees it: its id, and whether it is a row of the
+/// current manifest (only those are counted on screen).
+#[derive(Debug, Clone)]
+pub(super) struct JobRef {
+    pub job_id: JobId,
+    pub counted: bool,
+}
+
+#[derive(Clone)]
+pub(super) struct Recorder {
+    ledger: LedgerHandle,
+    control: Arc<Control>,
+    tally: Tally,
+}
+
+impl Recorder {
+    pub fn new(ledger: LedgerHandle, control: Arc<Control>, tally: Tally) -> Recorder {
+        Recorder {
+            ledger,
+            control,
+            tally,
+        }
+    }
+
+    /// Runs one ledger write; a failure stops the run.
+    pub async fn write<T, F>(&self, work: F) -> Result<T, Halted>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ledger) -> LedgerResult<T> + Send + 'static,
+    {
+        self.ledger.call(work).await.map_err(|error| {
+            self.control.ledger_failed(error);
+            Halted
+        })
+    }
+
+    /// A write that moves `job` from `from` to `to`.
+    async fn move_job<F>(
+        &self,
+        job: &JobRef,
+        from: JobState,
+        to: JobState,
+        work: F,
+    ) -> Result<(), Halted>
+    where
+        F: FnOnce(&mut Ledger, &JobId) -> LedgerResult<()> + Send + 'static,
+    {
+        let job_id = job.job_id.clone();
+        self.write(move |ledger| work(ledger, &job_id)).await?;
+        if job.counted {
+            self.tally.moved(from, to);
+        }
+        debug!(job_id = %job.job_id, state = %to, "job is now {to}");
+        Ok(())
+    }
+
+    /// The intent to submit, written before the request leaves.
+    pub async fn submitting(&self, job: &JobRef) -> Result<(), Halted> {
+        self.move_job(
+            job,
+            JobState::Pending,
+            JobState::Submitting,
+            |ledger, id| ledger.mark_submitting(id).map(drop),
+        )
+        .await
+    }
+
+    /// The task id the API returned, committed before anything else. A
+    /// failure here is the one loss the ledger cannot prevent: the id is
+    /// logged at error level and kept in the run's report.
+    pub async fn accepted(&self, job: &JobRef, task_id: &TaskId) -> Result<(), Halted> {
+        let task = task_id.clone();
+        let written = self
+            .move_job(
+                job,
+                JobState::Submitting,
+                JobState::Running,
+                move |ledger, id| ledger.mark_running(id, &task),
+            )
+            .await;
+        if written.is_err() {
+            error!(
+                job_id = %job.job_id,
+                task_id = %task_id,
+                "the API accepted the job, but the ledger write failed; keep this line: \
+                 the task id is needed to fetch the video"
+            );
+            self.control
+                .report()
+                .unrecorded_tasks
+                .push((job.job_id.clone(), task_id.clone()));
+        }
+        written
+    }
+
+    /// A submission that was refused or whose outcome is unknown: the job
+    /// goes to `to` (pending, ambiguous or failed) with why.
+    pub async fn submit_refused(
+        &self,
+        job: &JobRef,
+        to: JobState,
+        record: ErrorRecord,
+    ) -> Result<(), Halted> {
+        self.move_job(job, JobState::Submitting, to, move |ledger, id| match to {
+            JobState::Pending => ledger.mark_pending_again(id, &record),
+            JobState::Ambiguous => ledger.mark_ambiguous(id, &record),
+            _ => ledger.mark_failed(id, &record),
+        })
+        .await
+    }
+
+    /// A running task's remote status changed; not a state change.
+    pub async fn remote_status(
+        &self,
+        job: &JobRef,
+        status: String,
+        progress: Option<i64>,
+    ) -> Result<(), Halted> {
+        let job_id = job.job_id.clone();
+        self.write(move |ledger| ledger.note_progress(&job_id, &status, progress))
+            .await
+    }
+
+    /// A task finished with a video; returns the file name it goes to.
+    pub async fn succeeded(
+        &self,
+        job: &JobRef,
+        remote_status: String,
+        video_url: String,
+        expires_at_ms: Option<i64>,
+    ) -> Result<String, Halted> {
+        let job_id = job.job_id.clone();
+        let file_name = self
+            .write(move |ledger| {
+                ledger.mark_succeeded(&job_id, &remote_status, &video_url, expires_at_ms)
+            })
+            .await?;
+        if job.counted {
+            self.tally.moved(JobState::Running, JobState::Succeeded);
+        }
+        debug!(job_id = %job.job_id, state = %JobState::Succeeded, "job is now succeeded");
+        Ok(file_name)
+    }
+
+    /// The job ends failed, from `from` (running or succeeded).
+    pub async fn failed(
+        &self,
+        job: &JobRef,
+        from: JobState,
+        record: ErrorRecord,
+    ) -> Result<(), Halted> {
+        self.move_job(job, from, JobState::Failed, move |ledger, id| {
+            ledger.mark_failed(id, &record)
+        })
+        .await
+    }
+
+    pub async fn refreshed_url(
+        &self,
+        job: &JobRef,
+        url: String,
+        expires_at_ms: Option<i64>,
+    ) -> Result<(), Halted> {
+        let job_id = job.job_id.clone();
+        self.write(move |ledger| ledger.refresh_video_url(&job_id, &url, expires_at_ms))
+            .await
+    }
+
+    /// A download problem noted on a job that stays succeeded.
+    pub async fn download_error(&self, job: &JobRef, record: ErrorRecord) -> Result<(), Halted> {
+        let job_id = job.job_id.clone();
+        self.write(move |ledger| ledger.note_download_error(&job_id, &record))
+            .await
+    }
+
+    /// A complete, checked download, recorded before it is renamed into place.
+    pub async fn checked_file(&self, job: &JobRef, file: CheckedFile) -> Result<(), Halted> {
+        let job_id = job.job_id.clone();
+        self.write(move |ledger| ledger.record_checked_file(&job_id, &file))
+            .await
+    }
+
+    pub async fn downloaded(&self, job: &JobRef) -> Result<(), Halted> {
+        self.move_job(
+            job,
+            JobState::Succeeded,
+            JobState::Downloaded,
+            |ledger, id| ledger.mark_downloaded(id),
+        )
+        .await
+    }
+}
