@@ -69,7 +69,7 @@ pub struct PollPolicy {
     /// A task not finished after this long is given up (state failed,
     /// kind `timed_out`; `pixbatch retry` polls it again, never resubmits).
     pub task_timeout: Duration,
-    /// `TASK_NOT_FOUND` answers in a row before a task is given up as lost.
+    /// "Task not found" answers in a row before a task is given up as lost.
     /// Network and service errors never count: they are waited out until
     /// `task_timeout` (and at least ten minutes of failing polls).
     pub max_not_found: u32,
@@ -78,7 +78,7 @@ pub struct PollPolicy {
 impl PollPolicy {
     /// The longest gap between polls, unless `--poll-interval` is longer.
     pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
-    /// `TASK_NOT_FOUND` answers in a row before a task is given up as lost.
+    /// "Task not found" answers in a row before a task is given up as lost.
     pub const MAX_NOT_FOUND: u32 = 20;
 
     /// The gap before the next poll of a task that is not finished: the

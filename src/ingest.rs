@@ -4,10 +4,10 @@
 //! `validate` runs the same code against a throwaway ledger.
 
 use crate::error::Error;
-use crate::job::{JobId, JobState};
-use crate::ledger::{IngestOutcome, Ledger};
+use crate::job::{JobId, JobSpec, JobState};
+use crate::ledger::{Ingest, IngestOutcome, Ledger};
 use crate::manifest::Manifest;
-use crate::row::Problem;
+use crate::row::{Problem, RawRow};
 use crate::validate::{ValidationContext, validate_row};
 
 /// Problems kept for printing; the rest are only counted.
@@ -66,85 +66,115 @@ pub fn ingest(
                 continue;
             }
         };
-        let spec = match validate_row(&row, context) {
-            Ok(spec) => spec,
-            Err(problems) => {
-                problems
-                    .into_iter()
-                    .for_each(|problem| report.problem(problem));
-                continue;
-            }
-        };
-        match ingest.add(&spec)? {
-            IngestOutcome::New => report.n_new += 1,
-            IngestOutcome::Unchanged => report.n_unchanged += 1,
-            IngestOutcome::Replaced => report.n_replaced += 1,
-            IngestOutcome::Edited { state } => {
-                report.n_edited += 1;
-                if report.edited.len() < MAX_EDITS_KEPT {
-                    report.edited.push((row.line, spec.job_id.clone(), state));
-                }
-            }
-            IngestOutcome::Duplicate { first_line } => {
-                let problem = if spec.explicit_id {
-                    let id_cell = row
-                        .cells
-                        .iter()
-                        .find(|cell| cell.name.eq_ignore_ascii_case("id"));
-                    let problem = Problem::new(
-                        row.line,
-                        "id-duplicate",
-                        format!(
-                            "id {:?} is already used on line {first_line}",
-                            spec.job_id.0
-                        ),
-                    );
-                    match id_cell {
-                        Some(cell) => problem.at_column(cell.index, &cell.name),
-                        None => problem,
-                    }
-                } else {
-                    Problem::new(
-                        row.line,
-                        "row-duplicate",
-                        format!(
-                            "this row asks for exactly the same video as line {first_line}; \
-                             give each row an id column to generate both"
-                        ),
-                    )
-                };
-                report.problem(problem);
-                continue;
-            }
+        match validate_row(&row, context) {
+            Ok(spec) => record_row(&mut ingest, &mut report, &row, &spec)?,
+            Err(problems) => problems
+                .into_iter()
+                .for_each(|problem| report.problem(problem)),
         }
-        report.n_valid += 1;
+    }
+    if report.n_rows == 0 {
+        report.problem(Problem::new(
+            1,
+            "no-rows",
+            "the manifest has no rows, only a header (or nothing): there is nothing to run",
+        ));
     }
     if !options.allow_renamed {
-        let (n_renamed, renamed) = ingest.renamed(MAX_PROBLEMS_KEPT)?;
-        let n_listed = renamed.len() as u64;
-        for row in renamed {
-            report.problem(Problem::new(
-                row.line,
-                "already-submitted",
-                format!(
-                    "this exact request was already submitted as job {} ({}); recording it as job {} would pay \
-                     for it again: keep the old id, or pass --allow-renamed to submit it anew",
-                    row.paid_as, row.paid_state, row.job_id
-                ),
-            ));
-        }
-        // Problems past the kept ones are only counted.
-        report.n_problems += n_renamed - n_listed;
-        report.n_valid -= n_renamed.min(report.n_valid);
-        if n_renamed > 0 && options.skip_invalid {
-            ingest.drop_renamed()?;
-        }
+        refuse_renamed(&ingest, &mut report, options.skip_invalid)?;
     }
-    if report.n_problems == 0 || options.skip_invalid {
+    // An empty manifest is never committed: it would take every row out.
+    if report.n_problems == 0 || (options.skip_invalid && report.n_rows > 0) {
         ingest.finish(manifest.columns())?;
         report.committed = true;
     }
     Ok(report)
+}
+
+/// Records one valid row and counts what that did.
+fn record_row(
+    ingest: &mut Ingest<'_>,
+    report: &mut IngestReport,
+    row: &RawRow,
+    spec: &JobSpec,
+) -> Result<(), Error> {
+    match ingest.add(spec)? {
+        IngestOutcome::New => report.n_new += 1,
+        IngestOutcome::Unchanged => report.n_unchanged += 1,
+        IngestOutcome::Replaced => report.n_replaced += 1,
+        IngestOutcome::Edited { state } => {
+            report.n_edited += 1;
+            if report.edited.len() < MAX_EDITS_KEPT {
+                report.edited.push((row.line, spec.job_id.clone(), state));
+            }
+        }
+        IngestOutcome::Duplicate { first_line } => {
+            report.problem(duplicate_problem(row, spec, first_line));
+            return Ok(());
+        }
+    }
+    report.n_valid += 1;
+    Ok(())
+}
+
+/// A second row with the identity of the row on `first_line`.
+fn duplicate_problem(row: &RawRow, spec: &JobSpec, first_line: u64) -> Problem {
+    if !spec.explicit_id {
+        return Problem::new(
+            row.line,
+            "row-duplicate",
+            format!(
+                "this row asks for exactly the same video as line {first_line}; \
+                 give each row an id column to generate both"
+            ),
+        );
+    }
+    let problem = Problem::new(
+        row.line,
+        "id-duplicate",
+        format!(
+            "id {:?} is already used on line {first_line}",
+            spec.job_id.0
+        ),
+    );
+    match row
+        .cells
+        .iter()
+        .find(|cell| cell.name.eq_ignore_ascii_case("id"))
+    {
+        Some(cell) => problem.at_column(cell.index, &cell.name),
+        None => problem,
+    }
+}
+
+/// Rows whose exact request was already paid for under another id are
+/// problems (rule `already-submitted`); with `--skip-invalid` they are left
+/// out of the ingest.
+fn refuse_renamed(
+    ingest: &Ingest<'_>,
+    report: &mut IngestReport,
+    skip_invalid: bool,
+) -> Result<(), Error> {
+    let (n_renamed, renamed) = ingest.renamed(MAX_PROBLEMS_KEPT)?;
+    let n_listed = renamed.len() as u64;
+    for row in renamed {
+        report.problem(Problem::new(
+            row.line,
+            "already-submitted",
+            format!(
+                "this exact request was already submitted as job {} ({}); recording it as job {} would pay \
+                 for it again: keep the old id, or pass --allow-renamed to submit it anew",
+                row.paid_as, row.paid_state, row.job_id
+            ),
+        ));
+    }
+    // Problems past the kept ones are only counted.
+    report.n_problems += n_renamed - n_listed;
+    report.n_valid -= n_renamed.min(report.n_valid);
+    if n_renamed > 0 && skip_invalid {
+        ingest.drop_renamed()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -65,14 +65,14 @@ enum Rows {
 
 impl Manifest {
     pub fn open(path: &Path) -> Result<Manifest, ManifestError> {
-        let format = Format::from_path(path).ok_or_else(|| ManifestError::UnknownFormat {
-            path: path.to_owned(),
-        })?;
         if path.is_dir() {
             return Err(ManifestError::IsDirectory {
                 path: path.to_owned(),
             });
         }
+        let format = Format::from_path(path).ok_or_else(|| ManifestError::UnknownFormat {
+            path: path.to_owned(),
+        })?;
         let file = File::open(path).map_err(|source| ManifestError::Open {
             path: path.to_owned(),
             source,

@@ -308,60 +308,70 @@ impl ApiClient {
                 "the video is {expected} bytes, over the {max_bytes}-byte cap (--max-video-bytes)"
             )));
         }
-        let mut hasher = Sha256::new();
-        let mut n_bytes: u64 = 0;
-        let mut stream = response.bytes_stream();
-        let started = std::time::Instant::now();
-        let disk_error = |error: std::io::Error| {
-            DownloadError::Disk(format!("failed to write the video: {error}"))
-        };
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|error| {
-                DownloadError::Transient(format!(
-                    "the download broke off after {n_bytes} bytes: {}",
-                    describe(&error)
-                ))
-            })?;
-            n_bytes += chunk.len() as u64;
-            // A server that trickles a byte now and then never trips the
-            // read timeout; past a grace period, insist on a floor rate.
-            let elapsed = started.elapsed();
-            if elapsed > SLOW_DOWNLOAD_GRACE
-                && (n_bytes as f64) < MIN_DOWNLOAD_RATE * elapsed.as_secs_f64()
-            {
-                return Err(DownloadError::Transient(format!(
-                    "the download is too slow: {n_bytes} bytes in {}s (the floor is {} KiB/s)",
-                    elapsed.as_secs(),
-                    MIN_DOWNLOAD_RATE as u64 / 1024
-                )));
-            }
-            if n_bytes > max_bytes {
-                return Err(DownloadError::Final(format!(
-                    "the video is over the {max_bytes}-byte cap (--max-video-bytes)"
-                )));
-            }
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(disk_error)?;
-        }
-        if let Some(expected) = expected
-            && expected != n_bytes
+        stream_to_file(response, expected, file, max_bytes).await
+    }
+}
+
+/// Streams a response body into `file`, hashing as it goes, and checks it
+/// against the announced length and the size cap.
+async fn stream_to_file(
+    response: reqwest::Response,
+    expected: Option<u64>,
+    file: &mut tokio::fs::File,
+    max_bytes: u64,
+) -> Result<Downloaded, DownloadError> {
+    let mut hasher = Sha256::new();
+    let mut n_bytes: u64 = 0;
+    let mut stream = response.bytes_stream();
+    let started = std::time::Instant::now();
+    let disk_error =
+        |error: std::io::Error| DownloadError::Disk(format!("failed to write the video: {error}"));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| {
+            DownloadError::Transient(format!(
+                "the download broke off after {n_bytes} bytes: {}",
+                describe(&error)
+            ))
+        })?;
+        n_bytes += chunk.len() as u64;
+        // A server that trickles a byte now and then never trips the
+        // read timeout; past a grace period, insist on a floor rate.
+        let elapsed = started.elapsed();
+        if elapsed > SLOW_DOWNLOAD_GRACE
+            && (n_bytes as f64) < MIN_DOWNLOAD_RATE * elapsed.as_secs_f64()
         {
             return Err(DownloadError::Transient(format!(
-                "the download was cut short: {n_bytes} of {expected} bytes"
+                "the download is too slow: {n_bytes} bytes in {}s (the floor is {} KiB/s)",
+                elapsed.as_secs(),
+                MIN_DOWNLOAD_RATE as u64 / 1024
             )));
         }
-        if n_bytes == 0 {
-            return Err(DownloadError::Transient(
-                "the download was empty".to_owned(),
-            ));
+        if n_bytes > max_bytes {
+            return Err(DownloadError::Final(format!(
+                "the video is over the {max_bytes}-byte cap (--max-video-bytes)"
+            )));
         }
-        file.flush().await.map_err(disk_error)?;
-        file.sync_all().await.map_err(disk_error)?;
-        Ok(Downloaded {
-            bytes: n_bytes,
-            sha256: hex(&hasher.finalize()),
-        })
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(disk_error)?;
     }
+    if let Some(expected) = expected
+        && expected != n_bytes
+    {
+        return Err(DownloadError::Transient(format!(
+            "the download was cut short: {n_bytes} of {expected} bytes"
+        )));
+    }
+    if n_bytes == 0 {
+        return Err(DownloadError::Transient(
+            "the download was empty".to_owned(),
+        ));
+    }
+    file.flush().await.map_err(disk_error)?;
+    file.sync_all().await.map_err(disk_error)?;
+    Ok(Downloaded {
+        bytes: n_bytes,
+        sha256: hex(&hasher.finalize()),
+    })
 }
 
 fn transport_error(error: &reqwest::Error, endpoint: Endpoint) -> ApiError {

@@ -65,7 +65,7 @@ pub(super) struct PollState {
     pub n_polls: u32,
     /// Failed polls in a row (they stretch the gap before the next one).
     pub n_errors: u32,
-    /// `TASK_NOT_FOUND` answers in a row.
+    /// "Task not found" answers in a row.
     pub n_not_found: u32,
     /// When the current run of failed polls began.
     pub first_error_at: Option<Instant>,

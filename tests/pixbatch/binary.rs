@@ -135,7 +135,7 @@ fn unusable_manifests_exit_2_with_a_clear_error() {
             "failed to open manifest no-such-file.csv",
         ));
     pixbatch()
-        .args(["validate", "sample-data"])
+        .args(["validate", "sample-data/images/too-wide.jpg"])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("unknown extension"));

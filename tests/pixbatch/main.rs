@@ -2,8 +2,10 @@
 //! test talks only to an in-process simulator on 127.0.0.1.
 
 mod support;
+mod terminal;
 
 mod binary;
+mod codebase;
 mod crash;
 mod faults;
 mod hostile;
