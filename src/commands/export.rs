@@ -7,7 +7,7 @@ use crate::config::{default_out_dir, existing_ledger_path};
 use crate::error::{EXIT_OK, Error};
 use crate::export::{write_results, write_results_file};
 use crate::ledger::Ledger;
-use crate::report::print;
+use crate::report::{print, stdout_writer};
 
 pub fn export(args: ExportArgs) -> Result<i32, Error> {
     let path = existing_ledger_path(&args.target)?;
@@ -19,7 +19,7 @@ pub fn export(args: ExportArgs) -> Result<i32, Error> {
     };
     match &args.output {
         Some(output) if output.as_os_str() == "-" => {
-            write_results(&ledger, &out_dir, args.format, std::io::stdout().lock())?;
+            write_results(&ledger, &out_dir, args.format, stdout_writer())?;
         }
         output => {
             let output = output

@@ -15,5 +15,5 @@ pub use problems::{render_problems, render_validation};
 pub use progress::{ProgressMode, progress_line, spawn_progress};
 pub use shell::quote;
 pub use status::{StatusReport, render_status};
-pub use stdout::{is_broken_pipe, print};
+pub use stdout::{is_broken_pipe, print, stdout_writer};
 pub use summary::{Summary, render_summary, run_exit_code};

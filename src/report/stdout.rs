@@ -10,12 +10,22 @@ use crate::error::Error;
 /// Set once stdout's reader has gone; later output is skipped.
 static CLOSED: AtomicBool = AtomicBool::new(false);
 
+/// Stdout for a streamed table (`export -o -`). The writer must treat a
+/// closed pipe as the end of the output (see `is_broken_pipe`).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the one place stdout is opened; callers handle a closed pipe"
+)]
+pub fn stdout_writer() -> std::io::StdoutLock<'static> {
+    std::io::stdout().lock()
+}
+
 /// Writes `text` to stdout.
 pub fn print(text: &str) -> Result<(), Error> {
     if CLOSED.load(Ordering::Relaxed) {
         return Ok(());
     }
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = stdout_writer();
     match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
