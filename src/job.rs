@@ -334,10 +334,11 @@ pub fn video_file_name(job_id: &JobId, version: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn request() -> VideoRequest {
+    /// A request with every default filled in, for tests across the crate.
+    pub(crate) fn request() -> VideoRequest {
         VideoRequest {
             image: "https://example.com/a.png".into(),
             prompt: "a cat".into(),

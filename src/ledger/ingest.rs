@@ -2,7 +2,7 @@
 //! holds back each row, and finds rows whose request was already paid for
 //! under another id.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use super::error::Result;
 use super::records::{IngestOutcome, Renamed};
@@ -57,24 +57,26 @@ impl Ingest<'_> {
         let request_hash = spec.request.content_hash();
         let input_json = serde_json::Value::Object(spec.input.clone()).to_string();
 
+        // ?1..?7 in both statements; the insert adds the time as ?8.
+        let row: [&dyn rusqlite::ToSql; 7] = [
+            &spec.job_id.0,
+            &(self.n_rows + 1),
+            &(spec.line as i64),
+            &self.generation,
+            &input_json,
+            &request_json,
+            &request_hash,
+        ];
         let Some(existing) = existing else {
-            self.n_rows += 1;
+            let now = now_ms();
             self.tx
                 .prepare_cached(
                     "INSERT INTO jobs (job_id, manifest_row, manifest_line, seen_generation, input_json, \
                      request_json, request_hash, state, created_at, updated_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
                 )?
-                .execute(params![
-                    spec.job_id.0,
-                    self.n_rows,
-                    spec.line as i64,
-                    self.generation,
-                    input_json,
-                    request_json,
-                    request_hash,
-                    now_ms()
-                ])?;
+                .execute(params_from_iter(row.iter().copied().chain([&now as &dyn rusqlite::ToSql])))?;
+            self.n_rows += 1;
             return Ok(IngestOutcome::New);
         };
         if existing.seen_generation == self.generation {
@@ -82,19 +84,11 @@ impl Ingest<'_> {
                 first_line: existing.first_line as u64,
             });
         }
-        self.n_rows += 1;
         let outcome = existing.outcome(&request_hash);
         self.tx
             .prepare_cached(update_sql(&outcome))?
-            .execute(params![
-                spec.job_id.0,
-                self.n_rows,
-                spec.line as i64,
-                self.generation,
-                input_json,
-                request_json,
-                request_hash
-            ])?;
+            .execute(params_from_iter(row))?;
+        self.n_rows += 1;
         Ok(outcome)
     }
 

@@ -27,25 +27,30 @@ impl Ledger {
             )? as u64;
         }
         if selection.failed {
-            counts.repoll += tx.execute(
-                &format!(
-                    "UPDATE jobs SET state = 'running', finished_at = NULL, submitted_at = ?1, error_kind = NULL, \
-                     error_message = NULL, error_body = NULL, updated_at = ?1 \
-                     WHERE state = 'failed' AND error_kind = '{}' AND task_id IS NOT NULL",
-                    ErrorKind::TimedOut.as_str()
+            // Paid tasks go back to work without paying again: a task given
+            // up is polled again; a blocked download is fetched again with a
+            // fresh URL (the old one may be why it failed).
+            for (kind, set, counter) in [
+                (
+                    ErrorKind::TimedOut,
+                    "state = 'running', finished_at = NULL, submitted_at = ?1",
+                    &mut counts.repoll,
                 ),
-                [now],
-            )? as u64;
-            // A fresh URL is asked for: the old one may be why it failed.
-            counts.redownload += tx.execute(
-                &format!(
-                    "UPDATE jobs SET state = 'succeeded', video_url = NULL, video_expires_at = NULL, error_kind = NULL, \
-                     error_message = NULL, error_body = NULL, updated_at = ?1 \
-                     WHERE state = 'failed' AND error_kind = '{}' AND task_id IS NOT NULL",
-                    ErrorKind::DownloadBlocked.as_str()
+                (
+                    ErrorKind::DownloadBlocked,
+                    "state = 'succeeded', video_url = NULL, video_expires_at = NULL",
+                    &mut counts.redownload,
                 ),
-                [now],
-            )? as u64;
+            ] {
+                *counter += tx.execute(
+                    &format!(
+                        "UPDATE jobs SET {set}, error_kind = NULL, error_message = NULL, error_body = NULL, \
+                         updated_at = ?1 WHERE state = 'failed' AND error_kind = '{}' AND task_id IS NOT NULL",
+                        kind.as_str()
+                    ),
+                    [now],
+                )? as u64;
+            }
             // Only rows of the current manifest: others would never be sent.
             counts.resubmit += tx.execute(
                 "UPDATE jobs SET state = 'pending', finished_at = NULL, updated_at = ?1 \

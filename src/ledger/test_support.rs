@@ -11,15 +11,8 @@ pub fn spec(id: &str, prompt: &str, line: u64) -> JobSpec {
         explicit_id: true,
         line,
         request: VideoRequest {
-            image: "https://x.io/a.png".into(),
             prompt: prompt.into(),
-            duration: 5,
-            cfg_scale: None,
-            resolution: "720p".into(),
-            seed: None,
-            thinking_type: "auto".into(),
-            negative_prompt: None,
-            generate_audio_switch: false,
+            ..crate::job::tests::request()
         },
         input: serde_json::Map::new(),
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::summary::{counts_json, failure_text, job_json};
+use super::summary::{counts_json, failure_line, job_json};
 use crate::cli::OutputFormat;
 use crate::job::Counts;
 use crate::job::JobState;
@@ -85,13 +85,7 @@ fn status_text(status: &StatusReport) -> String {
         }
         let _ = writeln!(out, "{title}:");
         for job in jobs {
-            let _ = writeln!(
-                out,
-                "  line {} (job {}): {}",
-                job.manifest_line,
-                job.job_id,
-                failure_text(job)
-            );
+            let _ = writeln!(out, "  {}", failure_line(job));
         }
         if (jobs.len() as u64) < status.all.get(state) {
             let _ = writeln!(

@@ -111,13 +111,7 @@ pub fn render_summary(summary: &Summary<'_>) -> String {
     if !summary.failures.is_empty() {
         let _ = writeln!(out, "  failed rows:");
         for job in summary.failures {
-            let _ = writeln!(
-                out,
-                "    line {} (job {}): {}",
-                job.manifest_line,
-                job.job_id,
-                failure_text(job)
-            );
+            let _ = writeln!(out, "    {}", failure_line(job));
         }
         if (summary.failures.len() as u64) < counts.get(JobState::Failed) {
             let _ = writeln!(
@@ -146,14 +140,17 @@ pub fn render_summary(summary: &Summary<'_>) -> String {
     out
 }
 
-/// `kind: message` of a failed or ambiguous job.
-pub(super) fn failure_text(job: &JobRecord) -> String {
+/// `line L (job J): kind: message` for a failed or ambiguous job.
+pub(super) fn failure_line(job: &JobRecord) -> String {
     let kind = job
         .error_kind
         .as_ref()
         .map_or_else(|| job.state.to_string(), ToString::to_string);
     let message = job.error_message.as_deref().unwrap_or("no reason recorded");
-    format!("{kind}: {message}")
+    format!(
+        "line {} (job {}): {kind}: {message}",
+        job.manifest_line, job.job_id
+    )
 }
 
 /// A job in a JSON list of failures.
