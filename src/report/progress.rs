@@ -180,7 +180,14 @@ pub fn spawn_progress(
                 }
                 None => {
                     let line = progress_line(&counts, rate, now - started, usize::MAX);
-                    tracing::info!("progress: {line}");
+                    tracing::info!(
+                        done = counts.get(JobState::Downloaded),
+                        total = counts.total(),
+                        sent = counts.sent(),
+                        running = counts.get(JobState::Running),
+                        failed = counts.get(JobState::Failed),
+                        "progress: {line}"
+                    );
                 }
             }
             if last {
