@@ -193,55 +193,7 @@ impl CsvRows {
                 "the file is empty: the first line must name the columns (image, prompt, ...)",
             )));
         }
-        let mut headers = Vec::with_capacity(header.len());
-        for (idx, field) in header.iter().enumerate() {
-            let field = if idx == 0 {
-                field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
-            } else {
-                field
-            };
-            let name = std::str::from_utf8(field).map_err(|_| {
-                HeaderError::Problem(
-                    Problem::new(
-                        1,
-                        "utf8",
-                        "the header is not UTF-8 text: is this really a CSV file?",
-                    )
-                    .at_column(idx + 1, "?"),
-                )
-            })?;
-            let name = name.trim().to_owned();
-            if name.is_empty() {
-                if header
-                    .iter()
-                    .skip(idx)
-                    .all(|rest| rest.iter().all(u8::is_ascii_whitespace))
-                {
-                    // Spreadsheets often export trailing empty header cells.
-                    break;
-                }
-                return Err(HeaderError::Problem(
-                    Problem::new(1, "header-empty", "a column has no name").at_column(idx + 1, ""),
-                ));
-            }
-            if let Some(first) = headers
-                .iter()
-                .position(|seen: &String| seen.eq_ignore_ascii_case(&name))
-            {
-                return Err(HeaderError::Problem(
-                    Problem::new(
-                        1,
-                        "header-duplicate",
-                        format!(
-                            "column {name:?} appears twice (first as column {})",
-                            first + 1
-                        ),
-                    )
-                    .at_column(idx + 1, &name),
-                ));
-            }
-            headers.push(name);
-        }
+        let headers = column_names(&header).map_err(HeaderError::Problem)?;
         let lines = LineCounter {
             lf_consumed: reader.position().line() > 1,
             file_len,
@@ -336,6 +288,58 @@ impl CsvRows {
         }
         Ok(RawRow { line, cells })
     }
+}
+
+/// The column names of a CSV header row: a byte-order mark dropped,
+/// whitespace trimmed, trailing empty cells ignored; an empty, duplicate or
+/// non-UTF-8 name is a problem.
+fn column_names(header: &csv::ByteRecord) -> Result<Vec<String>, Problem> {
+    let mut headers = Vec::with_capacity(header.len());
+    for (idx, field) in header.iter().enumerate() {
+        let field = if idx == 0 {
+            field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
+        } else {
+            field
+        };
+        let name = std::str::from_utf8(field).map_err(|_| {
+            Problem::new(
+                1,
+                "utf8",
+                "the header is not UTF-8 text: is this really a CSV file?",
+            )
+            .at_column(idx + 1, "?")
+        })?;
+        let name = name.trim().to_owned();
+        if name.is_empty() {
+            if header
+                .iter()
+                .skip(idx)
+                .all(|rest| rest.iter().all(u8::is_ascii_whitespace))
+            {
+                // Spreadsheets often export trailing empty header cells.
+                break;
+            }
+            return Err(
+                Problem::new(1, "header-empty", "a column has no name").at_column(idx + 1, "")
+            );
+        }
+        if let Some(first) = headers
+            .iter()
+            .position(|seen: &String| seen.eq_ignore_ascii_case(&name))
+        {
+            return Err(Problem::new(
+                1,
+                "header-duplicate",
+                format!(
+                    "column {name:?} appears twice (first as column {})",
+                    first + 1
+                ),
+            )
+            .at_column(idx + 1, &name));
+        }
+        headers.push(name);
+    }
+    Ok(headers)
 }
 
 fn csv_header_error(error: csv::Error) -> HeaderError {
