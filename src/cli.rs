@@ -128,9 +128,11 @@ pub enum Command {
         after_help = "Example:\n  pixbatch completions bash > ~/.local/share/bash-completion/completions/pixbatch"
     )]
     Completions(CompletionsArgs),
-    /// Print the man page (roff).
-    #[command(after_help = "Example:\n  pixbatch man > ~/.local/share/man/man1/pixbatch.1")]
-    Man,
+    /// Print the man page (roff), or write one page per command into a folder.
+    #[command(
+        after_help = "Examples:\n  pixbatch man > ~/.local/share/man/man1/pixbatch.1\n  pixbatch man --dir ~/.local/share/man/man1"
+    )]
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -334,6 +336,13 @@ pub struct SimulatorArgs {
     pub balance: Option<u64>,
     #[command(flatten)]
     pub sim: SimKnobs,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write pixbatch.1 and pixbatch-COMMAND.1 into this folder instead.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

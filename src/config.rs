@@ -304,6 +304,7 @@ pub fn existing_ledger_path(target: &LedgerArgs) -> Result<PathBuf, Error> {
 /// Parses a size as people write it: `4GiB`, `500MB`, `1.5 GB`, `64KiB`,
 /// or a plain number of bytes. `KB`/`MB`/`GB`/`TB` are powers of 1000,
 /// `KiB`/`MiB`/`GiB`/`TiB` powers of 1024; the case of the unit is ignored.
+/// The result must be a whole, positive number of bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
@@ -320,20 +321,38 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "gib" => 1 << 30,
         "tib" => 1 << 40,
+        _ if number.is_empty() => {
+            return Err(format!(
+                "{text:?} is not a size: write a positive number with an optional unit, like 500MB or 1GiB"
+            ));
+        }
         other => {
             return Err(format!(
                 "unknown size unit {other:?}: use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB"
             ));
         }
     };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 500MB, 1GiB or 1048576"))?;
-    let bytes = value * multiplier as f64;
-    if !bytes.is_finite() || bytes < 1.0 || bytes >= u64::MAX as f64 {
-        return Err(format!("{text:?} is out of range"));
+    let out_of_range = || format!("{text:?} is out of range (1 byte to 16 EiB)");
+    let bytes = match number.parse::<u64>() {
+        Ok(whole) => whole.checked_mul(multiplier).ok_or_else(out_of_range)?,
+        Err(_) => {
+            let value: f64 = number
+                .parse()
+                .map_err(|_| format!("{text:?} is not a size like 500MB, 1GiB or 1048576"))?;
+            let bytes = value * multiplier as f64;
+            if bytes.fract() != 0.0 {
+                return Err(format!("{text:?} is not a whole number of bytes"));
+            }
+            if bytes >= u64::MAX as f64 {
+                return Err(out_of_range());
+            }
+            bytes as u64
+        }
+    };
+    if bytes == 0 {
+        return Err(out_of_range());
     }
-    Ok(bytes.round() as u64)
+    Ok(bytes)
 }
 
 /// The ledger next to a manifest: `jobs/example.csv` -> `jobs/example.pixbatch.db`.
@@ -431,6 +450,32 @@ mod tests {
             policy.error_interval(0, Some(Duration::from_secs(7))),
             Duration::from_secs(7)
         );
+    }
+
+    #[test]
+    fn sizes_are_read_with_their_units() {
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("4 gib"), Ok(4 << 30));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("1.5 GB"), Ok(1_500_000_000));
+        assert_eq!(parse_size("1048576"), Ok(1_048_576));
+        assert_eq!(
+            parse_size("18446744073709551615"),
+            Ok(u64::MAX),
+            "every u64 is exact"
+        );
+        for (bad, says) in [
+            ("1 GB/s", "unit"),
+            ("-1", "not a size"),
+            ("GiB", "not a size"),
+            ("1.4", "whole number of bytes"),
+            ("0", "out of range"),
+            ("99999999TiB", "out of range"),
+            ("1.2.3MB", "not a size"),
+        ] {
+            let error = parse_size(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! when the manifest is clean (or the user asked to skip bad rows).
 //! `validate` runs the same code against a throwaway ledger.
 
+use std::path::{Path, PathBuf};
+
 use crate::error::Error;
 use crate::job::{JobId, JobSpec, JobState};
 use crate::ledger::{Ingest, IngestOutcome, Ledger};
@@ -175,6 +177,31 @@ fn refuse_renamed(
         ingest.drop_renamed()?;
     }
     Ok(())
+}
+
+/// Local image paths are relative to the manifest's folder.
+fn manifest_dir(manifest: &Path) -> PathBuf {
+    match manifest.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `ingest` on a blocking thread, for async callers: the manifest and the
+/// ledger go there and the ledger comes back.
+pub async fn ingest_in_background(
+    mut manifest: Manifest,
+    image_base_url: Option<url::Url>,
+    mut ledger: Ledger,
+    options: IngestOptions,
+) -> Result<(IngestReport, Ledger), Error> {
+    let context = ValidationContext::new(manifest_dir(manifest.path()), image_base_url);
+    tokio::task::spawn_blocking(move || {
+        let report = ingest(&mut manifest, &context, &mut ledger, options)?;
+        Ok((report, ledger))
+    })
+    .await
+    .map_err(|error| Error::Other(format!("the manifest reader stopped: {error}")))?
 }
 
 #[cfg(test)]

@@ -43,8 +43,10 @@ fn main() -> ExitCode {
         Some(Err(error)) => fail(&format!("error: {error}"), error.exit_code()),
         None => {
             // Every ledger write is a transaction, so whatever was cut off
-            // left the ledger consistent; nothing more is waited for.
-            runtime.shutdown_background();
+            // left the ledger consistent. Nothing is waited for or dropped:
+            // the run's lock and tasks stay as they are until the process
+            // ends, so no other run can start while this one still writes.
+            std::mem::forget(runtime);
             return fail(
                 "aborted; the ledger is consistent: run again to resume",
                 EXIT_PENDING,

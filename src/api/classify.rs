@@ -32,6 +32,15 @@ pub enum FatalCause {
 }
 
 impl FatalCause {
+    /// A short, stable name: `key`, `balance`, `endpoint`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FatalCause::Key => "key",
+            FatalCause::Balance => "balance",
+            FatalCause::Endpoint => "endpoint",
+        }
+    }
+
     /// What the user should do about it.
     pub fn advice(self) -> &'static str {
         match self {

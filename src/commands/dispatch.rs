@@ -38,6 +38,6 @@ pub async fn dispatch(
         Command::Export(args) => super::export::export(args),
         Command::Simulator(args) => super::simulator::simulator(args, stop).await,
         Command::Completions(args) => super::completions::completions(args),
-        Command::Man => super::completions::man(),
+        Command::Man(args) => super::completions::man(args),
     }
 }

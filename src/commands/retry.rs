@@ -5,7 +5,7 @@ use crate::cli::RetryArgs;
 use crate::config::existing_ledger_path;
 use crate::error::{EXIT_OK, Error};
 use crate::ledger::{Ledger, LedgerError, RetrySelection, RunLock};
-use crate::report::{print, quote};
+use crate::report::{print, target_args};
 
 pub fn retry(args: RetryArgs) -> Result<i32, Error> {
     let path = existing_ledger_path(&args.target)?;
@@ -20,15 +20,11 @@ pub fn retry(args: RetryArgs) -> Result<i32, Error> {
         ambiguous: args.ambiguous,
         edited: args.edited,
     })?;
-    let target = match (&args.target.manifest, &args.target.ledger.ledger) {
-        (Some(manifest), None) => quote(&manifest.display().to_string()),
-        (Some(manifest), Some(ledger)) => format!(
-            "{} --ledger {}",
-            quote(&manifest.display().to_string()),
-            quote(&ledger.display().to_string())
-        ),
-        (None, _) => format!("MANIFEST --ledger {}", quote(&path.display().to_string())),
+    let named_ledger = match &args.target.manifest {
+        Some(_) => args.target.ledger.ledger.as_deref(),
+        None => Some(path.as_path()),
     };
+    let target = target_args(args.target.manifest.as_deref(), named_ledger);
     print(&format!(
         "{} job(s) will be submitted again (a new, paid submission each), {} will be polled again, \
          {} downloaded again, {} edit(s) applied\nnext: pixbatch run {target}\n",

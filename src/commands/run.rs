@@ -10,25 +10,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::dispatch::Environment;
-use super::validate::ingest_blocking;
 use crate::api::ApiClient;
 use crate::cli::{OutputFormat, RunArgs};
 use crate::config::{Endpoint, RunConfig};
 use crate::error::Error;
 use crate::export::write_results_file;
-use crate::ingest::IngestReport;
+use crate::ingest::{IngestReport, ingest_in_background};
 use crate::job::{Counts, JobState};
 use crate::ledger::{Ledger, LedgerHandle, RunLock};
 use crate::manifest::Manifest;
 use crate::report::{
-    ProgressMode, Summary, Terminal, print, render_problems, render_summary, run_exit_code,
-    spawn_progress,
+    MAX_LISTED, ProgressMode, Summary, Terminal, print, render_problems, render_summary,
+    run_exit_code, spawn_progress,
 };
 use crate::runner::{Control, Engine, RunReport, Stop, prepare_out_dir};
 use crate::simulator::{self, SimHandle};
-
-/// Failures listed in the summary before "...and more".
-const MAX_FAILURES_SHOWN: usize = 20;
 
 pub async fn run(
     args: RunArgs,
@@ -51,8 +47,13 @@ pub async fn run(
     let _lock = RunLock::acquire(&config.ledger_path)?;
     let ledger = Ledger::open(&config.ledger_path)?;
     let (ingested, ledger) =
-        ingest_blocking(reader, config.image_base_url.clone(), ledger, config.ingest).await?;
-    print(&render_problems(&config.manifest, &ingested))?;
+        ingest_in_background(reader, config.image_base_url.clone(), ledger, config.ingest).await?;
+    let problems = render_problems(&config.manifest, &ingested);
+    match config.summary_format {
+        OutputFormat::Text => print(&problems)?,
+        // Stdout holds one JSON document; the problems are diagnostics.
+        OutputFormat::Json => problems.lines().for_each(|line| warn!("{line}")),
+    }
     if !ingested.committed {
         return Err(Error::InvalidManifest {
             path: config.manifest.clone(),
@@ -79,7 +80,8 @@ pub async fn run(
     let _ = ledger_thread.join();
     let summary = Summary {
         manifest: &config.manifest,
-        ledger: config.ledger_named.then_some(config.ledger_path.as_path()),
+        ledger: &config.ledger_path,
+        ledger_named: config.ledger_named,
         out_dir,
         results_path: summary_data.results_path.as_deref(),
         counts: &summary_data.counts,
@@ -128,10 +130,10 @@ async fn run_engine(
 ) -> Result<RunReport, Error> {
     let (api, simulator) = api_client(config).await?;
     let control = Arc::new(Control::new(stop));
-    let engine = Engine::prepare(ledger, control.clone()).await?;
+    let mut engine = Engine::prepare(ledger, control.clone()).await;
     let progress_done = CancellationToken::new();
-    let progress = spawn_progress(terminal, mode, engine.tally(), progress_done.clone());
-    let mut report = engine.run(api, config.settings.clone()).await?;
+    let progress = spawn_progress(terminal, mode, engine.events(), progress_done.clone());
+    let mut report = engine.run(api, config.settings.clone()).await;
     if stop.is_cancelled() && report.stopped.is_none() && report.fatal.is_none() {
         report.stopped = Some(Stop::Signal);
     }
@@ -193,7 +195,7 @@ async fn finish(config: &RunConfig, ledger: LedgerHandle) -> Result<Finished, Er
         counts: Counts(ledger.call(|ledger| ledger.counts(true)).await?),
         n_edited: ledger.call(|ledger| ledger.n_edited()).await?,
         failures: ledger
-            .call(|ledger| ledger.jobs_in_state(JobState::Failed, MAX_FAILURES_SHOWN))
+            .call(|ledger| ledger.jobs_in_state(JobState::Failed, MAX_LISTED))
             .await?,
     })
 }

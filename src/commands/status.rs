@@ -7,10 +7,7 @@ use crate::error::{EXIT_OK, Error};
 use crate::job::Counts;
 use crate::job::JobState;
 use crate::ledger::{Ledger, now_ms};
-use crate::report::{StatusReport, print, render_status};
-
-/// Jobs listed per kind before "...and more".
-const MAX_LISTED: usize = 20;
+use crate::report::{MAX_LISTED, StatusReport, print, render_status};
 
 pub fn status(args: StatusArgs) -> Result<i32, Error> {
     let path = existing_ledger_path(&args.target)?;

@@ -2,6 +2,10 @@
 //! `validate` output, in text or JSON. Logs and progress go to stderr;
 //! summaries and tables to stdout.
 
+/// Jobs listed by name (failures, rows in doubt, held edits) in a summary
+/// or `status` before "... and more".
+pub const MAX_LISTED: usize = 20;
+
 mod logging;
 mod problems;
 mod progress;
@@ -13,7 +17,7 @@ mod summary;
 pub use logging::{Terminal, init_logging, use_color};
 pub use problems::{render_problems, render_validation};
 pub use progress::{ProgressMode, progress_line, spawn_progress};
-pub use shell::quote;
+pub use shell::{quote, target_args};
 pub use status::{StatusReport, render_status};
 pub use stdout::{is_broken_pipe, print, stdout_writer};
 pub use summary::{Summary, render_summary, run_exit_code};

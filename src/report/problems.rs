@@ -72,7 +72,7 @@ fn validation_json(manifest: &Path, report: &IngestReport) -> Value {
         })
         .collect();
     json!({
-        "manifest": manifest,
+        "manifest": super::summary::path_json(manifest),
         "rows": report.n_rows,
         "valid_rows": report.n_valid,
         "n_problems": report.n_problems,

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::logging::Terminal;
 use crate::job::{Counts, JobState};
-use crate::runner::Tally;
+use crate::runner::Events;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,38 +72,50 @@ fn compact(duration: Duration) -> String {
     }
 }
 
+/// A rate for people: whole numbers, one decimal below ten.
+fn rate_text(per_minute: f64) -> String {
+    if per_minute < 10.0 {
+        format!("{per_minute:.1}/min")
+    } else {
+        format!("{per_minute:.0}/min")
+    }
+}
+
 /// The progress line, at most `width` characters: the least useful parts
-/// are left out first (elapsed time, rate, running, sent, ETA).
+/// are left out first (elapsed time, rate, running, videos waiting to be
+/// downloaded, sent, ETA). `done` counts videos on disk; `sent` counts
+/// submissions the API answered.
 pub fn progress_line(
     counts: &Counts,
     rate_per_min: Option<f64>,
     elapsed: Duration,
     width: usize,
 ) -> String {
+    let total = counts.total();
     let eta = rate_per_min
         .filter(|rate| *rate > 0.0 && counts.unfinished() > 0)
         .map(|rate| Duration::from_secs_f64((counts.unfinished() as f64 / rate * 60.0).min(1e9)));
-    // (text, priority): the highest priority number goes first.
+    // (text, priority): the highest priority number is left out first.
     let mut parts: Vec<(String, u8)> = vec![
         (
-            format!(
-                "done {}/{}",
-                counts.get(JobState::Downloaded),
-                counts.total()
-            ),
+            format!("done {}/{total}", counts.get(JobState::Downloaded)),
             0,
         ),
-        (format!("sent {}", counts.sent()), 4),
-        (format!("running {}", counts.get(JobState::Running)), 5),
-        (format!("failed {}", counts.get(JobState::Failed)), 1),
+        (format!("sent {}/{total}", counts.sent()), 4),
+        (format!("running {}", counts.get(JobState::Running)), 6),
     ];
+    let waiting = counts.get(JobState::Succeeded);
+    if waiting > 0 {
+        parts.push((format!("to download {waiting}"), 5));
+    }
+    parts.push((format!("failed {}", counts.get(JobState::Failed)), 1));
     if counts.get(JobState::Ambiguous) > 0 {
         parts.push((format!("ambiguous {}", counts.get(JobState::Ambiguous)), 1));
     }
     if let Some(rate) = rate_per_min {
-        parts.push((format!("{rate:.0}/min"), 6));
+        parts.push((rate_text(rate), 7));
     }
-    parts.push((compact(elapsed), 7));
+    parts.push((compact(elapsed), 8));
     if let Some(eta) = eta {
         parts.push((format!("ETA {}", compact(eta)), 3));
     }
@@ -113,88 +125,112 @@ pub fn progress_line(
             .map(|(text, _)| text.as_str())
             .collect::<Vec<_>>()
             .join(" · ");
-        let Some(drop_at) = parts
+        let droppable = parts
             .iter()
             .enumerate()
             .filter(|(_, (_, priority))| *priority > 0)
             .max_by_key(|(_, (_, priority))| *priority)
-            .map(|(idx, _)| idx)
-        else {
-            return line;
-        };
-        if line.chars().count() <= width {
-            return line;
+            .map(|(idx, _)| idx);
+        match droppable {
+            Some(idx) if line.chars().count() > width => drop(parts.remove(idx)),
+            _ => return line,
         }
-        parts.remove(drop_at);
     }
 }
 
-/// The bar's fixed part: `⠋ [==========] ` (spinner, bar, spaces).
-const BAR_WIDTH: usize = 10;
-const BAR_OVERHEAD: usize = BAR_WIDTH + 5;
+/// The spinner and a space before the line.
+const SPINNER_WIDTH: usize = 2;
 
-/// Shows progress until `done` is cancelled, from the engine's running tally.
+/// What is on screen: the counts kept from the engine's events, the rate
+/// window, and where to draw.
+struct Display {
+    counts: Counts,
+    window: RateWindow,
+    started: Instant,
+    bar: Option<ProgressBar>,
+}
+
+impl Display {
+    fn show(&mut self) {
+        let now = Instant::now();
+        self.window.record(now, self.counts.finished());
+        let rate = self.window.per_minute();
+        let elapsed = now - self.started;
+        let counts = &self.counts;
+        match &self.bar {
+            Some(bar) => {
+                let columns = console::Term::stderr()
+                    .size_checked()
+                    .map_or(80, |(_, columns)| usize::from(columns));
+                let width = columns.saturating_sub(SPINNER_WIDTH).max(20);
+                bar.set_message(progress_line(counts, rate, elapsed, width));
+                bar.tick();
+            }
+            None => tracing::info!(
+                done = counts.get(JobState::Downloaded),
+                total = counts.total(),
+                sent = counts.sent(),
+                running = counts.get(JobState::Running),
+                failed = counts.get(JobState::Failed),
+                "progress: {}",
+                progress_line(counts, rate, elapsed, usize::MAX)
+            ),
+        }
+    }
+}
+
+/// Shows progress until `done` is cancelled, from the engine's events.
 pub fn spawn_progress(
     terminal: &Terminal,
     mode: ProgressMode,
-    tally: Tally,
+    events: Option<Events>,
     done: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let bar = (mode == ProgressMode::Bar).then(|| {
-        let bar = terminal.multi.add(ProgressBar::new(0));
+        let bar = terminal.multi.add(ProgressBar::new_spinner());
         bar.set_style(
-            ProgressStyle::with_template(&format!("{{spinner}} [{{bar:{BAR_WIDTH}}}] {{msg}}"))
-                .expect("the template is valid")
-                .progress_chars("=> "),
+            ProgressStyle::with_template("{spinner} {msg}").expect("the template is valid"),
         );
         bar
     });
     tokio::spawn(async move {
-        let interval = match mode {
-            ProgressMode::Quiet => return,
-            ProgressMode::Bar => Duration::from_millis(250),
-            ProgressMode::Lines(every) => every,
+        let (interval, Some(mut events)) = (
+            match mode {
+                ProgressMode::Quiet => return,
+                ProgressMode::Bar => Duration::from_millis(250),
+                ProgressMode::Lines(every) => every,
+            },
+            events,
+        ) else {
+            return;
         };
-        let started = Instant::now();
-        let mut window = RateWindow::default();
-        window.record(started, tally.counts().finished());
+        let mut display = Display {
+            counts: events.initial.clone(),
+            window: RateWindow::default(),
+            started: Instant::now(),
+            bar,
+        };
+        display
+            .window
+            .record(display.started, display.counts.finished());
+        let mut next_show = Instant::now() + interval;
         loop {
-            let last = tokio::select! {
-                () = tokio::time::sleep(interval) => false,
-                () = done.cancelled() => true,
-            };
-            let counts = tally.counts();
-            let now = Instant::now();
-            window.record(now, counts.finished());
-            let rate = window.per_minute();
-            match &bar {
-                Some(bar) => {
-                    let columns = console::Term::stderr()
-                        .size_checked()
-                        .map_or(80, |(_, columns)| usize::from(columns));
-                    let width = columns.saturating_sub(BAR_OVERHEAD).max(20);
-                    bar.set_length(counts.total());
-                    bar.set_position(counts.finished());
-                    bar.set_message(progress_line(&counts, rate, now - started, width));
-                    bar.tick();
+            tokio::select! {
+                Some(event) = events.receiver.recv() => {
+                    event.apply(&mut display.counts);
+                    continue;
                 }
-                None => {
-                    let line = progress_line(&counts, rate, now - started, usize::MAX);
-                    tracing::info!(
-                        done = counts.get(JobState::Downloaded),
-                        total = counts.total(),
-                        sent = counts.sent(),
-                        running = counts.get(JobState::Running),
-                        failed = counts.get(JobState::Failed),
-                        "progress: {line}"
-                    );
-                }
+                () = tokio::time::sleep_until(next_show) => next_show += interval,
+                () = done.cancelled() => break,
             }
-            if last {
-                break;
-            }
+            display.show();
         }
-        if let Some(bar) = bar {
+        // Whatever was sent before the engine stopped is counted.
+        while let Ok(event) = events.receiver.try_recv() {
+            event.apply(&mut display.counts);
+        }
+        display.show();
+        if let Some(bar) = display.bar {
             bar.finish_and_clear();
         }
     })
@@ -217,12 +253,34 @@ mod tests {
         ]);
         assert_eq!(
             progress_line(&line, Some(3.0), Duration::from_secs(65), 200),
-            "done 1/4 · sent 3 · running 2 · failed 0 · 3/min · 1m05s · ETA 1m00s"
+            "done 1/4 · sent 3/4 · running 2 · failed 0 · 3.0/min · 1m05s · ETA 1m00s"
         );
         assert_eq!(
             progress_line(&line, None, Duration::from_secs(5), 200),
-            "done 1/4 · sent 3 · running 2 · failed 0 · 5s",
+            "done 1/4 · sent 3/4 · running 2 · failed 0 · 5s",
             "no ETA without a rate"
+        );
+        let backlog = counts(&[(JobState::Succeeded, 3), (JobState::Downloaded, 1)]);
+        assert_eq!(
+            progress_line(&backlog, Some(120.4), Duration::from_secs(1), 200),
+            "done 1/4 · sent 4/4 · running 0 · to download 3 · failed 0 · 120/min · 1s · ETA 1s",
+            "videos waiting for their download are shown"
+        );
+        let typical = counts(&[
+            (JobState::Pending, 209),
+            (JobState::Running, 12),
+            (JobState::Downloaded, 78),
+            (JobState::Failed, 1),
+        ]);
+        assert_eq!(
+            progress_line(&typical, Some(290.0), Duration::from_secs(65), 78),
+            "done 78/300 · sent 91/300 · running 12 · failed 1 · 290/min · 1m05s · ETA 45s",
+            "it fits 80 columns with the spinner"
+        );
+        assert_eq!(
+            progress_line(&typical, Some(290.0), Duration::from_secs(65), 72),
+            "done 78/300 · sent 91/300 · running 12 · failed 1 · 290/min · ETA 45s",
+            "when narrower, the elapsed time goes first"
         );
     }
 
@@ -242,6 +300,7 @@ mod tests {
             assert!(line.contains("ambiguous 2"), "{line}");
         }
         let wide = progress_line(&huge, Some(1234.5), Duration::from_secs(86_399), 200);
+        assert!(wide.contains("1234/min"), "{wide}");
         assert!(wide.contains("ETA") && wide.contains("23h59m"), "{wide}");
     }
 

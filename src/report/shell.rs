@@ -1,10 +1,14 @@
 //! Quoting for the commands pixbatch suggests, so that they can be pasted
 //! into a POSIX shell as they are (`My Shots - Sheet1.csv` is one word).
 
+use std::path::Path;
+
 /// `text` as one shell word: unchanged when it is plainly safe, otherwise
-/// in single quotes (a single quote inside becomes `'\''`).
+/// in single quotes (a single quote inside becomes `'\''`). A word that
+/// starts with `-` or `=` is quoted too (zsh expands a leading `=`).
 pub fn quote(text: &str) -> String {
-    let plain = !text.is_empty()
+    let plain = !text.starts_with(['-', '='])
+        && !text.is_empty()
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./,:=+@%".contains(c));
@@ -12,6 +16,26 @@ pub fn quote(text: &str) -> String {
         text.to_owned()
     } else {
         format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// The arguments that name a ledger's jobs in a suggested command: the
+/// manifest, and `--ledger` when the user named one. A path starting with
+/// `-` gets `./` so it is not read as an option.
+pub fn target_args(manifest: Option<&Path>, ledger: Option<&Path>) -> String {
+    let path = |path: &Path| {
+        let text = path.display().to_string();
+        quote(&if text.starts_with('-') {
+            format!("./{text}")
+        } else {
+            text
+        })
+    };
+    match (manifest, ledger) {
+        (Some(manifest), None) => path(manifest),
+        (Some(manifest), Some(ledger)) => format!("{} --ledger {}", path(manifest), path(ledger)),
+        (None, Some(ledger)) => format!("MANIFEST --ledger {}", path(ledger)),
+        (None, None) => "MANIFEST".to_owned(),
     }
 }
 
@@ -27,6 +51,20 @@ mod tests {
         assert_eq!(quote("$HOME;rm -rf"), "'$HOME;rm -rf'");
         assert_eq!(quote(""), "''");
         assert_eq!(quote("naïve.csv"), "'naïve.csv'");
+        assert_eq!(quote("=x.csv"), "'=x.csv'");
+    }
+
+    #[test]
+    fn targets_name_the_manifest_and_the_ledger() {
+        assert_eq!(target_args(Some(Path::new("a b.csv")), None), "'a b.csv'");
+        assert_eq!(
+            target_args(Some(Path::new("-x.csv")), Some(Path::new("l.db"))),
+            "./-x.csv --ledger l.db"
+        );
+        assert_eq!(
+            target_args(None, Some(Path::new("l.db"))),
+            "MANIFEST --ledger l.db"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::summary::{counts_json, failure_line, job_json};
+use super::summary::{counts_json, failure_line, job_json, path_json};
 use crate::cli::OutputFormat;
 use crate::job::Counts;
 use crate::job::JobState;
@@ -113,7 +113,7 @@ fn status_text(status: &StatusReport) -> String {
 
 fn status_json(status: &StatusReport) -> Value {
     json!({
-        "ledger": status.ledger,
+        "ledger": path_json(&status.ledger),
         "counts": counts_json(&status.current),
         "total": status.current.total(),
         "not_in_manifest": status.all.total() - status.current.total(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::shell::quote;
+use super::shell::target_args;
 use crate::error::{EXIT_ERROR, EXIT_OK, EXIT_PENDING, EXIT_SOME_FAILED};
 use crate::job::Counts;
 use crate::job::JobState;
@@ -17,9 +17,10 @@ use crate::runner::RunReport;
 /// Everything the final summary is made from.
 pub struct Summary<'a> {
     pub manifest: &'a Path,
-    /// The ledger, when the user named one (`--ledger`): suggested commands
-    /// must use it too.
-    pub ledger: Option<&'a Path>,
+    pub ledger: &'a Path,
+    /// Whether the user named the ledger (`--ledger`): suggested commands
+    /// must name it too.
+    pub ledger_named: bool,
     pub out_dir: &'a Path,
     pub results_path: Option<&'a Path>,
     pub counts: &'a Counts,
@@ -34,14 +35,10 @@ pub struct Summary<'a> {
 impl Summary<'_> {
     /// The arguments that name this run's jobs in a suggested command.
     fn target(&self) -> String {
-        let manifest = quote(&self.manifest.display().to_string());
-        match self.ledger {
-            Some(ledger) => format!(
-                "{manifest} --ledger {}",
-                quote(&ledger.display().to_string())
-            ),
-            None => manifest,
-        }
+        target_args(
+            Some(self.manifest),
+            self.ledger_named.then_some(self.ledger),
+        )
     }
 
     /// What the user can do next, one sentence each.
@@ -165,6 +162,11 @@ pub(super) fn job_json(job: &JobRecord) -> Value {
     })
 }
 
+/// A path in JSON: text, whatever bytes the path holds.
+pub(super) fn path_json(path: &Path) -> Value {
+    Value::String(path.to_string_lossy().into_owned())
+}
+
 /// Counts by state as a JSON object, every state present.
 pub(super) fn counts_json(counts: &Counts) -> Value {
     JobState::ALL
@@ -178,17 +180,23 @@ impl Summary<'_> {
     /// The summary as one JSON document, for scripts.
     pub fn to_json(&self, exit_code: i32) -> Value {
         json!({
-            "manifest": self.manifest,
-            "ledger": self.ledger,
-            "out_dir": self.out_dir,
-            "results": self.results_path,
+            "manifest": path_json(self.manifest),
+            "ledger": path_json(self.ledger),
+            "out_dir": path_json(self.out_dir),
+            "results": self.results_path.map(path_json),
             "rows": self.counts.total(),
             "counts": counts_json(self.counts),
             "unfinished": self.counts.unfinished(),
             "edited": self.n_edited,
             "nothing_to_do": self.nothing_to_do,
-            "fatal": self.report.fatal.as_ref().map(ToString::to_string),
-            "stopped": self.report.stopped.as_ref().map(ToString::to_string),
+            "fatal": self.report.fatal.as_ref().map(|fatal| json!({
+                "kind": fatal.kind(),
+                "message": fatal.to_string(),
+            })),
+            "stopped": self.report.stopped.as_ref().map(|stop| json!({
+                "kind": stop.kind(),
+                "message": stop.to_string(),
+            })),
             "unrecorded_tasks": self.report.unrecorded_tasks.iter()
                 .map(|(job_id, task_id)| json!({"job_id": job_id.0, "task_id": task_id.0}))
                 .collect::<Vec<_>>(),
@@ -225,7 +233,8 @@ mod tests {
     fn summary<'a>(counts: &'a Counts, report: &'a RunReport, manifest: &'a Path) -> Summary<'a> {
         Summary {
             manifest,
-            ledger: None,
+            ledger: Path::new("jobs/x.pixbatch.db"),
+            ledger_named: false,
             out_dir: Path::new("jobs/x-out"),
             results_path: Some(Path::new("jobs/x-out/results.csv")),
             counts,
@@ -298,6 +307,7 @@ mod tests {
         let json = summary(&counts, &report, Path::new("x.csv")).to_json(3);
         assert_eq!(json["counts"]["failed"], 1);
         assert_eq!(json["exit_code"], 3);
+        assert_eq!(json["ledger"], "jobs/x.pixbatch.db");
         assert_eq!(json["next"].as_array().unwrap().len(), 2);
     }
 

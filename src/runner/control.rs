@@ -23,6 +23,16 @@ pub enum Stop {
     Deadline,
 }
 
+impl Stop {
+    /// A short, stable name for scripts (`--format json`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Stop::Signal => "signal",
+            Stop::Deadline => "deadline",
+        }
+    }
+}
+
 impl fmt::Display for Stop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -41,6 +51,17 @@ pub enum Fatal {
     Ledger(String),
     /// Too many submissions in a row with an unknown outcome.
     AmbiguousStreak { in_a_row: u32, last: String },
+}
+
+impl Fatal {
+    /// A short, stable name for scripts (`--format json`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fatal::Refused { cause, .. } => cause.as_str(),
+            Fatal::Ledger(_) => "ledger",
+            Fatal::AmbiguousStreak { .. } => "ambiguous_streak",
+        }
+    }
 }
 
 impl fmt::Display for Fatal {

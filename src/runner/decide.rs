@@ -69,7 +69,7 @@ pub(super) struct PollState {
     pub n_not_found: u32,
     /// When the current run of failed polls began.
     pub first_error_at: Option<Instant>,
-    pub last_status: Option<String>,
+    pub last_status: Option<RemoteStatus>,
 }
 
 /// What to do after a poll.
@@ -79,7 +79,7 @@ pub(super) enum PollVerdict {
     Again(Duration),
     /// Record the task's new remote status, then ask again after this long.
     Note {
-        status: String,
+        status: RemoteStatus,
         progress: Option<i64>,
         again: Duration,
     },
@@ -194,12 +194,12 @@ fn after_poll_answer(
                 return given_up(input, &format!("still {}", status.as_str()));
             }
             let again = input.policy.next_interval(result.eta, state.n_polls);
-            if state.last_status.as_deref() == Some(status.as_str()) {
+            if state.last_status.as_ref() == Some(&status) {
                 return PollVerdict::Again(again);
             }
-            state.last_status = Some(status.as_str().to_owned());
+            state.last_status = Some(status.clone());
             PollVerdict::Note {
-                status: status.as_str().to_owned(),
+                status,
                 progress: result.progress_percent,
                 again,
             }
@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(
             first,
             PollVerdict::Note {
-                status: "TASK_STATUS_PROCESSING".into(),
+                status: RemoteStatus::Processing,
                 progress: Some(40),
                 again: Duration::from_secs(10)
             }

@@ -37,10 +37,7 @@ pub(super) struct DownloadJob {
 impl From<&LiveTask> for DownloadJob {
     fn from(task: &LiveTask) -> DownloadJob {
         DownloadJob {
-            job: JobRef {
-                job_id: task.job_id.clone(),
-                counted: task.in_manifest,
-            },
+            job: JobRef::live(task),
             task_id: task.task_id.clone(),
             video_url: task.video_url.clone(),
             expires_at_ms: task.video_expires_at_ms,

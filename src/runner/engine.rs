@@ -11,14 +11,14 @@ use tracing::warn;
 
 use super::control::{Control, RunReport, Stop};
 use super::download::{self, DownloadJob};
-use super::events::Tally;
+use super::events::{self, Events};
 use super::poll::{self, Tracked};
 use super::record::Recorder;
 use super::submit;
 use crate::api::ApiClient;
 use crate::config::RunSettings;
 use crate::job::{Counts, JobState};
-use crate::ledger::{LedgerError, LedgerHandle};
+use crate::ledger::LedgerHandle;
 
 /// What the stages share.
 pub(super) struct Shared {
@@ -41,22 +41,24 @@ pub(super) fn per_minute_limiter(per_minute: u32) -> DefaultDirectRateLimiter {
 }
 
 /// A run's engine, ready to start: the ledger is recovered from any
-/// earlier crash, and `tally` counts the manifest's jobs as they move.
+/// earlier crash, and the manifest's jobs are counted for the listener of
+/// its events.
 pub struct Engine {
-    ledger: LedgerHandle,
+    recorder: Recorder,
     control: Arc<Control>,
-    tally: Tally,
+    events: Option<Events>,
+    /// A ledger call failed while preparing (the control has the reason).
+    halted: bool,
 }
 
 impl Engine {
     /// Jobs left mid-submission by an earlier run become ambiguous (their
     /// request may have been accepted), then the manifest's jobs are counted.
-    pub async fn prepare(
-        ledger: LedgerHandle,
-        control: Arc<Control>,
-    ) -> Result<Engine, LedgerError> {
-        let recovered = ledger.call(|ledger| ledger.recover_interrupted()).await?;
-        for job_id in &recovered {
+    pub async fn prepare(ledger: LedgerHandle, control: Arc<Control>) -> Engine {
+        let (sender, mut events) = events::channel(Counts::default());
+        let recorder = Recorder::new(ledger, control.clone(), sender);
+        let recovered = recorder.recover_interrupted().await;
+        for job_id in recovered.iter().flatten() {
             warn!(
                 job_id = %job_id,
                 state = %JobState::Ambiguous,
@@ -64,33 +66,35 @@ impl Engine {
                  now ambiguous and will not be resubmitted (`pixbatch retry --ambiguous` does)"
             );
         }
-        control.report().recovered_ambiguous = recovered;
-        let counts = Counts(ledger.call(|ledger| ledger.counts(true)).await?);
-        Ok(Engine {
-            ledger,
+        let counts = recorder.call(|ledger| ledger.counts(true)).await;
+        let halted = recovered.is_err() || counts.is_err();
+        control.report().recovered_ambiguous = recovered.unwrap_or_default();
+        events.initial = Counts(counts.unwrap_or_default());
+        Engine {
+            recorder,
             control,
-            tally: Tally::new(counts),
-        })
+            events: Some(events),
+            halted,
+        }
     }
 
-    /// The running count of jobs by state, for progress displays.
-    pub fn tally(&self) -> Tally {
-        self.tally.clone()
+    /// The engine's events, for one listener (the progress display).
+    pub fn events(&mut self) -> Option<Events> {
+        self.events.take()
     }
 
     /// Runs until every job of the manifest is settled, or until the
     /// control says stop. Returns when every started ledger write is done.
-    pub async fn run(
-        self,
-        api: ApiClient,
-        settings: RunSettings,
-    ) -> Result<RunReport, LedgerError> {
-        let live = self.ledger.call(|ledger| ledger.live_tasks()).await?;
+    pub async fn run(self, api: ApiClient, settings: RunSettings) -> RunReport {
         let control = self.control.clone();
+        let live = match self.recorder.call(|ledger| ledger.live_tasks()).await {
+            Ok(live) if !self.halted => live,
+            _ => return control.snapshot(),
+        };
         let shared = Arc::new(Shared {
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
             poll_limiter: per_minute_limiter(settings.poll_per_minute),
-            recorder: Recorder::new(self.ledger, control.clone(), self.tally),
+            recorder: self.recorder,
             api,
             settings,
             control: control.clone(),
@@ -134,7 +138,7 @@ impl Engine {
             let _ = poller.await;
             let _ = downloader.await;
         }
-        Ok(control.snapshot())
+        control.snapshot()
     }
 }
 

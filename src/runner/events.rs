@@ -1,42 +1,52 @@
-//! What the engine tells the outside as it goes: a running count of jobs
-//! by state, moved by the recorder on every state change it writes, so the
-//! progress display never has to count the ledger.
+//! What the engine tells the outside as it goes: every state change it
+//! recorded, as a message on a channel. The progress display keeps its own
+//! counts from them, so it never has to count the ledger.
 
-use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
 
 use crate::job::{Counts, JobState};
 
-/// Counts by state for the current manifest, kept as the run goes.
-#[derive(Clone, Default)]
-pub struct Tally {
-    counts: Arc<Mutex<Counts>>,
+/// Something the engine did, sent after the ledger recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A job of the current manifest went from one state to another.
+    Moved { from: JobState, to: JobState },
 }
 
-impl Tally {
-    /// Starts from the ledger's counts when the run begins.
-    pub fn new(initial: Counts) -> Tally {
-        Tally {
-            counts: Arc::new(Mutex::new(initial)),
+impl Event {
+    /// Applies the event to a count of jobs by state.
+    pub fn apply(self, counts: &mut Counts) {
+        match self {
+            Event::Moved { from, to } => {
+                let old = counts.0.entry(from).or_default();
+                debug_assert!(*old > 0, "a job left {from} that was not counted there");
+                *old = old.saturating_sub(1);
+                *counts.0.entry(to).or_default() += 1;
+            }
         }
     }
+}
 
-    pub fn counts(&self) -> Counts {
-        self.lock().clone()
-    }
+/// The engine's side of the channel. Sending never blocks, and nobody
+/// listening (a quiet run) is fine.
+#[derive(Clone)]
+pub(super) struct EventSender(mpsc::UnboundedSender<Event>);
 
-    /// A job of the current manifest went from `from` to `to`.
-    pub fn moved(&self, from: JobState, to: JobState) {
-        let mut counts = self.lock();
-        let old = counts.0.entry(from).or_default();
-        *old = old.saturating_sub(1);
-        *counts.0.entry(to).or_default() += 1;
+impl EventSender {
+    pub fn send(&self, event: Event) {
+        let _ = self.0.send(event);
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+/// The listener's side: the counts when the run began, then every change.
+pub struct Events {
+    pub initial: Counts,
+    pub receiver: mpsc::UnboundedReceiver<Event>,
+}
+
+pub(super) fn channel(initial: Counts) -> (EventSender, Events) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    (EventSender(sender), Events { initial, receiver })
 }
 
 #[cfg(test)]
@@ -44,11 +54,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn moves_keep_the_total() {
-        let tally = Tally::new(Counts([(JobState::Pending, 2)].into_iter().collect()));
-        tally.moved(JobState::Pending, JobState::Submitting);
-        tally.moved(JobState::Submitting, JobState::Running);
-        let counts = tally.counts();
+    fn events_move_counts_and_keep_the_total() {
+        let mut counts = Counts([(JobState::Pending, 2)].into_iter().collect());
+        Event::Moved {
+            from: JobState::Pending,
+            to: JobState::Submitting,
+        }
+        .apply(&mut counts);
+        Event::Moved {
+            from: JobState::Submitting,
+            to: JobState::Running,
+        }
+        .apply(&mut counts);
         assert_eq!(counts.get(JobState::Pending), 1);
         assert_eq!(counts.get(JobState::Running), 1);
         assert_eq!(counts.total(), 2);

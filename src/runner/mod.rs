@@ -16,4 +16,4 @@ mod submit;
 pub use control::{Control, Fatal, RunReport, Stop};
 pub use download::prepare_out_dir;
 pub use engine::Engine;
-pub use events::Tally;
+pub use events::{Event, Events};

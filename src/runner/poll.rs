@@ -52,11 +52,12 @@ impl Tracked {
     }
 
     pub fn resumed(task: &LiveTask, permit: Option<OwnedSemaphorePermit>) -> Tracked {
-        let job = JobRef {
-            job_id: task.job_id.clone(),
-            counted: task.in_manifest,
-        };
-        Tracked::new(job, task.task_id.clone(), task.submitted_at_ms, permit)
+        Tracked::new(
+            JobRef::live(task),
+            task.task_id.clone(),
+            task.submitted_at_ms,
+            permit,
+        )
     }
 }
 
@@ -200,7 +201,9 @@ async fn act(
             progress,
             again,
         } => {
-            recorder.remote_status(job, status, progress).await?;
+            recorder
+                .remote_status(job, status.as_str().to_owned(), progress)
+                .await?;
             Next::PollAfter(again)
         }
         PollVerdict::Succeeded(video) => {

@@ -1,16 +1,18 @@
 //! The recorder: every ledger write of the engine goes through here. A
 //! write that fails stops the run (nothing may happen unrecorded) and comes
-//! back as the typed stop `Halted`; a write that moves a job moves the
-//! tally and is logged with its fields (job_id, task_id, state, error).
+//! back as the typed stop `Halted`; a write that moves a job is sent as an
+//! event and logged with its fields (job_id, task_id, state, error).
 
 use std::sync::Arc;
 
 use tracing::{debug, error};
 
 use super::control::Control;
-use super::events::Tally;
+use super::events::{Event, EventSender};
 use crate::job::{JobId, JobState, TaskId};
-use crate::ledger::{CheckedFile, ErrorRecord, Ledger, LedgerHandle, Result as LedgerResult};
+use crate::ledger::{
+    CheckedFile, ErrorRecord, Ledger, LedgerError, LedgerHandle, LiveTask, Result as LedgerResult,
+};
 
 /// The run must stop: a ledger write failed (already reported to `Control`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,24 +26,43 @@ pub(super) struct JobRef {
     pub counted: bool,
 }
 
+impl JobRef {
+    /// A job read from the ledger as pending: always a row of the manifest.
+    pub fn pending(job_id: JobId) -> JobRef {
+        JobRef {
+            job_id,
+            counted: true,
+        }
+    }
+
+    /// A job with a live task found when the run started.
+    pub fn live(task: &LiveTask) -> JobRef {
+        JobRef {
+            job_id: task.job_id.clone(),
+            counted: task.in_manifest,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(super) struct Recorder {
     ledger: LedgerHandle,
     control: Arc<Control>,
-    tally: Tally,
+    events: EventSender,
 }
 
 impl Recorder {
-    pub fn new(ledger: LedgerHandle, control: Arc<Control>, tally: Tally) -> Recorder {
+    pub fn new(ledger: LedgerHandle, control: Arc<Control>, events: EventSender) -> Recorder {
         Recorder {
             ledger,
             control,
-            tally,
+            events,
         }
     }
 
-    /// Runs one ledger write; a failure stops the run.
-    pub async fn write<T, F>(&self, work: F) -> Result<T, Halted>
+    /// Runs one ledger call (a write, or a read the engine needs); a
+    /// failure stops the run.
+    pub async fn call<T, F>(&self, work: F) -> Result<T, Halted>
     where
         T: Send + 'static,
         F: FnOnce(&mut Ledger) -> LedgerResult<T> + Send + 'static,
@@ -53,23 +74,30 @@ impl Recorder {
     }
 
     /// A write that moves `job` from `from` to `to`.
-    async fn move_job<F>(
+    async fn move_job<T, F>(
         &self,
         job: &JobRef,
         from: JobState,
         to: JobState,
         work: F,
-    ) -> Result<(), Halted>
+    ) -> Result<T, Halted>
     where
-        F: FnOnce(&mut Ledger, &JobId) -> LedgerResult<()> + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut Ledger, &JobId) -> LedgerResult<T> + Send + 'static,
     {
         let job_id = job.job_id.clone();
-        self.write(move |ledger| work(ledger, &job_id)).await?;
+        let written = self.call(move |ledger| work(ledger, &job_id)).await?;
         if job.counted {
-            self.tally.moved(from, to);
+            self.events.send(Event::Moved { from, to });
         }
         debug!(job_id = %job.job_id, state = %to, "job is now {to}");
-        Ok(())
+        Ok(written)
+    }
+
+    /// Jobs left mid-submission by a run that stopped abruptly become
+    /// ambiguous (their request may have been accepted).
+    pub async fn recover_interrupted(&self) -> Result<Vec<JobId>, Halted> {
+        self.call(|ledger| ledger.recover_interrupted()).await
     }
 
     /// The intent to submit, written before the request leaves.
@@ -96,17 +124,22 @@ impl Recorder {
                 move |ledger, id| ledger.mark_running(id, &task),
             )
             .await;
-        if written.is_err() {
-            error!(
-                job_id = %job.job_id,
-                task_id = %task_id,
-                "the API accepted the job, but the ledger write failed; keep this line: \
-                 the task id is needed to fetch the video"
-            );
-            self.control
-                .report()
-                .unrecorded_tasks
-                .push((job.job_id.clone(), task_id.clone()));
+        match written {
+            Ok(()) => {
+                debug!(job_id = %job.job_id, task_id = %task_id, state = %JobState::Running, "submitted")
+            }
+            Err(Halted) => {
+                error!(
+                    job_id = %job.job_id,
+                    task_id = %task_id,
+                    "the API accepted the job, but the ledger write failed; keep this line: \
+                     the task id is needed to fetch the video"
+                );
+                self.control
+                    .report()
+                    .unrecorded_tasks
+                    .push((job.job_id.clone(), task_id.clone()));
+            }
         }
         written
     }
@@ -122,7 +155,14 @@ impl Recorder {
         self.move_job(job, JobState::Submitting, to, move |ledger, id| match to {
             JobState::Pending => ledger.mark_pending_again(id, &record),
             JobState::Ambiguous => ledger.mark_ambiguous(id, &record),
-            _ => ledger.mark_failed(id, &record),
+            JobState::Failed => ledger.mark_failed(id, &record),
+            // A refusal never leads anywhere else; a bug stops the run
+            // loudly rather than writing the wrong state.
+            other => Err(LedgerError::Transition {
+                job_id: id.clone(),
+                from: JobState::Submitting.to_string(),
+                to: other,
+            }),
         })
         .await
     }
@@ -135,7 +175,7 @@ impl Recorder {
         progress: Option<i64>,
     ) -> Result<(), Halted> {
         let job_id = job.job_id.clone();
-        self.write(move |ledger| ledger.note_progress(&job_id, &status, progress))
+        self.call(move |ledger| ledger.note_progress(&job_id, &status, progress))
             .await
     }
 
@@ -147,17 +187,13 @@ impl Recorder {
         video_url: String,
         expires_at_ms: Option<i64>,
     ) -> Result<String, Halted> {
-        let job_id = job.job_id.clone();
-        let file_name = self
-            .write(move |ledger| {
-                ledger.mark_succeeded(&job_id, &remote_status, &video_url, expires_at_ms)
-            })
-            .await?;
-        if job.counted {
-            self.tally.moved(JobState::Running, JobState::Succeeded);
-        }
-        debug!(job_id = %job.job_id, state = %JobState::Succeeded, "job is now succeeded");
-        Ok(file_name)
+        self.move_job(
+            job,
+            JobState::Running,
+            JobState::Succeeded,
+            move |ledger, id| ledger.mark_succeeded(id, &remote_status, &video_url, expires_at_ms),
+        )
+        .await
     }
 
     /// The job ends failed, from `from` (running or succeeded).
@@ -180,21 +216,21 @@ impl Recorder {
         expires_at_ms: Option<i64>,
     ) -> Result<(), Halted> {
         let job_id = job.job_id.clone();
-        self.write(move |ledger| ledger.refresh_video_url(&job_id, &url, expires_at_ms))
+        self.call(move |ledger| ledger.refresh_video_url(&job_id, &url, expires_at_ms))
             .await
     }
 
     /// A download problem noted on a job that stays succeeded.
     pub async fn download_error(&self, job: &JobRef, record: ErrorRecord) -> Result<(), Halted> {
         let job_id = job.job_id.clone();
-        self.write(move |ledger| ledger.note_download_error(&job_id, &record))
+        self.call(move |ledger| ledger.note_download_error(&job_id, &record))
             .await
     }
 
     /// A complete, checked download, recorded before it is renamed into place.
     pub async fn checked_file(&self, job: &JobRef, file: CheckedFile) -> Result<(), Halted> {
         let job_id = job.job_id.clone();
-        self.write(move |ledger| ledger.record_checked_file(&job_id, &file))
+        self.call(move |ledger| ledger.record_checked_file(&job_id, &file))
             .await
     }
 

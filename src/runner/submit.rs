@@ -36,7 +36,7 @@ pub(super) async fn submit_all(
     'batches: loop {
         let Ok(batch) = shared
             .recorder
-            .write(move |ledger| ledger.pending_batch(after_row, BATCH))
+            .call(move |ledger| ledger.pending_batch(after_row, BATCH))
             .await
         else {
             break;
@@ -107,10 +107,7 @@ async fn submit_one(
     to_poll: Option<mpsc::UnboundedSender<Tracked>>,
 ) {
     let control = &shared.control;
-    let job_ref = JobRef {
-        job_id: job.job_id.clone(),
-        counted: true,
-    };
+    let job_ref = JobRef::pending(job.job_id.clone());
     let mut backoff = shared.settings.retry.backoff();
     loop {
         tokio::select! {
