@@ -68,7 +68,8 @@ impl<'a> MakeWriter<'a> for Terminal {
 }
 
 /// Whether logs get colour: `--color` decides, and `auto` means a terminal
-/// without `NO_COLOR` (set to anything) and not `TERM=dumb`.
+/// without `NO_COLOR` (set to a non-empty value, per no-color.org) and not
+/// `TERM=dumb`.
 pub fn use_color(
     choice: ColorChoice,
     is_terminal: bool,
