@@ -257,18 +257,17 @@ fn the_progress_bar_fits_the_terminal() {
     }
 }
 
-#[test]
-fn suggested_commands_paste_into_a_shell_even_with_spaces_in_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("My Shots - Sheet1.csv");
+/// A simulated run of two rows at `manifest`: `ok-1` succeeds, `bad-2`'s
+/// task fails.
+fn run_one_good_one_failing(manifest: &Path, extra: &[&str]) -> std::process::Output {
     std::fs::write(
-        &manifest,
+        manifest,
         "id,image,prompt\nok-1,https://cdn.example.com/a.png,a calm sea\nbad-2,https://cdn.example.com/b.png,[fail] a storm\n",
     )
     .unwrap();
-    let output = pixbatch()
+    pixbatch()
         .arg("run")
-        .arg(&manifest)
+        .arg(manifest)
         .args([
             "--simulate",
             "--sim-task-time",
@@ -278,8 +277,16 @@ fn suggested_commands_paste_into_a_shell_even_with_spaces_in_names() {
             "--submit-rate",
             "6000",
         ])
+        .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn suggested_commands_paste_into_a_shell_even_with_spaces_in_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("My Shots - Sheet1.csv");
+    let output = run_one_good_one_failing(&manifest, &[]);
     assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     let suggested = stdout
@@ -313,26 +320,7 @@ fn suggested_commands_paste_into_a_shell_even_with_spaces_in_names() {
 fn json_logs_carry_job_task_state_and_error_as_fields() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("m.csv");
-    std::fs::write(
-        &manifest,
-        "id,image,prompt\nok-1,https://cdn.example.com/a.png,a calm sea\nbad-2,https://cdn.example.com/b.png,[fail] a storm\n",
-    )
-    .unwrap();
-    let output = pixbatch()
-        .arg("run")
-        .arg(&manifest)
-        .args([
-            "--simulate",
-            "--sim-task-time",
-            "100ms",
-            "--poll-interval",
-            "50ms",
-            "--submit-rate",
-            "6000",
-        ])
-        .args(["--log-format", "json"])
-        .output()
-        .unwrap();
+    let output = run_one_good_one_failing(&manifest, &["--log-format", "json"]);
     let events: Vec<Value> = text(&output.stderr)
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
