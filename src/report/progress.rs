@@ -166,12 +166,9 @@ impl Display {
                 bar.set_message(progress_line(counts, rate, elapsed, width));
                 bar.tick();
             }
+            // The counts stay in the message: as fields they would repeat
+            // it in text logs, which people read from cron mail.
             None => tracing::info!(
-                done = counts.get(JobState::Downloaded),
-                total = counts.total(),
-                sent = counts.sent(),
-                running = counts.get(JobState::Running),
-                failed = counts.get(JobState::Failed),
                 "progress: {}",
                 progress_line(counts, rate, elapsed, usize::MAX)
             ),
