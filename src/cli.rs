@@ -306,9 +306,12 @@ pub struct RetryArgs {
     /// Apply edits held back because the row changed after submission.
     #[arg(long)]
     pub edited: bool,
-    /// Leave failed jobs alone (with --ambiguous or --edited).
+    /// Leave failed jobs alone (with --ambiguous, --edited or --refused).
     #[arg(long)]
     pub no_failed: bool,
+    /// Also resubmit, unchanged, rows refused for their content (moderation); better: edit them.
+    #[arg(long)]
+    pub refused: bool,
 }
 
 #[derive(Debug, Args)]

@@ -188,8 +188,14 @@ pub enum ErrorKind {
     /// A submission may have reached the API but no answer came back; it is
     /// never resubmitted without `pixbatch retry --ambiguous`.
     Ambiguous,
-    /// The API refused this row for good (invalid input, moderation).
+    /// The API refused this row for good: invalid input. (Ledgers written
+    /// before `refused_content` existed also hold moderation refusals here.)
     Rejected,
+    /// Moderation refused this row's content (`ILLEGAL_PROMPT`,
+    /// `ILLEGAL_IMAGE_CONTENT`); `retry` leaves it alone unless asked with
+    /// `--refused`, since unchanged it would be refused again. Editing the
+    /// row in the manifest submits it again.
+    RefusedContent,
     /// The API refused the whole run (a key or balance problem, a wrong
     /// endpoint); submitting stops and the row goes back to pending.
     Fatal,
@@ -210,10 +216,11 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Transient,
         ErrorKind::Ambiguous,
         ErrorKind::Rejected,
+        ErrorKind::RefusedContent,
         ErrorKind::Fatal,
         ErrorKind::TaskFailed,
         ErrorKind::TaskLost,
@@ -229,6 +236,7 @@ impl ErrorKind {
             ErrorKind::Transient => "transient",
             ErrorKind::Ambiguous => "ambiguous",
             ErrorKind::Rejected => "rejected",
+            ErrorKind::RefusedContent => "refused_content",
             ErrorKind::Fatal => "fatal",
             ErrorKind::TaskFailed => "task_failed",
             ErrorKind::TaskLost => "task_lost",

@@ -11,8 +11,13 @@ pub enum Failure {
     Transient,
     /// A submission that may have been accepted: retrying could pay twice.
     Ambiguous,
-    /// Final for this row: invalid input or moderation. Never retried.
+    /// Final for this row: invalid input (a malformed body, an unknown 4xx).
+    /// Never retried.
     RowFinal,
+    /// Final for this row: the API refused its content (moderation of the
+    /// prompt or the image). Never retried, and resubmitted unchanged only
+    /// on request: it would most likely be refused again, maybe for a fee.
+    Refused,
     /// Final for the whole run: every request would get the same answer.
     /// Stop submitting.
     Fatal(FatalCause),
@@ -68,12 +73,11 @@ pub enum Endpoint {
 /// Reasons that mean the key is unusable.
 const KEY_REASONS: [&str; 3] = ["FAILED_TO_AUTH", "INVALID_API_KEY", "ACCESS_DENY"];
 
-/// Reasons that mean this row will never be accepted as it is.
-const ROW_REASONS: [&str; 3] = [
-    "INVALID_REQUEST_BODY",
-    "ILLEGAL_PROMPT",
-    "ILLEGAL_IMAGE_CONTENT",
-];
+/// Reasons that mean this row's input is malformed.
+const ROW_REASONS: [&str; 1] = ["INVALID_REQUEST_BODY"];
+
+/// Reasons that mean moderation refused this row's content.
+const CONTENT_REASONS: [&str; 2] = ["ILLEGAL_PROMPT", "ILLEGAL_IMAGE_CONTENT"];
 
 /// Classifies an HTTP error answer by its reason string first (the same
 /// condition comes with different statuses from sibling services), then by
@@ -91,6 +95,7 @@ pub fn classify_status(endpoint: Endpoint, status: u16, reason: Option<&str>) ->
         // Every row would fail the same way: the run is misconfigured.
         Some("MODEL_NOT_FOUND") => return Failure::Fatal(FatalCause::Endpoint),
         Some(reason) if ROW_REASONS.contains(&reason) => return Failure::RowFinal,
+        Some(reason) if CONTENT_REASONS.contains(&reason) => return Failure::Refused,
         // The one task is gone; the endpoint itself is fine.
         Some("TASK_NOT_FOUND") if endpoint == Endpoint::TaskResult => {
             return Failure::TaskNotFound;
@@ -197,11 +202,16 @@ mod tests {
     fn moderation_and_bad_input_are_final_for_the_row() {
         assert_eq!(
             classify_status(Submit, 400, Some("ILLEGAL_PROMPT")),
-            RowFinal
+            Refused
         );
         assert_eq!(
             classify_status(Submit, 400, Some("illegal_image_content")),
-            RowFinal
+            Refused
+        );
+        assert_eq!(
+            classify_status(Submit, 422, Some("ILLEGAL_PROMPT")),
+            Refused,
+            "moderation is told apart by its reason, whatever the status"
         );
         assert_eq!(
             classify_status(Submit, 400, Some("INVALID_REQUEST_BODY")),

@@ -19,15 +19,23 @@ pub fn retry(args: RetryArgs) -> Result<i32, Error> {
         failed: !args.no_failed,
         ambiguous: args.ambiguous,
         edited: args.edited,
+        refused: args.refused,
     })?;
     let named_ledger = match &args.target.manifest {
         Some(_) => args.target.ledger.ledger.as_deref(),
         None => Some(path.as_path()),
     };
     let target = target_args(args.target.manifest.as_deref(), named_ledger);
+    let refused = match counts.refused_left_alone {
+        0 => String::new(),
+        n => format!(
+            "{n} row(s) refused for their content were left alone: edit them in the manifest \
+             (an edited row is submitted again by the next run), or pass --refused\n"
+        ),
+    };
     print(&format!(
         "{} job(s) will be submitted again (a new, paid submission each), {} will be polled again, \
-         {} downloaded again, {} edit(s) applied\nnext: pixbatch run {target}\n",
+         {} downloaded again, {} edit(s) applied\n{refused}next: pixbatch run {target}\n",
         counts.resubmit, counts.repoll, counts.redownload, counts.edits_applied
     ))?;
     Ok(EXIT_OK)

@@ -102,9 +102,13 @@ pub struct JobRecord {
 /// Which jobs `pixbatch retry` puts back.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RetrySelection {
+    /// Failed jobs, except those refused for their content.
     pub failed: bool,
     pub ambiguous: bool,
     pub edited: bool,
+    /// Failed jobs refused for their content (`refused_content`): sent
+    /// unchanged, they would most likely be refused again.
+    pub refused: bool,
 }
 
 /// How many jobs `pixbatch retry` put back, by what they will do next.
@@ -114,6 +118,9 @@ pub struct RetryCounts {
     pub repoll: u64,
     pub redownload: u64,
     pub edits_applied: u64,
+    /// Failed jobs refused for their content that stay failed because
+    /// `refused` was not selected.
+    pub refused_left_alone: u64,
 }
 
 /// A row whose request was already paid for under another id.

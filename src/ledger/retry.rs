@@ -8,9 +8,11 @@ use crate::job::{ErrorKind, JobId, TaskId};
 
 impl Ledger {
     /// Puts the selected jobs back to work: failed jobs whose task failed or
-    /// was refused go back to pending (a new paid submission); failed jobs
+    /// whose input was rejected go back to pending (a new paid submission); failed jobs
     /// that were only given up while their task ran go back to polling;
     /// ambiguous jobs go back to pending; held edits replace the request.
+    /// Jobs refused for their content go back only with `refused`;
+    /// otherwise they are counted as left alone.
     pub fn retry(&mut self, selection: RetrySelection) -> Result<RetryCounts> {
         let tx = self.conn.transaction()?;
         let now = now_ms();
@@ -27,35 +29,25 @@ impl Ledger {
             )? as u64;
         }
         if selection.failed {
-            // Paid tasks go back to work without paying again: a task given
-            // up is polled again; a blocked download is fetched again with a
-            // fresh URL (the old one may be why it failed).
-            for (kind, set, counter) in [
-                (
-                    ErrorKind::TimedOut,
-                    "state = 'running', finished_at = NULL, submitted_at = ?1",
-                    &mut counts.repoll,
-                ),
-                (
-                    ErrorKind::DownloadBlocked,
-                    "state = 'succeeded', video_url = NULL, video_expires_at = NULL",
-                    &mut counts.redownload,
-                ),
-            ] {
-                *counter += tx.execute(
-                    &format!(
-                        "UPDATE jobs SET {set}, error_kind = NULL, error_message = NULL, error_body = NULL, \
-                         updated_at = ?1 WHERE state = 'failed' AND error_kind = '{}' AND task_id IS NOT NULL",
-                        kind.as_str()
-                    ),
-                    [now],
-                )? as u64;
-            }
-            // Only rows of the current manifest: others would never be sent.
+            retry_failed(&tx, now, &mut counts)?;
+        }
+        // Only rows of the current manifest: others would never be sent.
+        let refused = format!(
+            "state = 'failed' AND manifest_row IS NOT NULL AND error_kind = '{}'",
+            ErrorKind::RefusedContent.as_str()
+        );
+        if selection.refused {
             counts.resubmit += tx.execute(
-                "UPDATE jobs SET state = 'pending', finished_at = NULL, updated_at = ?1 \
-                 WHERE state = 'failed' AND manifest_row IS NOT NULL",
+                &format!(
+                    "UPDATE jobs SET state = 'pending', finished_at = NULL, updated_at = ?1 WHERE {refused}"
+                ),
                 [now],
+            )? as u64;
+        } else {
+            counts.refused_left_alone = tx.query_row(
+                &format!("SELECT COUNT(*) FROM jobs WHERE {refused}"),
+                [],
+                |row| row.get::<_, i64>(0),
             )? as u64;
         }
         if selection.ambiguous {
@@ -78,12 +70,50 @@ impl Ledger {
     }
 }
 
+/// Puts failed jobs back to work, except those refused for their content.
+/// Paid tasks go back to work without paying again: a task given up is
+/// polled again; a blocked download is fetched again with a fresh URL (the
+/// old one may be why it failed). The rest go back to pending.
+fn retry_failed(tx: &rusqlite::Transaction<'_>, now: i64, counts: &mut RetryCounts) -> Result<()> {
+    for (kind, set, counter) in [
+        (
+            ErrorKind::TimedOut,
+            "state = 'running', finished_at = NULL, submitted_at = ?1",
+            &mut counts.repoll,
+        ),
+        (
+            ErrorKind::DownloadBlocked,
+            "state = 'succeeded', video_url = NULL, video_expires_at = NULL",
+            &mut counts.redownload,
+        ),
+    ] {
+        *counter += tx.execute(
+            &format!(
+                "UPDATE jobs SET {set}, error_kind = NULL, error_message = NULL, error_body = NULL, \
+                 updated_at = ?1 WHERE state = 'failed' AND error_kind = '{}' AND task_id IS NOT NULL",
+                kind.as_str()
+            ),
+            [now],
+        )? as u64;
+    }
+    // Only rows of the current manifest: others would never be sent.
+    counts.resubmit += tx.execute(
+        &format!(
+            "UPDATE jobs SET state = 'pending', finished_at = NULL, updated_at = ?1 \
+             WHERE state = 'failed' AND manifest_row IS NOT NULL AND error_kind IS NOT '{}'",
+            ErrorKind::RefusedContent.as_str()
+        ),
+        [now],
+    )? as u64;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{id, ingest, spec};
     use super::*;
     use crate::job::JobState;
-    use crate::ledger::ErrorRecord;
+    use crate::ledger::{ErrorRecord, IngestOutcome};
 
     #[test]
     fn interrupted_submissions_become_ambiguous_and_retry_on_request() {
@@ -144,7 +174,8 @@ mod tests {
                 resubmit: 1,
                 repoll: 1,
                 redownload: 0,
-                edits_applied: 0
+                edits_applied: 0,
+                refused_left_alone: 0
             }
         );
         let counts = ledger.counts(true).unwrap();
@@ -178,5 +209,59 @@ mod tests {
         assert_eq!((counts.redownload, counts.resubmit), (1, 0));
         let job = &ledger.jobs_in_state(JobState::Succeeded, 1).unwrap()[0];
         assert_eq!((job.video_url.as_deref(), job.error_kind), (None, None));
+    }
+
+    /// Fails `job` as moderation would, before any task was accepted.
+    fn refuse(ledger: &mut Ledger, job: &str) {
+        ledger.mark_submitting(&id(job)).unwrap();
+        let record = ErrorRecord::new(ErrorKind::RefusedContent, "ILLEGAL", None);
+        ledger.mark_failed(&id(job), &record).unwrap();
+    }
+
+    #[test]
+    fn rows_refused_for_their_content_are_left_alone_unless_asked() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "p", 3)]);
+        refuse(&mut ledger, "a");
+        ledger.mark_submitting(&id("b")).unwrap();
+        ledger.mark_running(&id("b"), &TaskId("t1".into())).unwrap();
+        let record = ErrorRecord::new(ErrorKind::TaskFailed, "boom", None);
+        ledger.mark_failed(&id("b"), &record).unwrap();
+        let failed = RetrySelection {
+            failed: true,
+            ..Default::default()
+        };
+        let counts = ledger.retry(failed).unwrap();
+        assert_eq!((counts.resubmit, counts.refused_left_alone), (1, 1));
+        let still_failed = ledger.jobs_in_state(JobState::Failed, 10).unwrap();
+        assert_eq!(still_failed.len(), 1);
+        assert_eq!(
+            (&still_failed[0].job_id, still_failed[0].error_kind),
+            (&id("a"), Some(ErrorKind::RefusedContent))
+        );
+        let counts = ledger
+            .retry(RetrySelection {
+                refused: true,
+                ..failed
+            })
+            .unwrap();
+        assert_eq!((counts.resubmit, counts.refused_left_alone), (1, 0));
+        assert_eq!(ledger.counts(true).unwrap()[&JobState::Pending], 2);
+    }
+
+    #[test]
+    fn an_edited_refused_row_is_submitted_again_without_retry() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "p", 2)]);
+        refuse(&mut ledger, "a");
+        let outcomes = ingest(&mut ledger, &[spec("a", "p2", 2)]);
+        assert_eq!(outcomes, [IngestOutcome::Replaced]);
+        let pending = ledger.pending_batch(0, 10).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0].request_json.contains("p2"));
+        let job = &ledger.jobs_in_state(JobState::Pending, 1).unwrap()[0];
+        assert_eq!(job.error_kind, None, "the refusal was of the old request");
+        let counts = ledger.retry(RetrySelection::default()).unwrap();
+        assert_eq!(counts.refused_left_alone, 0);
     }
 }

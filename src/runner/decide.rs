@@ -55,6 +55,12 @@ pub(super) fn after_submit_error(failure: Failure) -> SubmitVerdict {
         Failure::RowFinal | Failure::TaskNotFound => {
             (JobState::Failed, ErrorKind::Rejected, AfterSubmit::Done)
         }
+        // Kept apart so that `retry` does not resubmit it unchanged.
+        Failure::Refused => (
+            JobState::Failed,
+            ErrorKind::RefusedContent,
+            AfterSubmit::Done,
+        ),
     };
     SubmitVerdict { to, kind, then }
 }
@@ -311,6 +317,15 @@ mod tests {
         assert_eq!(
             verdict(Failure::RowFinal),
             (JobState::Failed, ErrorKind::Rejected, AfterSubmit::Done)
+        );
+        assert_eq!(
+            verdict(Failure::Refused),
+            (
+                JobState::Failed,
+                ErrorKind::RefusedContent,
+                AfterSubmit::Done
+            ),
+            "a content refusal fails the row with its own kind"
         );
         assert_eq!(
             verdict(Failure::Fatal(FatalCause::Balance)),

@@ -228,3 +228,47 @@ fn status_lists_ambiguous_rows_with_their_reason() {
             "line 2 (job clip-7): ambiguous: the run stopped while this submission was in flight",
         ));
 }
+
+#[test]
+fn retry_says_which_refused_rows_it_left_alone_and_what_to_do() {
+    use pixbatch::ingest::{IngestOptions, ingest};
+    use pixbatch::job::{ErrorKind, JobId};
+    use pixbatch::ledger::{ErrorRecord, Ledger};
+    use pixbatch::manifest::Manifest;
+    use pixbatch::validate::ValidationContext;
+
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.csv");
+    std::fs::write(&manifest, "id,image,prompt\nclip-7,https://x.io/a.png,p\n").unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("m.pixbatch.db")).unwrap();
+    let context = ValidationContext::new(dir.path().to_owned(), None);
+    ingest(
+        &mut Manifest::open(&manifest).unwrap(),
+        &context,
+        &mut ledger,
+        IngestOptions::default(),
+    )
+    .unwrap();
+    let job = JobId("clip-7".into());
+    ledger.mark_submitting(&job).unwrap();
+    let record = ErrorRecord::new(ErrorKind::RefusedContent, "moderated", None);
+    ledger.mark_failed(&job, &record).unwrap();
+    drop(ledger);
+    pixbatch()
+        .arg("retry")
+        .arg(&manifest)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("0 job(s) will be submitted again"))
+        .stdout(predicate::str::contains(
+            "1 row(s) refused for their content were left alone: edit them in the manifest",
+        ))
+        .stdout(predicate::str::contains("or pass --refused"));
+    pixbatch()
+        .args(["retry", "--refused"])
+        .arg(&manifest)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("1 job(s) will be submitted again"))
+        .stdout(predicate::str::contains("left alone").not());
+}

@@ -116,12 +116,67 @@ async fn moderation_is_final_for_the_row_and_never_retried() {
     let job = scratch.job("nope");
     assert_eq!(
         (job.state, job.error_kind.map(ErrorKind::as_str)),
-        (JobState::Failed, Some("rejected"))
+        (JobState::Failed, Some("refused_content"))
     );
     assert!(
         job.error_body.unwrap().contains("ILLEGAL_PROMPT"),
         "the raw body is kept"
     );
+}
+
+#[tokio::test]
+async fn a_row_refused_for_its_content_is_resubmitted_only_on_request_or_when_edited() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(
+        "id,image,prompt\nnope,https://x.io/a.png,[moderate] this\nok,https://x.io/b.png,fine\n",
+    );
+    assert_eq!(scratch.run(&[]).await, EXIT_SOME_FAILED);
+    assert_eq!(scratch.submits_received(), 2);
+    let refused = |scratch: &Scratch| {
+        let job = scratch.job("nope");
+        (job.state, job.error_kind.map(ErrorKind::as_str))
+    };
+    assert_eq!(
+        refused(&scratch),
+        (JobState::Failed, Some("refused_content"))
+    );
+    let table = scratch.results_csv();
+    let nope = table.iter().find(|row| &row[0] == "nope").unwrap();
+    assert!(nope[7].starts_with("refused_content: "), "{:?}", &nope[7]);
+
+    let manifest = path_str(&scratch.manifest());
+    assert_eq!(scratch.command(&["retry", &manifest], None).await, EXIT_OK);
+    assert_eq!(
+        refused(&scratch),
+        (JobState::Failed, Some("refused_content")),
+        "a plain retry leaves it alone"
+    );
+    assert_eq!(scratch.run(&[]).await, EXIT_SOME_FAILED);
+    assert_eq!(scratch.submits_received(), 2, "nothing was sent again");
+
+    assert_eq!(
+        scratch
+            .command(&["retry", &manifest, "--refused"], None)
+            .await,
+        EXIT_OK
+    );
+    assert_eq!(scratch.job("nope").state, JobState::Pending);
+    assert_eq!(scratch.run(&[]).await, EXIT_SOME_FAILED);
+    assert_eq!(scratch.submits_received(), 3, "sent again on request");
+    assert_eq!(
+        refused(&scratch),
+        (JobState::Failed, Some("refused_content")),
+        "and refused again"
+    );
+
+    // Edited, it is a new request: the next run sends it without `retry`.
+    scratch.write_manifest(
+        "id,image,prompt\nnope,https://x.io/a.png,a calm sea\nok,https://x.io/b.png,fine\n",
+    );
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    assert_eq!(scratch.submits_received(), 4);
+    scratch.assert_video("nope");
+    scratch.assert_video("ok");
 }
 
 #[tokio::test]
