@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod job;
 pub mod ledger;
 pub mod manifest;
+pub mod price;
 pub mod report;
 pub mod row;
 pub mod runner;
