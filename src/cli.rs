@@ -10,6 +10,7 @@ use url::Url;
 
 use crate::config::parse_size;
 use crate::export::ResultsFormat;
+use crate::price::Usd;
 
 /// The API's default base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.highwayapi.ai";
@@ -153,9 +154,14 @@ pub struct RunArgs {
     /// The API's base URL (a regional host, or a simulator).
     #[arg(long, env = "HIGHWAY_BASE_URL", default_value = DEFAULT_BASE_URL, help_heading = "Endpoint")]
     pub base_url: Url,
-    /// Run against an in-process simulator on 127.0.0.1; no key needed.
+    /// Run against an in-process simulator on 127.0.0.1; no key needed. A
+    /// rehearsal keeps its own ledger and videos (NAME.sim.pixbatch.db, NAME-sim-out).
     #[arg(long, help_heading = "Endpoint")]
     pub simulate: bool,
+    /// Use a ledger made against another base URL (the same service under
+    /// another address); by default that is refused.
+    #[arg(long, help_heading = "Endpoint")]
+    pub allow_endpoint_change: bool,
     /// Send local image paths as URLs under this base (where their folder is hosted).
     #[arg(long, value_name = "URL", help_heading = "Manifest")]
     pub image_base_url: Option<Url>,
@@ -166,6 +172,11 @@ pub struct RunArgs {
     /// id (after ids were added or changed); by default that is an error.
     #[arg(long, help_heading = "Manifest")]
     pub allow_renamed: bool,
+    #[command(flatten)]
+    pub spending: Spending,
+    /// Don't ask before spending (a terminal asks when no --max-spend is set).
+    #[arg(long, short = 'y', help_heading = "Spending")]
+    pub yes: bool,
     /// Submit and return; a later run polls and downloads.
     #[arg(long, help_heading = "When to stop")]
     pub no_wait: bool,
@@ -176,6 +187,24 @@ pub struct RunArgs {
     pub tuning: Tuning,
     #[command(flatten)]
     pub sim: SimKnobs,
+}
+
+/// What a run may cost (shared by `run` and `plan`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Spending")]
+pub struct Spending {
+    /// Stop submitting before the ledger's estimated spend (all runs,
+    /// ambiguous submissions included) would pass this many US dollars.
+    #[arg(long, value_name = "USD")]
+    pub max_spend: Option<Usd>,
+    /// Prices per second of video from this CSV (resolution,audio,usd_per_second)
+    /// instead of the built-in list prices.
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+    /// Submit rows whose exact request another ledger already paid for
+    /// (a deliberate second take); by default that is an error.
+    #[arg(long)]
+    pub allow_repeat: bool,
 }
 
 /// Throughput and patience.
@@ -285,6 +314,9 @@ pub struct LedgerArgs {
     pub manifest: Option<PathBuf>,
     #[command(flatten)]
     pub ledger: LedgerPath,
+    /// The ledger of the manifest's simulated runs (NAME.sim.pixbatch.db).
+    #[arg(long)]
+    pub simulate: bool,
 }
 
 #[derive(Debug, Args)]

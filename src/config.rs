@@ -3,16 +3,18 @@
 //! policy, rates, concurrency, timeouts, retry and polling policy).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use url::Url;
 
 use crate::api::{ApiKey, Timeouts};
-use crate::cli::{LedgerArgs, OutputFormat, RunArgs, SimKnobs, Tuning};
+use crate::cli::{LedgerArgs, OutputFormat, RunArgs, SimKnobs, Spending, Tuning};
 use crate::error::Error;
 use crate::export::ResultsFormat;
 use crate::ingest::IngestOptions;
+use crate::price::{PriceTable, Usd};
 use crate::simulator::SimConfig;
 
 /// Retries of transient failures: exponential backoff with jitter, and
@@ -126,6 +128,42 @@ pub struct RunSettings {
     pub no_wait: bool,
     /// Stop cleanly after this long.
     pub deadline: Option<Duration>,
+    /// The ledger's spending cap (estimated USD, micro-dollars), across runs.
+    pub max_spend_micros: Option<u64>,
+}
+
+/// What a command takes from the process environment, read once in
+/// `main` so that tests can pass their own.
+#[derive(Debug, Default, Clone)]
+pub struct Environment {
+    /// `HIGHWAY_API_KEY`.
+    pub api_key: Option<String>,
+    /// The user-wide record of paid requests: `PIXBATCH_PAID_RECORD`, else
+    /// `paid-requests.db` in the platform's data folder for pixbatch
+    /// (`~/.local/share/pixbatch` on Linux). `None`: nothing is checked.
+    pub paid_record: Option<PathBuf>,
+}
+
+impl Environment {
+    pub fn from_process() -> Environment {
+        Environment {
+            api_key: std::env::var("HIGHWAY_API_KEY").ok(),
+            paid_record: std::env::var_os("PIXBATCH_PAID_RECORD")
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| {
+                    dirs::data_dir().map(|dir| dir.join("pixbatch").join("paid-requests.db"))
+                }),
+        }
+    }
+}
+
+/// The price table: `--prices FILE`, or the built-in list prices.
+pub fn load_prices(spending: &Spending) -> Result<PriceTable, Error> {
+    match &spending.prices {
+        Some(path) => PriceTable::from_file(path).map_err(|error| Error::Usage(error.to_string())),
+        None => Ok(PriceTable::builtin()),
+    }
 }
 
 /// Where requests go, and with which key.
@@ -147,7 +185,16 @@ pub struct RunConfig {
     pub ledger_named: bool,
     pub image_base_url: Option<Url>,
     pub ingest: IngestOptions,
+    /// Prices per second of video, built in or from `--prices`.
+    pub prices: Arc<PriceTable>,
+    /// The user-wide record of paid requests (none for a rehearsal).
+    pub paid_record: Option<PathBuf>,
+    /// Confirm the plan's cost before the first request, on a terminal
+    /// (not with `--yes`, a `--max-spend` cap or `--simulate`).
+    pub ask_before_spending: bool,
     pub endpoint: Endpoint,
+    /// Use a ledger made against another endpoint.
+    pub allow_endpoint_change: bool,
     pub results_format: ResultsFormat,
     pub summary_format: OutputFormat,
     pub progress_every: Duration,
@@ -155,32 +202,44 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// Checks the raw arguments of `run` in one step. `api_key` is
-    /// `HIGHWAY_API_KEY`, read once by the caller.
-    pub fn from_args(args: &RunArgs, api_key: Option<&str>) -> Result<RunConfig, Error> {
+    /// Checks the raw arguments of `run` in one step, with what the
+    /// process environment gave (read once by the caller).
+    pub fn from_args(args: &RunArgs, environment: &Environment) -> Result<RunConfig, Error> {
         check_durations(&args.tuning, args.deadline)?;
+        let endpoint = endpoint(args, environment.api_key.as_deref())?;
         let manifest = args.manifest.clone();
         let out_dir = args
             .out
             .clone()
-            .unwrap_or_else(|| default_out_dir(&manifest));
+            .unwrap_or_else(|| default_out_dir(&manifest, args.simulate));
         Ok(RunConfig {
             ledger_path: args
                 .ledger
                 .ledger
                 .clone()
-                .unwrap_or_else(|| default_ledger_path(&manifest)),
+                .unwrap_or_else(|| default_ledger_path(&manifest, args.simulate)),
             ledger_named: args.ledger.ledger.is_some(),
+            allow_endpoint_change: args.allow_endpoint_change,
             image_base_url: args.image_base_url.clone(),
             ingest: IngestOptions {
                 skip_invalid: args.skip_invalid,
                 allow_renamed: args.allow_renamed,
+                allow_repeat: args.spending.allow_repeat,
             },
-            endpoint: endpoint(args, api_key)?,
+            prices: Arc::new(load_prices(&args.spending)?),
+            // A rehearsal pays nothing, so it neither checks nor adds to
+            // the user-wide record of paid requests.
+            paid_record: (!endpoint.is_simulated())
+                .then(|| environment.paid_record.clone())
+                .flatten(),
+            ask_before_spending: !args.yes
+                && !endpoint.is_simulated()
+                && args.spending.max_spend.is_none(),
+            endpoint,
             results_format: args.results_format,
             summary_format: args.format,
             progress_every: args.tuning.progress_every,
-            settings: engine_settings(out_dir, &args.tuning, args.no_wait, args.deadline),
+            settings: engine_settings(out_dir, args),
             manifest,
         })
     }
@@ -212,12 +271,8 @@ fn check_durations(tuning: &Tuning, deadline: Option<Duration>) -> Result<(), Er
     Ok(())
 }
 
-fn engine_settings(
-    out_dir: PathBuf,
-    tuning: &Tuning,
-    no_wait: bool,
-    deadline: Option<Duration>,
-) -> RunSettings {
+fn engine_settings(out_dir: PathBuf, args: &RunArgs) -> RunSettings {
+    let tuning = &args.tuning;
     RunSettings {
         out_dir,
         submit_per_minute: tuning.submit_rate,
@@ -242,8 +297,9 @@ fn engine_settings(
             json_request: tuning.request_timeout,
         },
         max_video_bytes: tuning.max_video_bytes,
-        no_wait,
-        deadline,
+        no_wait: args.no_wait,
+        deadline: args.deadline,
+        max_spend_micros: args.spending.max_spend.map(Usd::micros),
     }
 }
 
@@ -294,7 +350,7 @@ pub fn sim_config(knobs: &SimKnobs) -> SimConfig {
 pub fn existing_ledger_path(target: &LedgerArgs) -> Result<PathBuf, Error> {
     match (&target.ledger.ledger, &target.manifest) {
         (Some(ledger), _) => Ok(ledger.clone()),
-        (None, Some(manifest)) => Ok(default_ledger_path(manifest)),
+        (None, Some(manifest)) => Ok(default_ledger_path(manifest, target.simulate)),
         (None, None) => Err(Error::Usage(
             "give the manifest (or --ledger PATH) whose jobs to use".to_owned(),
         )),
@@ -355,14 +411,38 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-/// The ledger next to a manifest: `jobs/example.csv` -> `jobs/example.pixbatch.db`.
-pub fn default_ledger_path(manifest: &Path) -> PathBuf {
-    sibling(manifest, ".pixbatch.db")
+/// The ledger next to a manifest: `jobs/example.csv` ->
+/// `jobs/example.pixbatch.db`, or `jobs/example.sim.pixbatch.db` for
+/// simulated runs, so a rehearsal never mixes with the real run.
+pub fn default_ledger_path(manifest: &Path, simulated: bool) -> PathBuf {
+    sibling(
+        manifest,
+        if simulated {
+            ".sim.pixbatch.db"
+        } else {
+            ".pixbatch.db"
+        },
+    )
 }
 
-/// The output folder next to a manifest: `jobs/example.csv` -> `jobs/example-out`.
-pub fn default_out_dir(manifest: &Path) -> PathBuf {
-    sibling(manifest, "-out")
+/// The output folder next to a manifest: `jobs/example.csv` ->
+/// `jobs/example-out`, or `jobs/example-sim-out` for simulated runs.
+pub fn default_out_dir(manifest: &Path, simulated: bool) -> PathBuf {
+    sibling(manifest, if simulated { "-sim-out" } else { "-out" })
+}
+
+impl Endpoint {
+    /// How the ledger records this endpoint.
+    pub fn name(&self) -> String {
+        match self {
+            Endpoint::Simulated(_) => crate::ledger::SIMULATOR.to_owned(),
+            Endpoint::Remote { base_url, .. } => base_url.to_string(),
+        }
+    }
+
+    pub fn is_simulated(&self) -> bool {
+        matches!(self, Endpoint::Simulated(_))
+    }
 }
 
 fn sibling(manifest: &Path, suffix: &str) -> PathBuf {
@@ -482,9 +562,20 @@ mod tests {
     fn default_paths_sit_next_to_the_manifest() {
         let manifest = Path::new("jobs/example.csv");
         assert_eq!(
-            default_ledger_path(manifest),
+            default_ledger_path(manifest, false),
             Path::new("jobs/example.pixbatch.db")
         );
-        assert_eq!(default_out_dir(manifest), Path::new("jobs/example-out"));
+        assert_eq!(
+            default_out_dir(manifest, false),
+            Path::new("jobs/example-out")
+        );
+        assert_eq!(
+            default_ledger_path(manifest, true),
+            Path::new("jobs/example.sim.pixbatch.db")
+        );
+        assert_eq!(
+            default_out_dir(manifest, true),
+            Path::new("jobs/example-sim-out")
+        );
     }
 }

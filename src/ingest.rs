@@ -4,11 +4,13 @@
 //! `validate` runs the same code against a throwaway ledger.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::Error;
 use crate::job::{JobId, JobSpec, JobState};
 use crate::ledger::{Ingest, IngestOutcome, Ledger};
 use crate::manifest::Manifest;
+use crate::price::{PriceTable, Usd};
 use crate::row::{Problem, RawRow};
 use crate::validate::{ValidationContext, validate_row};
 
@@ -31,6 +33,8 @@ pub struct IngestReport {
     pub problems: Vec<Problem>,
     /// Whether the rows were recorded (false when problems stopped it).
     pub committed: bool,
+    /// Rows whose request another ledger already paid for.
+    pub n_paid_elsewhere: u64,
 }
 
 impl IngestReport {
@@ -49,6 +53,8 @@ pub struct IngestOptions {
     pub skip_invalid: bool,
     /// Record a request already submitted under another id as a new job.
     pub allow_renamed: bool,
+    /// Record a request another ledger already paid for (a second take).
+    pub allow_repeat: bool,
 }
 
 pub fn ingest(
@@ -56,6 +62,7 @@ pub fn ingest(
     context: &ValidationContext,
     ledger: &mut Ledger,
     options: IngestOptions,
+    prices: &PriceTable,
 ) -> Result<IngestReport, Error> {
     let mut report = IngestReport::default();
     let mut ingest = ledger.begin_ingest()?;
@@ -69,7 +76,17 @@ pub fn ingest(
             }
         };
         match validate_row(&row, context) {
-            Ok(spec) => record_row(&mut ingest, &mut report, &row, &spec)?,
+            Ok(spec) => {
+                let request = &spec.request;
+                let cost = prices
+                    .cost(
+                        &request.resolution,
+                        request.duration,
+                        request.generate_audio_switch,
+                    )
+                    .map(Usd::micros);
+                record_row(&mut ingest, &mut report, &row, &spec, cost)?;
+            }
             Err(problems) => problems
                 .into_iter()
                 .for_each(|problem| report.problem(problem)),
@@ -85,6 +102,9 @@ pub fn ingest(
     if !options.allow_renamed {
         refuse_renamed(&ingest, &mut report, options.skip_invalid)?;
     }
+    if !options.allow_repeat {
+        refuse_paid_elsewhere(&ingest, &mut report, options.skip_invalid)?;
+    }
     // An empty manifest is never committed: it would take every row out.
     if report.n_problems == 0 || (options.skip_invalid && report.n_rows > 0) {
         ingest.finish(manifest.columns())?;
@@ -99,8 +119,9 @@ fn record_row(
     report: &mut IngestReport,
     row: &RawRow,
     spec: &JobSpec,
+    cost_micros: Option<u64>,
 ) -> Result<(), Error> {
-    match ingest.add(spec)? {
+    match ingest.add(spec, cost_micros)? {
         IngestOutcome::New => report.n_new += 1,
         IngestOutcome::Unchanged => report.n_unchanged += 1,
         IngestOutcome::Replaced => report.n_replaced += 1,
@@ -149,6 +170,39 @@ fn duplicate_problem(row: &RawRow, spec: &JobSpec, first_line: u64) -> Problem {
     }
 }
 
+/// Rows whose exact request another ledger already paid for at this
+/// endpoint are problems (rule `paid-elsewhere`); with `--skip-invalid` they
+/// are left out of the ingest.
+fn refuse_paid_elsewhere(
+    ingest: &Ingest<'_>,
+    report: &mut IngestReport,
+    skip_invalid: bool,
+) -> Result<(), Error> {
+    let (n_paid, paid) = ingest.paid_elsewhere(MAX_PROBLEMS_KEPT)?;
+    let n_listed = paid.len() as u64;
+    for row in paid {
+        let when = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(row.paid_at_ms.max(0) as u64),
+        );
+        report.problem(Problem::new(
+            row.line,
+            "paid-elsewhere",
+            format!(
+                "this exact request was already paid for on {when} by ledger {} (job {}); recording it as job {} \
+                 would pay for it again: pass --allow-repeat for a deliberate second take",
+                row.ledger_path, row.paid_as, row.job_id
+            ),
+        ));
+    }
+    report.n_problems += n_paid - n_listed;
+    report.n_valid -= n_paid.min(report.n_valid);
+    report.n_paid_elsewhere = n_paid;
+    if n_paid > 0 && skip_invalid {
+        ingest.drop_paid_elsewhere()?;
+    }
+    Ok(())
+}
+
 /// Rows whose exact request was already paid for under another id are
 /// problems (rule `already-submitted`); with `--skip-invalid` they are left
 /// out of the ingest.
@@ -194,10 +248,11 @@ pub async fn ingest_in_background(
     image_base_url: Option<url::Url>,
     mut ledger: Ledger,
     options: IngestOptions,
+    prices: Arc<PriceTable>,
 ) -> Result<(IngestReport, Ledger), Error> {
     let context = ValidationContext::new(manifest_dir(manifest.path()), image_base_url);
     tokio::task::spawn_blocking(move || {
-        let report = ingest(&mut manifest, &context, &mut ledger, options)?;
+        let report = ingest(&mut manifest, &context, &mut ledger, options, &prices)?;
         Ok((report, ledger))
     })
     .await
@@ -220,8 +275,9 @@ mod tests {
             ledger,
             IngestOptions {
                 skip_invalid,
-                allow_renamed: false,
+                ..IngestOptions::default()
             },
+            &PriceTable::builtin(),
         )
         .unwrap()
     }

@@ -3,24 +3,9 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Command;
+use crate::config::Environment;
 use crate::error::Error;
 use crate::report::Terminal;
-
-/// What a command takes from the process environment, read once in
-/// `main` so that tests can pass their own.
-#[derive(Default)]
-pub struct Environment {
-    /// `HIGHWAY_API_KEY`.
-    pub api_key: Option<String>,
-}
-
-impl Environment {
-    pub fn from_process() -> Environment {
-        Environment {
-            api_key: std::env::var("HIGHWAY_API_KEY").ok(),
-        }
-    }
-}
 
 /// Runs `command`. `stop` is cancelled by the first signal.
 pub async fn dispatch(

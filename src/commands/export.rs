@@ -14,7 +14,7 @@ pub fn export(args: ExportArgs) -> Result<i32, Error> {
     let ledger = Ledger::open_existing(&path)?;
     let out_dir = match (ledger.meta("out_dir")?, &args.target.manifest) {
         (Some(dir), _) => PathBuf::from(dir),
-        (None, Some(manifest)) => default_out_dir(manifest),
+        (None, Some(manifest)) => default_out_dir(manifest, args.target.simulate),
         (None, None) => PathBuf::from("."),
     };
     match &args.output {

@@ -11,4 +11,5 @@ mod simulator;
 mod status;
 mod validate;
 
-pub use dispatch::{Environment, dispatch};
+pub use crate::config::Environment;
+pub use dispatch::dispatch;

@@ -25,7 +25,11 @@ pub fn retry(args: RetryArgs) -> Result<i32, Error> {
         Some(_) => args.target.ledger.ledger.as_deref(),
         None => Some(path.as_path()),
     };
-    let target = target_args(args.target.manifest.as_deref(), named_ledger);
+    let target = target_args(
+        args.target.manifest.as_deref(),
+        named_ledger,
+        args.target.simulate,
+    );
     let refused = match counts.refused_left_alone {
         0 => String::new(),
         n => format!(

@@ -9,9 +9,9 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::dispatch::Environment;
 use crate::api::ApiClient;
 use crate::cli::{OutputFormat, RunArgs};
+use crate::config::Environment;
 use crate::config::{Endpoint, RunConfig};
 use crate::error::Error;
 use crate::export::write_results_file;
@@ -34,20 +34,18 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<i32, Error> {
     let started = Instant::now();
-    let config = RunConfig::from_args(&args, environment.api_key.as_deref())?;
+    let config = RunConfig::from_args(&args, &environment)?;
     // Fail on an unreadable manifest before creating anything.
     let reader = Manifest::open(&config.manifest)?;
-    if let Some(parent) = config
-        .ledger_path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(parent).map_err(Error::io("create the ledger's folder", parent))?;
-    }
-    let _lock = RunLock::acquire(&config.ledger_path)?;
-    let ledger = Ledger::open(&config.ledger_path)?;
-    let (ingested, ledger) =
-        ingest_in_background(reader, config.image_base_url.clone(), ledger, config.ingest).await?;
+    let (_lock, ledger) = open_ledger(&config)?;
+    let (ingested, ledger) = ingest_in_background(
+        reader,
+        config.image_base_url.clone(),
+        ledger,
+        config.ingest,
+        config.prices.clone(),
+    )
+    .await?;
     let problems = render_problems(&config.manifest, &ingested);
     match config.summary_format {
         OutputFormat::Text => print(&problems)?,
@@ -82,6 +80,7 @@ pub async fn run(
         manifest: &config.manifest,
         ledger: &config.ledger_path,
         ledger_named: config.ledger_named,
+        simulated: config.endpoint.is_simulated(),
         out_dir,
         results_path: summary_data.results_path.as_deref(),
         counts: &summary_data.counts,
@@ -97,6 +96,25 @@ pub async fn run(
         OutputFormat::Json => print(&format!("{}\n", summary.to_json(code)))?,
     }
     Ok(code)
+}
+
+/// Locks and opens the run's ledger, tied to the run's endpoint, with the
+/// user-wide record of paid requests attached for a real endpoint.
+fn open_ledger(config: &RunConfig) -> Result<(RunLock, Ledger), Error> {
+    if let Some(parent) = config
+        .ledger_path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(Error::io("create the ledger's folder", parent))?;
+    }
+    let lock = RunLock::acquire(&config.ledger_path)?;
+    let mut ledger = Ledger::open(&config.ledger_path)?;
+    ledger.bind_endpoint(&config.endpoint.name(), config.allow_endpoint_change)?;
+    if let Some(record) = &config.paid_record {
+        ledger.attach_paid_record(record, &config.endpoint.name())?;
+    }
+    Ok((lock, ledger))
 }
 
 fn log_ingest(manifest: &Path, ingested: &IngestReport) {

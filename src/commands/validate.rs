@@ -6,7 +6,9 @@ use crate::error::{EXIT_INVALID, EXIT_OK, Error};
 use crate::ingest::{IngestOptions, ingest_in_background};
 use crate::ledger::Ledger;
 use crate::manifest::Manifest;
+use crate::price::PriceTable;
 use crate::report::{print, render_validation};
+use std::sync::Arc;
 
 pub async fn validate(args: ValidateArgs) -> Result<i32, Error> {
     let manifest = Manifest::open(&args.manifest)?;
@@ -16,7 +18,14 @@ pub async fn validate(args: ValidateArgs) -> Result<i32, Error> {
         allow_renamed: true,
         ..IngestOptions::default()
     };
-    let (report, _) = ingest_in_background(manifest, args.image_base_url, ledger, options).await?;
+    let (report, _) = ingest_in_background(
+        manifest,
+        args.image_base_url,
+        ledger,
+        options,
+        Arc::new(PriceTable::builtin()),
+    )
+    .await?;
     print(&render_validation(&args.manifest, &report, args.format))?;
     Ok(if report.n_problems > 0 {
         EXIT_INVALID

@@ -41,6 +41,20 @@ pub enum LedgerError {
         from: String,
         to: JobState,
     },
+    #[error(
+        "ledger {path} was made against {recorded}, and this run would use {wanted}: its tasks can only be \
+         fetched where they were made, and its videos are not interchangeable. Use another --ledger for the \
+         other endpoint, or pass --allow-endpoint-change if it is the same service under another address"
+    )]
+    OtherEndpoint {
+        path: PathBuf,
+        recorded: String,
+        wanted: String,
+    },
+    #[error(
+        "failed to open the record of paid requests at {path}: {reason} (set PIXBATCH_PAID_RECORD to another file)"
+    )]
+    PaidRecord { path: PathBuf, reason: String },
     #[error("ledger query failed: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("the ledger thread has stopped")]

@@ -5,6 +5,7 @@
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use super::error::Result;
+use super::paid::PaidContext;
 use super::records::{IngestOutcome, Renamed};
 use super::store::{Ledger, now_ms};
 use crate::job::{JobId, JobSpec, JobState};
@@ -23,6 +24,7 @@ impl Ledger {
             tx,
             generation,
             n_rows: 0,
+            paid: self.paid.clone(),
         })
     }
 }
@@ -43,22 +45,26 @@ const RENAMED_FROM: &str = "FROM jobs AS old CROSS JOIN jobs AS new \
 /// A manifest being taken in, inside one transaction: dropped without
 /// `finish`, nothing of it is kept.
 pub struct Ingest<'a> {
-    tx: rusqlite::Transaction<'a>,
-    generation: i64,
+    pub(super) tx: rusqlite::Transaction<'a>,
+    pub(super) generation: i64,
     n_rows: i64,
+    /// The paid-request record, when attached.
+    pub(super) paid: Option<PaidContext>,
 }
 
 impl Ingest<'_> {
-    /// Records one valid row. Rows are numbered in the order given, which
-    /// is the order of the results table.
-    pub fn add(&mut self, spec: &JobSpec) -> Result<IngestOutcome> {
+    /// Records one valid row, with the estimated cost of one submission of
+    /// it (USD micro-dollars, when prices are known). Rows are numbered in
+    /// the order given, which is the order of the results table.
+    pub fn add(&mut self, spec: &JobSpec, cost_micros: Option<u64>) -> Result<IngestOutcome> {
         let existing = self.existing(&spec.job_id)?;
         let request_json = spec.request.to_json();
         let request_hash = spec.request.content_hash();
         let input_json = serde_json::Value::Object(spec.input.clone()).to_string();
 
-        // ?1..?7 in both statements; the insert adds the time as ?8.
-        let row: [&dyn rusqlite::ToSql; 7] = [
+        let cost_micros = cost_micros.map(|cost| cost as i64);
+        // ?1..?8 in both statements; the insert adds the time as ?9.
+        let row: [&dyn rusqlite::ToSql; 8] = [
             &spec.job_id.0,
             &(self.n_rows + 1),
             &(spec.line as i64),
@@ -66,14 +72,15 @@ impl Ingest<'_> {
             &input_json,
             &request_json,
             &request_hash,
+            &cost_micros,
         ];
         let Some(existing) = existing else {
             let now = now_ms();
             self.tx
                 .prepare_cached(
                     "INSERT INTO jobs (job_id, manifest_row, manifest_line, seen_generation, input_json, \
-                     request_json, request_hash, state, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+                     request_json, request_hash, cost_micros, state, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9)",
                 )?
                 .execute(params_from_iter(row.iter().copied().chain([&now as &dyn rusqlite::ToSql])))?;
             self.n_rows += 1;
@@ -198,19 +205,19 @@ fn update_sql(outcome: &IngestOutcome) -> &'static str {
         // nothing; an edit held earlier and now reverted is dropped.
         IngestOutcome::Unchanged => {
             "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, input_json = ?5, \
-             request_json = ?6, request_hash = ?7, edited_request_json = NULL, edited_request_hash = NULL \
-             WHERE job_id = ?1"
+             request_json = ?6, request_hash = ?7, cost_micros = ?8, edited_request_json = NULL, \
+             edited_request_hash = NULL, edited_cost_micros = NULL WHERE job_id = ?1"
         }
         IngestOutcome::Replaced => {
             "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, input_json = ?5, \
-             request_json = ?6, request_hash = ?7, edited_request_json = NULL, edited_request_hash = NULL, \
-             state = 'pending', error_kind = NULL, error_message = NULL, error_body = NULL, \
-             finished_at = NULL WHERE job_id = ?1"
+             request_json = ?6, request_hash = ?7, cost_micros = ?8, edited_request_json = NULL, \
+             edited_request_hash = NULL, edited_cost_micros = NULL, state = 'pending', error_kind = NULL, \
+             error_message = NULL, error_body = NULL, finished_at = NULL WHERE job_id = ?1"
         }
         // Submitted already: the new request is held aside, not sent.
         _ => {
             "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, input_json = ?5, \
-             edited_request_json = ?6, edited_request_hash = ?7 WHERE job_id = ?1"
+             edited_request_json = ?6, edited_request_hash = ?7, edited_cost_micros = ?8 WHERE job_id = ?1"
         }
     }
 }
@@ -249,7 +256,7 @@ mod tests {
         let mut ledger = Ledger::open_temporary().unwrap();
         {
             let mut ingest = ledger.begin_ingest().unwrap();
-            ingest.add(&spec("a", "p", 2)).unwrap();
+            ingest.add(&spec("a", "p", 2), None).unwrap();
         }
         assert_eq!(ledger.counts(false).unwrap()[&JobState::Pending], 0);
     }
@@ -258,7 +265,7 @@ mod tests {
     fn edits_before_submission_replace_and_after_submission_are_held() {
         let mut ledger = Ledger::open_temporary().unwrap();
         ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "p", 3)]);
-        ledger.mark_submitting(&id("b")).unwrap();
+        ledger.mark_submitting(&id("b"), None).unwrap();
         ledger.mark_running(&id("b"), &TaskId("t1".into())).unwrap();
 
         let outcomes = ingest(&mut ledger, &[spec("a", "p2", 2), spec("b", "p2", 3)]);

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::error::{LedgerError, Result};
-use super::records::{CheckedFile, ErrorRecord, LiveTask, PendingJob};
+use super::records::{CheckedFile, ErrorRecord, LiveTask, PendingJob, Reservation};
 use super::store::{Ledger, now_ms};
 use crate::job::{ErrorKind, JobId, JobState, TaskId, video_file_name};
 
@@ -48,21 +48,35 @@ impl Ledger {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Records the intent to submit, before the request leaves. Returns the
-    /// attempt number.
-    pub fn mark_submitting(&mut self, job_id: &JobId) -> Result<i64> {
+    /// Records the intent to submit, before the request leaves, and
+    /// reserves the job's estimated cost against `cap` (the ledger's
+    /// spending cap, micro-dollars), in one transaction: a submission that
+    /// would pass the cap is not recorded and the job stays pending.
+    pub fn mark_submitting(&mut self, job_id: &JobId, cap: Option<u64>) -> Result<Reservation> {
+        let tx = self.conn.transaction()?;
+        let cost = job_cost(&tx, job_id)?;
+        let spent = spent_micros(&tx)?;
+        if let Some(cap) = cap
+            && spent.saturating_add(cost) > cap
+        {
+            return Ok(Reservation::OverCap { spent, cost, cap });
+        }
         transition(
-            &self.conn,
+            &tx,
             job_id,
             JobState::Submitting,
-            ", attempts = attempts + 1",
+            ", attempts = attempts + 1, charged_micros = charged_micros + COALESCE(cost_micros, 0)",
             &[],
         )?;
-        Ok(self.conn.query_row(
-            "SELECT attempts FROM jobs WHERE job_id = ?1",
-            [&job_id.0],
-            |row| row.get(0),
-        )?)
+        add_spent(&tx, cost as i64)?;
+        tx.commit()?;
+        Ok(Reservation::Reserved)
+    }
+
+    /// What the ledger's jobs have cost so far (estimated, micro-dollars):
+    /// every submission that was or may have been charged.
+    pub fn spent_micros(&self) -> Result<u64> {
+        spent_micros(&self.conn)
     }
 
     /// Commits the task id the API returned, and keeps it in the task
@@ -83,19 +97,47 @@ impl Ledger {
             params![task_id.0, job_id.0, now_ms()],
         )?;
         tx.commit()?;
+        self.remember_paid(job_id);
         Ok(())
     }
 
     /// A submission that provably did not take (nothing sent, or refused
-    /// with a retryable answer): the job may be submitted again.
+    /// with a retryable answer): the job may be submitted again, and its
+    /// reserved cost is released.
     pub fn mark_pending_again(&mut self, job_id: &JobId, error: &ErrorRecord) -> Result<()> {
+        self.release(job_id, JobState::Pending, error, "")
+    }
+
+    /// A submission the API refused for good (invalid input, moderation):
+    /// the job fails, and its reserved cost is released (a refusal is not
+    /// charged).
+    pub fn mark_refused(&mut self, job_id: &JobId, error: &ErrorRecord) -> Result<()> {
+        self.release(job_id, JobState::Failed, error, ", finished_at = ?2")
+    }
+
+    /// Moves a submitting job to `to`, giving back what was reserved for it.
+    fn release(
+        &mut self,
+        job_id: &JobId,
+        to: JobState,
+        error: &ErrorRecord,
+        set: &str,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let cost = job_cost(&tx, job_id)?;
         transition(
-            &self.conn,
+            &tx,
             job_id,
-            JobState::Pending,
-            ", error_kind = ?3, error_message = ?4, error_body = ?5",
+            to,
+            &format!(
+                ", error_kind = ?3, error_message = ?4, error_body = ?5, \
+                 charged_micros = MAX(charged_micros - COALESCE(cost_micros, 0), 0){set}"
+            ),
             &[&error.kind.as_str(), &error.message, &error.body],
-        )
+        )?;
+        add_spent(&tx, -(cost as i64))?;
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn mark_ambiguous(&mut self, job_id: &JobId, error: &ErrorRecord) -> Result<()> {
@@ -245,6 +287,42 @@ impl Ledger {
     }
 }
 
+/// The `meta` key of the ledger's running spend total (micro-dollars), kept
+/// beside the jobs' `charged_micros` so the cap check does not sum them.
+const SPENT_KEY: &str = "spent_micros";
+
+fn job_cost(conn: &Connection, job_id: &JobId) -> Result<u64> {
+    let cost: Option<i64> = conn
+        .query_row(
+            "SELECT cost_micros FROM jobs WHERE job_id = ?1",
+            [&job_id.0],
+            |row| row.get(0),
+        )
+        .optional()?
+        .flatten();
+    Ok(cost.unwrap_or(0).max(0) as u64)
+}
+
+fn spent_micros(conn: &Connection) -> Result<u64> {
+    let spent: Option<i64> = conn
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1",
+            [SPENT_KEY],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(spent.unwrap_or(0).max(0) as u64)
+}
+
+fn add_spent(conn: &Connection, delta: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, MAX(?2, 0)) \
+         ON CONFLICT(key) DO UPDATE SET value = MAX(CAST(value AS INTEGER) + ?2, 0)",
+    )?
+    .execute(params![SPENT_KEY, delta])?;
+    Ok(())
+}
+
 /// Moves a job to `to` if the state machine allows it from its current
 /// state, setting the extra columns in `set` (an SQL fragment whose
 /// parameters start at ?3; ?2 is the current time).
@@ -303,14 +381,14 @@ mod tests {
             ledger.task_history(&id("a")).unwrap().is_empty(),
             "the failed transition left no task row"
         );
-        ledger.mark_submitting(&id("a")).unwrap();
+        ledger.mark_submitting(&id("a"), None).unwrap();
         ledger.mark_running(&id("a"), &TaskId("t".into())).unwrap();
         assert!(
-            ledger.mark_submitting(&id("a")).is_err(),
+            ledger.mark_submitting(&id("a"), None).is_err(),
             "a running job is never resubmitted"
         );
         assert!(matches!(
-            ledger.mark_submitting(&id("nope")),
+            ledger.mark_submitting(&id("nope"), None),
             Err(LedgerError::Transition { .. })
         ));
     }
@@ -319,7 +397,7 @@ mod tests {
     fn success_stores_the_remote_status_the_caller_gives() {
         let mut ledger = Ledger::open_temporary().unwrap();
         ingest(&mut ledger, &[spec("a", "p", 2)]);
-        ledger.mark_submitting(&id("a")).unwrap();
+        ledger.mark_submitting(&id("a"), None).unwrap();
         ledger.mark_running(&id("a"), &TaskId("t".into())).unwrap();
         let file_name = ledger
             .mark_succeeded(&id("a"), "DONE", "https://v/a.mp4", Some(5))

@@ -7,6 +7,7 @@ mod error;
 mod ingest;
 mod jobs;
 mod lock;
+mod paid;
 mod records;
 mod reports;
 mod retry;
@@ -20,7 +21,7 @@ pub use error::{LedgerError, Result};
 pub use ingest::Ingest;
 pub use lock::{LockHolder, RunLock};
 pub use records::{
-    CheckedFile, ErrorRecord, IngestOutcome, JobRecord, LiveTask, PendingJob, Renamed, RetryCounts,
-    RetrySelection,
+    CheckedFile, ErrorRecord, IngestOutcome, JobRecord, LiveTask, PaidElsewhere, PendingJob,
+    Renamed, Reservation, RetryCounts, RetrySelection,
 };
-pub use store::{Ledger, now_ms};
+pub use store::{Ledger, SIMULATOR, now_ms};

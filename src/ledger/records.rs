@@ -131,3 +131,23 @@ pub struct Renamed {
     pub paid_as: JobId,
     pub paid_state: JobState,
 }
+
+/// A row whose exact request another ledger already paid for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaidElsewhere {
+    pub line: u64,
+    pub job_id: JobId,
+    /// The other ledger, as it was named when it paid.
+    pub ledger_path: String,
+    pub paid_as: JobId,
+    pub paid_at_ms: i64,
+}
+
+/// What reserving a submission's cost found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// Recorded as submitting, its cost counted.
+    Reserved,
+    /// It would pass the cap: nothing was recorded.
+    OverCap { spent: u64, cost: u64, cap: u64 },
+}

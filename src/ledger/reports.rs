@@ -150,7 +150,7 @@ mod tests {
         let mut ledger = Ledger::open_temporary().unwrap();
         ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "p", 3)]);
         for job in ["a", "b"] {
-            ledger.mark_submitting(&id(job)).unwrap();
+            ledger.mark_submitting(&id(job), None).unwrap();
             ledger.mark_running(&id(job), &TaskId(job.into())).unwrap();
             let record = ErrorRecord::new(ErrorKind::TaskFailed, "boom", None);
             ledger.mark_failed(&id(job), &record).unwrap();

@@ -21,7 +21,8 @@ impl Ledger {
         if selection.edited {
             counts.edits_applied += tx.execute(
                 "UPDATE jobs SET state = 'pending', request_json = edited_request_json, \
-                 request_hash = edited_request_hash, edited_request_json = NULL, edited_request_hash = NULL, \
+                 request_hash = edited_request_hash, cost_micros = edited_cost_micros, edited_request_json = NULL, \
+                 edited_request_hash = NULL, edited_cost_micros = NULL, \
                  finished_at = NULL, updated_at = ?1 \
                  WHERE edited_request_json IS NOT NULL AND manifest_row IS NOT NULL \
                  AND state IN ('downloaded', 'failed', 'ambiguous', 'pending')",
@@ -119,7 +120,7 @@ mod tests {
     fn interrupted_submissions_become_ambiguous_and_retry_on_request() {
         let mut ledger = Ledger::open_temporary().unwrap();
         ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "p", 3)]);
-        ledger.mark_submitting(&id("a")).unwrap();
+        ledger.mark_submitting(&id("a"), None).unwrap();
         assert_eq!(ledger.recover_interrupted().unwrap(), [id("a")]);
         assert_eq!(ledger.counts(true).unwrap()[&JobState::Ambiguous], 1);
         let counts = ledger
@@ -147,7 +148,7 @@ mod tests {
         let mut ledger = Ledger::open_temporary().unwrap();
         ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "p", 3)]);
         for (job, task) in [("a", "t1"), ("b", "t2")] {
-            ledger.mark_submitting(&id(job)).unwrap();
+            ledger.mark_submitting(&id(job), None).unwrap();
             ledger.mark_running(&id(job), &TaskId(task.into())).unwrap();
         }
         ledger
@@ -193,7 +194,7 @@ mod tests {
     fn retry_downloads_blocked_videos_again_with_a_fresh_url() {
         let mut ledger = Ledger::open_temporary().unwrap();
         ingest(&mut ledger, &[spec("a", "p", 2)]);
-        ledger.mark_submitting(&id("a")).unwrap();
+        ledger.mark_submitting(&id("a"), None).unwrap();
         ledger.mark_running(&id("a"), &TaskId("t1".into())).unwrap();
         ledger
             .mark_succeeded(&id("a"), "DONE", "https://v/a.mp4", None)
@@ -213,7 +214,7 @@ mod tests {
 
     /// Fails `job` as moderation would, before any task was accepted.
     fn refuse(ledger: &mut Ledger, job: &str) {
-        ledger.mark_submitting(&id(job)).unwrap();
+        ledger.mark_submitting(&id(job), None).unwrap();
         let record = ErrorRecord::new(ErrorKind::RefusedContent, "ILLEGAL", None);
         ledger.mark_failed(&id(job), &record).unwrap();
     }
@@ -223,7 +224,7 @@ mod tests {
         let mut ledger = Ledger::open_temporary().unwrap();
         ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "p", 3)]);
         refuse(&mut ledger, "a");
-        ledger.mark_submitting(&id("b")).unwrap();
+        ledger.mark_submitting(&id("b"), None).unwrap();
         ledger.mark_running(&id("b"), &TaskId("t1".into())).unwrap();
         let record = ErrorRecord::new(ErrorKind::TaskFailed, "boom", None);
         ledger.mark_failed(&id("b"), &record).unwrap();

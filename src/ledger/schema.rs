@@ -62,6 +62,24 @@ const MIGRATIONS: &[&str] = &[
     "
     CREATE INDEX jobs_by_request_hash ON jobs (request_hash);
     ",
+    // 3: spending, and one job per task id. `cost_micros` is the estimated
+    // cost of one submission (USD micro-dollars) at the prices of the last
+    // ingest; `charged_micros` is what the job has cost: reserved before
+    // each request leaves, released only when a request provably did not
+    // take, so it never moves afterwards. A task id can belong to one job
+    // only (the trigger leaves older ledgers readable while refusing any
+    // new duplicate).
+    "
+    ALTER TABLE jobs ADD COLUMN cost_micros INTEGER;
+    ALTER TABLE jobs ADD COLUMN edited_cost_micros INTEGER;
+    ALTER TABLE jobs ADD COLUMN charged_micros INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX tasks_by_task_id ON tasks (task_id);
+    CREATE TRIGGER tasks_task_id_unique BEFORE INSERT ON tasks
+    WHEN EXISTS (SELECT 1 FROM tasks WHERE task_id = NEW.task_id)
+    BEGIN
+        SELECT RAISE(ABORT, 'this task id already belongs to a job of this ledger');
+    END;
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

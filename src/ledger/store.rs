@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::error::{LedgerError, Result};
+use super::paid::PaidContext;
 use super::schema;
 
 /// Milliseconds since the Unix epoch, the ledger's time unit.
@@ -18,10 +19,19 @@ pub fn now_ms() -> i64 {
         })
 }
 
+/// The `meta` key of the endpoint a ledger is tied to.
+const ENDPOINT_KEY: &str = "endpoint";
+
+/// How the built-in simulator is named as an endpoint.
+pub const SIMULATOR: &str = "the built-in simulator (--simulate)";
+
 /// The ledger: one SQLite connection. Its methods live in the files named
 /// for what they do (`jobs`, `ingest`, `retry`, `reports`).
 pub struct Ledger {
     pub(super) conn: Connection,
+    pub(super) path: PathBuf,
+    /// Set when the user-wide record of paid requests is attached.
+    pub(super) paid: Option<PaidContext>,
 }
 
 impl Ledger {
@@ -33,7 +43,11 @@ impl Ledger {
             source,
         })?;
         schema::prepare(&conn, path)?;
-        Ok(Ledger { conn })
+        Ok(Ledger {
+            conn,
+            path: path.to_owned(),
+            paid: None,
+        })
     }
 
     /// Opens an existing ledger; a missing one is an error, not a new file.
@@ -55,7 +69,11 @@ impl Ledger {
             source,
         })?;
         schema::prepare(&conn, &path)?;
-        Ok(Ledger { conn })
+        Ok(Ledger {
+            conn,
+            path,
+            paid: None,
+        })
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
@@ -73,6 +91,39 @@ impl Ledger {
             [key, value],
         )?;
         Ok(())
+    }
+
+    /// Ties the ledger to the endpoint its tasks were made against (a base
+    /// URL, or `SIMULATOR`), recording it on first use. Another endpoint is
+    /// refused unless `allow_change`, which moves the ledger over to it.
+    ///
+    /// A ledger from before endpoints were recorded takes the endpoint of
+    /// its first run now, except that one whose tasks all came from the
+    /// built-in simulator (ids `sim-...`) is known to be simulated.
+    pub fn bind_endpoint(&self, endpoint: &str, allow_change: bool) -> Result<()> {
+        let recorded = match self.meta(ENDPOINT_KEY)? {
+            Some(recorded) => Some(recorded),
+            None => self.conn.query_row(
+                "SELECT CASE WHEN COUNT(*) > 0 AND COUNT(*) = SUM(task_id LIKE 'sim-%') THEN ?1 END FROM tasks",
+                [SIMULATOR],
+                |row| row.get(0),
+            )?,
+        };
+        match recorded {
+            Some(recorded) if recorded != endpoint && !allow_change => {
+                Err(LedgerError::OtherEndpoint {
+                    path: self.path.clone(),
+                    recorded,
+                    wanted: endpoint.to_owned(),
+                })
+            }
+            _ => self.set_meta(ENDPOINT_KEY, endpoint),
+        }
+    }
+
+    /// The endpoint the ledger is tied to, if it has been used.
+    pub fn endpoint(&self) -> Result<Option<String>> {
+        self.meta(ENDPOINT_KEY)
     }
 
     /// The input columns of the last manifest ingested, in order.

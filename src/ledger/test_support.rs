@@ -20,7 +20,10 @@ pub fn spec(id: &str, prompt: &str, line: u64) -> JobSpec {
 
 pub fn ingest(ledger: &mut Ledger, specs: &[JobSpec]) -> Vec<IngestOutcome> {
     let mut ingest = ledger.begin_ingest().unwrap();
-    let outcomes = specs.iter().map(|spec| ingest.add(spec).unwrap()).collect();
+    let outcomes = specs
+        .iter()
+        .map(|spec| ingest.add(spec, Some(5 * 45_000)).unwrap())
+        .collect();
     ingest.finish(&["id".to_owned()]).unwrap();
     outcomes
 }

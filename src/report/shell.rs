@@ -20,9 +20,19 @@ pub fn quote(text: &str) -> String {
 }
 
 /// The arguments that name a ledger's jobs in a suggested command: the
-/// manifest, and `--ledger` when the user named one. A path starting with
-/// `-` gets `./` so it is not read as an option.
-pub fn target_args(manifest: Option<&Path>, ledger: Option<&Path>) -> String {
+/// manifest, `--ledger` when the user named one, `--simulate` for the
+/// simulated runs' ledger. A path starting with `-` gets `./` so it is not
+/// read as an option.
+pub fn target_args(manifest: Option<&Path>, ledger: Option<&Path>, simulated: bool) -> String {
+    let target = ledger_args(manifest, ledger);
+    if simulated {
+        format!("{target} --simulate")
+    } else {
+        target
+    }
+}
+
+fn ledger_args(manifest: Option<&Path>, ledger: Option<&Path>) -> String {
     let path = |path: &Path| {
         let text = path.display().to_string();
         quote(&if text.starts_with('-') {
@@ -56,13 +66,20 @@ mod tests {
 
     #[test]
     fn targets_name_the_manifest_and_the_ledger() {
-        assert_eq!(target_args(Some(Path::new("a b.csv")), None), "'a b.csv'");
         assert_eq!(
-            target_args(Some(Path::new("-x.csv")), Some(Path::new("l.db"))),
+            target_args(Some(Path::new("a b.csv")), None, false),
+            "'a b.csv'"
+        );
+        assert_eq!(
+            target_args(Some(Path::new("x.csv")), None, true),
+            "x.csv --simulate"
+        );
+        assert_eq!(
+            target_args(Some(Path::new("-x.csv")), Some(Path::new("l.db")), false),
             "./-x.csv --ledger l.db"
         );
         assert_eq!(
-            target_args(None, Some(Path::new("l.db"))),
+            target_args(None, Some(Path::new("l.db")), false),
             "MANIFEST --ledger l.db"
         );
     }

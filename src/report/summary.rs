@@ -21,6 +21,8 @@ pub struct Summary<'a> {
     /// Whether the user named the ledger (`--ledger`): suggested commands
     /// must name it too.
     pub ledger_named: bool,
+    /// A rehearsal against the built-in simulator (its own ledger).
+    pub simulated: bool,
     pub out_dir: &'a Path,
     pub results_path: Option<&'a Path>,
     pub counts: &'a Counts,
@@ -38,6 +40,7 @@ impl Summary<'_> {
         target_args(
             Some(self.manifest),
             self.ledger_named.then_some(self.ledger),
+            self.simulated,
         )
     }
 
@@ -235,6 +238,7 @@ mod tests {
             manifest,
             ledger: Path::new("jobs/x.pixbatch.db"),
             ledger_named: false,
+            simulated: false,
             out_dir: Path::new("jobs/x-out"),
             results_path: Some(Path::new("jobs/x-out/results.csv")),
             counts,

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::FatalCause;
 use crate::job::{JobId, TaskId};
 use crate::ledger::LedgerError;
+use crate::price::Usd;
 
 /// Submissions in a row whose outcome is unknown before submitting stops:
 /// each more would be another row in doubt.
@@ -21,6 +22,9 @@ pub enum Stop {
     Signal,
     /// `--deadline` passed.
     Deadline,
+    /// The next submission would have passed `--max-spend`: submitting
+    /// stopped, tasks already paid for were still collected.
+    SpendCap { spent: Usd, cap: Usd, next: Usd },
 }
 
 impl Stop {
@@ -29,16 +33,22 @@ impl Stop {
         match self {
             Stop::Signal => "signal",
             Stop::Deadline => "deadline",
+            Stop::SpendCap { .. } => "spend_cap",
         }
     }
 }
 
 impl fmt::Display for Stop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Stop::Signal => "interrupted by a signal",
-            Stop::Deadline => "the --deadline was reached",
-        })
+        match self {
+            Stop::Signal => f.write_str("interrupted by a signal"),
+            Stop::Deadline => f.write_str("the --deadline was reached"),
+            Stop::SpendCap { spent, cap, next } => write!(
+                f,
+                "the spending cap is reached: {spent} of {cap} (--max-spend) is spent, and the next job would \
+                 cost {next}"
+            ),
+        }
     }
 }
 
@@ -150,11 +160,22 @@ impl Control {
     }
 
     pub fn stop_with(&self, reason: Stop) {
+        self.note_stop(reason);
+        self.stop.cancel();
+    }
+
+    /// Stops submitting only: tasks already paid for are still collected.
+    pub(super) fn stop_submitting_with(&self, reason: Stop) {
+        self.note_stop(reason);
+        self.stop_submitting.cancel();
+    }
+
+    fn note_stop(&self, reason: Stop) {
         let mut report = self.report();
         if report.stopped.is_none() {
+            tracing::warn!("stopping: {reason}");
             report.stopped = Some(reason);
         }
-        self.stop.cancel();
     }
 
     /// A submission's outcome is unknown; returns how many in a row.

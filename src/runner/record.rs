@@ -11,7 +11,8 @@ use super::control::Control;
 use super::events::{Event, EventSender};
 use crate::job::{JobId, JobState, TaskId};
 use crate::ledger::{
-    CheckedFile, ErrorRecord, Ledger, LedgerError, LedgerHandle, LiveTask, Result as LedgerResult,
+    CheckedFile, ErrorRecord, Ledger, LedgerError, LedgerHandle, LiveTask, Reservation,
+    Result as LedgerResult,
 };
 
 /// The run must stop: a ledger write failed (already reported to `Control`).
@@ -100,15 +101,24 @@ impl Recorder {
         self.call(|ledger| ledger.recover_interrupted()).await
     }
 
-    /// The intent to submit, written before the request leaves.
-    pub async fn submitting(&self, job: &JobRef) -> Result<(), Halted> {
-        self.move_job(
-            job,
-            JobState::Pending,
-            JobState::Submitting,
-            |ledger, id| ledger.mark_submitting(id).map(drop),
-        )
-        .await
+    /// The intent to submit, written before the request leaves, with the
+    /// job's estimated cost reserved against `cap`. Over the cap, nothing is
+    /// written and the job stays pending.
+    pub async fn submitting(&self, job: &JobRef, cap: Option<u64>) -> Result<Reservation, Halted> {
+        let job_id = job.job_id.clone();
+        let reservation = self
+            .call(move |ledger| ledger.mark_submitting(&job_id, cap))
+            .await?;
+        if reservation == Reservation::Reserved {
+            if job.counted {
+                self.events.send(Event::Moved {
+                    from: JobState::Pending,
+                    to: JobState::Submitting,
+                });
+            }
+            debug!(job_id = %job.job_id, state = %JobState::Submitting, "job is now submitting");
+        }
+        Ok(reservation)
     }
 
     /// The task id the API returned, committed before anything else. A
@@ -155,7 +165,7 @@ impl Recorder {
         self.move_job(job, JobState::Submitting, to, move |ledger, id| match to {
             JobState::Pending => ledger.mark_pending_again(id, &record),
             JobState::Ambiguous => ledger.mark_ambiguous(id, &record),
-            JobState::Failed => ledger.mark_failed(id, &record),
+            JobState::Failed => ledger.mark_refused(id, &record),
             // A refusal never leads anywhere else; a bug stops the run
             // loudly rather than writing the wrong state.
             other => Err(LedgerError::Transition {

@@ -9,14 +9,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::control::{Fatal, MAX_AMBIGUOUS_IN_A_ROW};
+use super::control::{Fatal, MAX_AMBIGUOUS_IN_A_ROW, Stop};
 use super::decide::{AfterSubmit, after_submit_error};
 use super::engine::{Shared, per_minute_limiter};
 use super::poll::Tracked;
-use super::record::JobRef;
+use super::record::{Halted, JobRef};
 use crate::api::ApiError;
 use crate::job::TaskId;
-use crate::ledger::{ErrorRecord, PendingJob, now_ms};
+use crate::ledger::{ErrorRecord, PendingJob, Reservation, now_ms};
+use crate::price::Usd;
 
 /// Jobs read from the ledger at a time.
 const BATCH: usize = 256;
@@ -114,10 +115,21 @@ async fn submit_one(
             _ = limiter.until_ready() => {}
             () = control.stop_submitting.cancelled() => return,
         }
-        if control.stop_submitting.is_cancelled()
-            || shared.recorder.submitting(&job_ref).await.is_err()
-        {
+        if control.stop_submitting.is_cancelled() {
             return;
+        }
+        let cap = shared.settings.max_spend_micros;
+        match shared.recorder.submitting(&job_ref, cap).await {
+            Ok(Reservation::Reserved) => {}
+            Ok(Reservation::OverCap { spent, cost, cap }) => {
+                control.stop_submitting_with(Stop::SpendCap {
+                    spent: Usd::from_micros(spent),
+                    cap: Usd::from_micros(cap),
+                    next: Usd::from_micros(cost),
+                });
+                return;
+            }
+            Err(Halted) => return,
         }
         let error = match shared.api.submit(&job.request_json).await {
             Ok(task_id) => return accepted(&shared, job_ref, task_id, in_flight, to_poll).await,

@@ -55,6 +55,17 @@ pub struct SimCounters {
 }
 
 /// Counts one more of something.
+/// A tag unique to this simulator instance: the start time in
+/// microseconds, the process id and a per-process count.
+fn instance_tag() -> String {
+    static STARTED: AtomicU64 = AtomicU64::new(0);
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_micros() as u64);
+    let n = STARTED.fetch_add(1, Ordering::SeqCst);
+    format!("{micros:x}{:x}{n}", std::process::id())
+}
+
 pub(super) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::SeqCst);
 }
@@ -87,6 +98,9 @@ pub(super) struct SimState {
     pub(super) scripts: Mutex<Scripts>,
     rng: Mutex<fastrand::Rng>,
     next_task: AtomicU64,
+    /// Distinguishes this simulator from every other one, before or after
+    /// it: task ids carry it, so they never repeat across restarts.
+    instance: String,
 }
 
 impl SimState {
@@ -107,6 +121,7 @@ impl SimState {
             next_url: AtomicU64::new(0),
             scripts: Mutex::new(Scripts::default()),
             next_task: AtomicU64::new(1),
+            instance: instance_tag(),
         }
     }
 
@@ -219,7 +234,7 @@ impl SimState {
     pub(super) fn create_task(&self, body: &str, request: &Value) -> String {
         let n = self.next_task.fetch_add(1, Ordering::SeqCst);
         let suffix = self.rng.lock().expect("lock").u32(..);
-        let task_id = format!("sim-{n:06}-{suffix:08x}");
+        let task_id = format!("sim-{}-{n:06}-{suffix:08x}", self.instance);
         let prompt = request.get("prompt").and_then(Value::as_str).unwrap_or("");
         let fails = prompt.contains("[fail]") || self.chance(self.config.failure_rate);
         let task = SimTask {

@@ -8,7 +8,8 @@ fn pixbatch() -> Command {
     command
         .env_remove("HIGHWAY_API_KEY")
         .env_remove("HIGHWAY_BASE_URL")
-        .env_remove("PIXBATCH_LOG");
+        .env_remove("PIXBATCH_LOG")
+        .env("PIXBATCH_PAID_RECORD", crate::support::PAID_RECORD);
     command
 }
 
@@ -209,11 +210,14 @@ fn status_lists_ambiguous_rows_with_their_reason() {
         &context,
         &mut ledger,
         IngestOptions::default(),
+        &pixbatch::price::PriceTable::builtin(),
     )
     .unwrap();
     // A run that died mid-request leaves the job submitting; the next start
     // makes it ambiguous.
-    ledger.mark_submitting(&JobId("clip-7".into())).unwrap();
+    ledger
+        .mark_submitting(&JobId("clip-7".into()), None)
+        .unwrap();
     ledger.recover_interrupted().unwrap();
     drop(ledger);
     pixbatch()
@@ -247,10 +251,11 @@ fn retry_says_which_refused_rows_it_left_alone_and_what_to_do() {
         &context,
         &mut ledger,
         IngestOptions::default(),
+        &pixbatch::price::PriceTable::builtin(),
     )
     .unwrap();
     let job = JobId("clip-7".into());
-    ledger.mark_submitting(&job).unwrap();
+    ledger.mark_submitting(&job, None).unwrap();
     let record = ErrorRecord::new(ErrorKind::RefusedContent, "moderated", None);
     ledger.mark_failed(&job, &record).unwrap();
     drop(ledger);

@@ -27,6 +27,7 @@ fn run_child(scratch: &Scratch, extra: &[&str]) -> Command {
         .args(extra)
         .env("HIGHWAY_API_KEY", KEY)
         .env_remove("PIXBATCH_LOG")
+        .env("PIXBATCH_PAID_RECORD", crate::support::PAID_RECORD)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);

@@ -170,6 +170,7 @@ async fn a_full_disk_loses_nothing_and_the_next_run_continues() {
     let status = tokio::process::Command::new("bash")
         .args(["-c", &script])
         .env("HIGHWAY_API_KEY", crate::support::KEY)
+        .env("PIXBATCH_PAID_RECORD", scratch.path("paid-requests.db"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()

@@ -56,6 +56,7 @@ async fn the_key_is_never_written_anywhere() {
             .arg("run")
             .arg(&manifest)
             .args(["--base-url", &base, "--log-format", format, "-vv"])
+            .env("PIXBATCH_PAID_RECORD", dir.path().join("paid-requests.db"))
             .arg("--ledger")
             .arg(&ledger_path)
             .arg("--out")

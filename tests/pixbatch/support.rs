@@ -16,6 +16,9 @@ use pixbatch::simulator::{self, SimConfig, SimCounters, SimHandle};
 
 pub const KEY: &str = "sk-test-key-0123456789";
 
+/// The record of paid requests the binary uses in tests, never the user's.
+pub const PAID_RECORD: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/paid-requests.db");
+
 /// Timings that make a run take milliseconds instead of minutes.
 pub const FAST: &[&str] = &[
     "--submit-rate",
@@ -164,6 +167,7 @@ pub async fn command(args: &[&str], key: Option<&str>) -> i32 {
         .unwrap_or_else(|error| panic!("{args:?}: {error}"));
     let environment = Environment {
         api_key: key.map(str::to_owned),
+        ..Environment::default()
     };
     match dispatch(
         cli.command,

@@ -21,6 +21,7 @@ fn pixbatch() -> Command {
         .env_remove("HIGHWAY_API_KEY")
         .env_remove("HIGHWAY_BASE_URL")
         .env_remove("PIXBATCH_LOG")
+        .env("PIXBATCH_PAID_RECORD", crate::support::PAID_RECORD)
         .env_remove("NO_COLOR");
     command
 }
@@ -66,6 +67,7 @@ fn under_terminal(shell_command: &str, columns: u16, env: &[(&str, &str)]) -> St
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("NO_COLOR")
         .env_remove("PIXBATCH_LOG")
+        .env("PIXBATCH_PAID_RECORD", crate::support::PAID_RECORD)
         .env("TERM", "xterm-256color");
     for (name, value) in env {
         command.env(name, value);
@@ -141,6 +143,7 @@ fn first_of_pipe(pipeline: &str) -> (i32, String) {
         ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("PIXBATCH_LOG")
+        .env("PIXBATCH_PAID_RECORD", crate::support::PAID_RECORD)
         .output()
         .unwrap();
     (output.status.code().unwrap_or(-1), text(&output.stderr))
@@ -176,6 +179,7 @@ fn a_closed_pipe_ends_output_quietly() {
         &pixbatch::validate::ValidationContext::new(dir.path().to_owned(), None),
         &mut ledger,
         pixbatch::ingest::IngestOptions::default(),
+        &pixbatch::price::PriceTable::builtin(),
     )
     .unwrap();
     drop(ledger);
