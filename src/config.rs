@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::export::ResultsFormat;
 use crate::ingest::IngestOptions;
 use crate::simulator::SimConfig;
+use crate::validate::ColumnMapping;
 
 /// Retries of transient failures: exponential backoff with jitter, and
 /// `Retry-After` honoured when the server sends one.
@@ -146,6 +147,8 @@ pub struct RunConfig {
     /// Whether the user named the ledger (suggested commands must name it too).
     pub ledger_named: bool,
     pub image_base_url: Option<Url>,
+    /// `--column FIELD=HEADER` mappings, checked.
+    pub columns: Vec<ColumnMapping>,
     pub ingest: IngestOptions,
     pub endpoint: Endpoint,
     pub results_format: ResultsFormat,
@@ -172,6 +175,7 @@ impl RunConfig {
                 .unwrap_or_else(|| default_ledger_path(&manifest)),
             ledger_named: args.ledger.ledger.is_some(),
             image_base_url: args.image_base_url.clone(),
+            columns: column_mappings(&args.columns)?,
             ingest: IngestOptions {
                 skip_invalid: args.skip_invalid,
                 allow_renamed: args.allow_renamed,
@@ -287,6 +291,12 @@ pub fn sim_config(knobs: &SimKnobs) -> SimConfig {
         seed: knobs.sim_seed,
         ..SimConfig::default()
     }
+}
+
+/// `--column FIELD=HEADER` flags, checked: FIELD must be an API field
+/// (the message lists them) and no header may be mapped twice.
+pub fn column_mappings(raw: &[String]) -> Result<Vec<ColumnMapping>, Error> {
+    ColumnMapping::parse_all(raw).map_err(Error::Usage)
 }
 
 /// The ledger a command on an existing ledger uses: `--ledger`, or the one

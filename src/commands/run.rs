@@ -46,8 +46,14 @@ pub async fn run(
     }
     let _lock = RunLock::acquire(&config.ledger_path)?;
     let ledger = Ledger::open(&config.ledger_path)?;
-    let (ingested, ledger) =
-        ingest_in_background(reader, config.image_base_url.clone(), ledger, config.ingest).await?;
+    let (ingested, ledger) = ingest_in_background(
+        reader,
+        config.image_base_url.clone(),
+        config.columns.clone(),
+        ledger,
+        config.ingest,
+    )
+    .await?;
     let problems = render_problems(&config.manifest, &ingested);
     match config.summary_format {
         OutputFormat::Text => print(&problems)?,

@@ -2,6 +2,7 @@
 //! nothing is sent and the user's ledger is not touched.
 
 use crate::cli::ValidateArgs;
+use crate::config::column_mappings;
 use crate::error::{EXIT_INVALID, EXIT_OK, Error};
 use crate::ingest::{IngestOptions, ingest_in_background};
 use crate::ledger::Ledger;
@@ -9,6 +10,7 @@ use crate::manifest::Manifest;
 use crate::report::{print, render_validation};
 
 pub async fn validate(args: ValidateArgs) -> Result<i32, Error> {
+    let columns = column_mappings(&args.columns)?;
     let manifest = Manifest::open(&args.manifest)?;
     let ledger = Ledger::open_temporary()?;
     // A throwaway ledger has no history: nothing can have been paid before.
@@ -16,7 +18,8 @@ pub async fn validate(args: ValidateArgs) -> Result<i32, Error> {
         allow_renamed: true,
         ..IngestOptions::default()
     };
-    let (report, _) = ingest_in_background(manifest, args.image_base_url, ledger, options).await?;
+    let (report, _) =
+        ingest_in_background(manifest, args.image_base_url, columns, ledger, options).await?;
     print(&render_validation(&args.manifest, &report, args.format))?;
     Ok(if report.n_problems > 0 {
         EXIT_INVALID
