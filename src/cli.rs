@@ -165,6 +165,13 @@ pub struct RunArgs {
     /// Send local image paths as URLs under this base (where their folder is hosted).
     #[arg(long, value_name = "URL", help_heading = "Manifest")]
     pub image_base_url: Option<Url>,
+    /// Send column HEADER as the API field FIELD (repeatable), e.g. --column duration=Length.
+    #[arg(
+        long = "column",
+        value_name = "FIELD=HEADER",
+        help_heading = "Manifest"
+    )]
+    pub columns: Vec<String>,
     /// Record the valid rows and go on when some rows are invalid.
     #[arg(long, help_heading = "Manifest")]
     pub skip_invalid: bool,
@@ -293,6 +300,9 @@ pub struct ValidateArgs {
     /// Local image paths are allowed and checked, as for `run`.
     #[arg(long, value_name = "URL")]
     pub image_base_url: Option<Url>,
+    /// Send column HEADER as the API field FIELD (repeatable), as for `run`.
+    #[arg(long = "column", value_name = "FIELD=HEADER")]
+    pub columns: Vec<String>,
     /// Output format on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,

@@ -16,6 +16,7 @@ use crate::export::ResultsFormat;
 use crate::ingest::IngestOptions;
 use crate::price::{PriceTable, Usd};
 use crate::simulator::SimConfig;
+use crate::validate::ColumnMapping;
 
 /// Retries of transient failures: exponential backoff with jitter, and
 /// `Retry-After` honoured when the server sends one.
@@ -184,6 +185,8 @@ pub struct RunConfig {
     /// Whether the user named the ledger (suggested commands must name it too).
     pub ledger_named: bool,
     pub image_base_url: Option<Url>,
+    /// `--column FIELD=HEADER` mappings, checked.
+    pub columns: Vec<ColumnMapping>,
     pub ingest: IngestOptions,
     /// Prices per second of video, built in or from `--prices`.
     pub prices: Arc<PriceTable>,
@@ -221,6 +224,7 @@ impl RunConfig {
             ledger_named: args.ledger.ledger.is_some(),
             allow_endpoint_change: args.allow_endpoint_change,
             image_base_url: args.image_base_url.clone(),
+            columns: column_mappings(&args.columns)?,
             ingest: IngestOptions {
                 skip_invalid: args.skip_invalid,
                 allow_renamed: args.allow_renamed,
@@ -343,6 +347,12 @@ pub fn sim_config(knobs: &SimKnobs) -> SimConfig {
         seed: knobs.sim_seed,
         ..SimConfig::default()
     }
+}
+
+/// `--column FIELD=HEADER` flags, checked: FIELD must be an API field
+/// (the message lists them) and no header may be mapped twice.
+pub fn column_mappings(raw: &[String]) -> Result<Vec<ColumnMapping>, Error> {
+    ColumnMapping::parse_all(raw).map_err(Error::Usage)
 }
 
 /// The ledger a command on an existing ledger uses: `--ledger`, or the one

@@ -12,7 +12,7 @@ use crate::ledger::{Ingest, IngestOutcome, Ledger};
 use crate::manifest::Manifest;
 use crate::price::{PriceTable, Usd};
 use crate::row::{Problem, RawRow};
-use crate::validate::{ValidationContext, validate_row};
+use crate::validate::{ColumnMapping, Columns, ValidationContext, validate_row};
 
 /// Problems kept for printing; the rest are only counted.
 const MAX_PROBLEMS_KEPT: usize = 1000;
@@ -30,6 +30,9 @@ pub struct IngestReport {
     /// Rows changed after submission: line, job and its state.
     pub edited: Vec<(u64, JobId, JobState)>,
     pub n_problems: u64,
+    /// Problems with the header (unknown columns, unused `--column`s):
+    /// they concern every row, so `--skip-invalid` does not skip them.
+    pub n_header_problems: u64,
     pub problems: Vec<Problem>,
     /// Whether the rows were recorded (false when problems stopped it).
     pub committed: bool,
@@ -43,6 +46,13 @@ impl IngestReport {
         if self.problems.len() < MAX_PROBLEMS_KEPT {
             self.problems.push(problem);
         }
+    }
+
+    fn header_problems(&mut self, problems: Vec<Problem>) {
+        self.n_header_problems += problems.len() as u64;
+        problems
+            .into_iter()
+            .for_each(|problem| self.problem(problem));
     }
 }
 
@@ -66,6 +76,9 @@ pub fn ingest(
 ) -> Result<IngestReport, Error> {
     let mut report = IngestReport::default();
     let mut ingest = ledger.begin_ingest()?;
+    let mut columns = Columns::new(context);
+    let header = manifest.columns().iter().enumerate();
+    report.header_problems(columns.learn(1, header.map(|(idx, name)| (idx + 1, name.as_str()))));
     while let Some(row) = manifest.next_row()? {
         report.n_rows += 1;
         let row = match row {
@@ -75,7 +88,14 @@ pub fn ingest(
                 continue;
             }
         };
-        match validate_row(&row, context) {
+        if manifest.columns().len() > columns.n_learned() {
+            // JSONL: a key is checked once, on the line where it first appears.
+            let cells = row.cells.iter();
+            report.header_problems(
+                columns.learn(row.line, cells.map(|cell| (cell.index, cell.name.as_str()))),
+            );
+        }
+        match validate_row(&row, &columns, context) {
             Ok(spec) => {
                 let request = &spec.request;
                 let cost = prices
@@ -85,13 +105,14 @@ pub fn ingest(
                         request.generate_audio_switch,
                     )
                     .map(Usd::micros);
-                record_row(&mut ingest, &mut report, &row, &spec, cost)?;
+                record_row(&mut ingest, &mut report, &row, &spec, &columns, cost)?;
             }
             Err(problems) => problems
                 .into_iter()
                 .for_each(|problem| report.problem(problem)),
         }
     }
+    report.header_problems(columns.unused_mappings());
     if report.n_rows == 0 {
         report.problem(Problem::new(
             1,
@@ -106,7 +127,9 @@ pub fn ingest(
         refuse_paid_elsewhere(&ingest, &mut report, options.skip_invalid)?;
     }
     // An empty manifest is never committed: it would take every row out.
-    if report.n_problems == 0 || (options.skip_invalid && report.n_rows > 0) {
+    // Header problems concern every row: they are never skipped.
+    let skippable = options.skip_invalid && report.n_rows > 0 && report.n_header_problems == 0;
+    if report.n_problems == 0 || skippable {
         ingest.finish(manifest.columns())?;
         report.committed = true;
     }
@@ -119,6 +142,7 @@ fn record_row(
     report: &mut IngestReport,
     row: &RawRow,
     spec: &JobSpec,
+    columns: &Columns,
     cost_micros: Option<u64>,
 ) -> Result<(), Error> {
     match ingest.add(spec, cost_micros)? {
@@ -132,7 +156,7 @@ fn record_row(
             }
         }
         IngestOutcome::Duplicate { first_line } => {
-            report.problem(duplicate_problem(row, spec, first_line));
+            report.problem(duplicate_problem(row, spec, first_line, columns));
             return Ok(());
         }
     }
@@ -141,7 +165,7 @@ fn record_row(
 }
 
 /// A second row with the identity of the row on `first_line`.
-fn duplicate_problem(row: &RawRow, spec: &JobSpec, first_line: u64) -> Problem {
+fn duplicate_problem(row: &RawRow, spec: &JobSpec, first_line: u64, columns: &Columns) -> Problem {
     if !spec.explicit_id {
         return Problem::new(
             row.line,
@@ -160,11 +184,7 @@ fn duplicate_problem(row: &RawRow, spec: &JobSpec, first_line: u64) -> Problem {
             spec.job_id.0
         ),
     );
-    match row
-        .cells
-        .iter()
-        .find(|cell| cell.name.eq_ignore_ascii_case("id"))
-    {
+    match row.cells.iter().find(|cell| columns.is_id(&cell.name)) {
         Some(cell) => problem.at_column(cell.index, &cell.name),
         None => problem,
     }
@@ -246,11 +266,13 @@ fn manifest_dir(manifest: &Path) -> PathBuf {
 pub async fn ingest_in_background(
     mut manifest: Manifest,
     image_base_url: Option<url::Url>,
+    columns: Vec<ColumnMapping>,
     mut ledger: Ledger,
     options: IngestOptions,
     prices: Arc<PriceTable>,
 ) -> Result<(IngestReport, Ledger), Error> {
-    let context = ValidationContext::new(manifest_dir(manifest.path()), image_base_url);
+    let context =
+        ValidationContext::new(manifest_dir(manifest.path()), image_base_url).with_columns(columns);
     tokio::task::spawn_blocking(move || {
         let report = ingest(&mut manifest, &context, &mut ledger, options, &prices)?;
         Ok((report, ledger))
@@ -265,7 +287,17 @@ mod tests {
     use std::path::Path;
 
     fn run(dir: &Path, text: &str, ledger: &mut Ledger, skip_invalid: bool) -> IngestReport {
-        let path = dir.join("m.csv");
+        run_file(dir, "m.csv", text, ledger, skip_invalid)
+    }
+
+    fn run_file(
+        dir: &Path,
+        name: &str,
+        text: &str,
+        ledger: &mut Ledger,
+        skip_invalid: bool,
+    ) -> IngestReport {
+        let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         let mut manifest = Manifest::open(&path).unwrap();
         let context = ValidationContext::new(dir.to_owned(), None);
@@ -322,5 +354,63 @@ mod tests {
             .map(|p| (p.location.line, p.rule))
             .collect();
         assert_eq!(rules, [(3, "row-duplicate")]);
+    }
+
+    fn located_rules(report: &IngestReport) -> Vec<(u64, &'static str)> {
+        report
+            .problems
+            .iter()
+            .map(|p| (p.location.line, p.rule))
+            .collect()
+    }
+
+    #[test]
+    fn a_misspelled_header_is_one_problem_and_is_never_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "id,image,prompt,durration\n\
+                    a,https://x/a.png,p,8\n\
+                    b,https://x/b.png,p,9\n\
+                    c,https://x/c.png,p,10\n";
+        let mut ledger = Ledger::open_temporary().unwrap();
+        for skip_invalid in [false, true] {
+            let report = run(dir.path(), text, &mut ledger, skip_invalid);
+            assert_eq!(located_rules(&report), [(1, "column-unknown")]);
+            assert_eq!((report.n_problems, report.n_header_problems), (1, 1));
+            assert_eq!(
+                report.problems[0].location.column,
+                Some((4, "durration".to_owned()))
+            );
+            assert!(!report.committed, "skip_invalid: {skip_invalid}");
+            assert_eq!(ledger.counts(false).unwrap()[&JobState::Pending], 0);
+        }
+    }
+
+    #[test]
+    fn jsonl_keys_are_checked_once_where_they_first_appear() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "{\"image\": \"https://x/a.png\", \"prompt\": \"p\"}\n\
+                    {\"image\": \"https://x/b.png\", \"prompt\": \"p\", \"notes\": \"n\", \"resolutoin\": \"1080p\"}\n\
+                    {\"image\": \"https://x/c.png\", \"prompt\": \"p\", \"resolutoin\": \"1080p\"}\n";
+        let mut ledger = Ledger::open_temporary().unwrap();
+        let report = run_file(dir.path(), "m.jsonl", text, &mut ledger, true);
+        assert_eq!(located_rules(&report), [(2, "column-unknown")]);
+        assert_eq!(
+            report.problems[0].location.column,
+            Some((4, "resolutoin".to_owned()))
+        );
+        assert!(!report.committed);
+    }
+
+    #[test]
+    fn a_duplicate_id_points_at_an_aliased_id_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "Image URL,Job ID,Prompt\nhttps://x/a.png,a,p\nhttps://x/b.png,a,p\n";
+        let mut ledger = Ledger::open_temporary().unwrap();
+        let report = run(dir.path(), text, &mut ledger, false);
+        assert_eq!(located_rules(&report), [(3, "id-duplicate")]);
+        assert_eq!(
+            report.problems[0].location.column,
+            Some((2, "Job ID".to_owned()))
+        );
     }
 }

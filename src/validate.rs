@@ -3,6 +3,7 @@
 //! downstream takes a `JobSpec` and trusts it. It does no I/O: local images
 //! are read through the context's `ImageProbe`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct ValidationContext {
     pub image_base_url: Option<Url>,
     /// Reads local images' headers (the file system, or a fake in tests).
     pub probe: Arc<dyn ImageProbe>,
+    /// `--column FIELD=HEADER`: headers sent as a field whatever their name.
+    pub columns: Vec<ColumnMapping>,
 }
 
 impl ValidationContext {
@@ -42,7 +45,13 @@ impl ValidationContext {
             manifest_dir,
             image_base_url,
             probe: Arc::new(FileProbe),
+            columns: Vec::new(),
         }
+    }
+
+    /// The same context, with these `--column` mappings.
+    pub fn with_columns(self, columns: Vec<ColumnMapping>) -> ValidationContext {
+        ValidationContext { columns, ..self }
     }
 
     /// The same context, reading local images through `probe`.
@@ -56,12 +65,15 @@ impl fmt::Debug for ValidationContext {
         f.debug_struct("ValidationContext")
             .field("manifest_dir", &self.manifest_dir)
             .field("image_base_url", &self.image_base_url)
+            .field("columns", &self.columns)
             .finish_non_exhaustive()
     }
 }
 
-/// The API fields a column can name, matched without regard to case or
-/// surrounding whitespace. Any other column is carried along, not sent.
+/// The API fields a column can name. Headers are compared after
+/// normalising (see `HeaderKey`), against the field names, the aliases in
+/// `ALIASES` and the `--column` mappings; any other column is carried
+/// along, not sent, unless it looks like a misspelled field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {
     Id,
@@ -77,20 +89,348 @@ enum Field {
 }
 
 impl Field {
-    fn from_column(name: &str) -> Option<Field> {
-        Some(match name.trim().to_ascii_lowercase().as_str() {
-            "id" => Field::Id,
-            "image" => Field::Image,
-            "prompt" => Field::Prompt,
-            "duration" => Field::Duration,
-            "cfg_scale" => Field::CfgScale,
-            "resolution" => Field::Resolution,
-            "seed" => Field::Seed,
-            "thinking_type" => Field::ThinkingType,
-            "negative_prompt" => Field::NegativePrompt,
-            "generate_audio_switch" | "generate_audio" => Field::GenerateAudio,
-            _ => return None,
+    const ALL: [Field; 10] = [
+        Field::Id,
+        Field::Image,
+        Field::Prompt,
+        Field::Duration,
+        Field::CfgScale,
+        Field::Resolution,
+        Field::Seed,
+        Field::ThinkingType,
+        Field::NegativePrompt,
+        Field::GenerateAudio,
+    ];
+
+    /// The field's own name: the API's (`id` is pixbatch's), and what
+    /// `--column` takes.
+    fn name(self) -> &'static str {
+        match self {
+            Field::Id => "id",
+            Field::Image => "image",
+            Field::Prompt => "prompt",
+            Field::Duration => "duration",
+            Field::CfgScale => "cfg_scale",
+            Field::Resolution => "resolution",
+            Field::Seed => "seed",
+            Field::ThinkingType => "thinking_type",
+            Field::NegativePrompt => "negative_prompt",
+            Field::GenerateAudio => "generate_audio_switch",
+        }
+    }
+}
+
+/// Spreadsheet spellings accepted besides the field names, written as
+/// headers compare (lower case, words joined by `_`, no unit). Kept short
+/// on purpose; the README's manifest table lists them.
+const ALIASES: [(&str, Field); 7] = [
+    ("job_id", Field::Id),
+    ("image_url", Field::Image),
+    ("image_link", Field::Image),
+    ("image_path", Field::Image),
+    ("cfg", Field::CfgScale),
+    ("generate_audio", Field::GenerateAudio),
+    ("audio", Field::GenerateAudio),
+];
+
+/// The units a duration header may name (`Duration (s)`); another unit
+/// (`Duration (ms)`) is a header problem, not a silent 1000-fold mistake.
+const SECONDS: [&str; 5] = ["s", "sec", "secs", "second", "seconds"];
+
+/// Headers this close to a field name or alias (edit distance, with
+/// transpositions) are reported as misspellings...
+const MAX_TYPO_DISTANCE: usize = 2;
+/// ...when both are at least this long, so short names make no noise...
+const MIN_TYPO_LENGTH: usize = 4;
+/// ...and only one edit away when either is shorter than this (`side` is
+/// not `seed`, nor `page` `image`).
+const MIN_TWO_TYPO_LENGTH: usize = 6;
+
+/// Every name a header can match: the field names, then the aliases.
+fn field_names() -> impl Iterator<Item = (&'static str, Field)> {
+    Field::ALL
+        .into_iter()
+        .map(|field| (field.name(), field))
+        .chain(ALIASES)
+}
+
+/// A header as it is compared: lower case, surrounding whitespace gone,
+/// spaces, hyphens and underscores alike (words joined by `_`), and a
+/// trailing unit in parentheses split off: `Duration (s)` is `duration`
+/// in seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HeaderKey {
+    base: String,
+    unit: Option<String>,
+}
+
+impl HeaderKey {
+    fn of(name: &str) -> HeaderKey {
+        let lower = name.trim().to_lowercase();
+        let (base, unit) = match lower
+            .strip_suffix(')')
+            .and_then(|rest| rest.rsplit_once('('))
+        {
+            Some((base, unit)) => (base, Some(words(unit))),
+            None => (lower.as_str(), None),
+        };
+        HeaderKey {
+            base: words(base),
+            unit,
+        }
+    }
+}
+
+fn words(text: &str) -> String {
+    text.split(|c: char| c.is_whitespace() || c == '-' || c == '_')
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// What a header means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meaning {
+    /// Sent as this field.
+    Field(Field),
+    /// Probably meant as this field, but not recognised: a header problem.
+    Unknown(Field),
+    /// Not a field: carried into the results, not sent.
+    Carried,
+}
+
+fn meaning(name: &str, mappings: &[ColumnMapping]) -> Meaning {
+    let key = HeaderKey::of(name);
+    if let Some(mapping) = mappings.iter().find(|mapping| mapping.key == key) {
+        return Meaning::Field(mapping.field);
+    }
+    if let Some((_, field)) = field_names().find(|(known, _)| *known == key.base) {
+        return match key.unit {
+            Some(unit) if field == Field::Duration && !SECONDS.contains(&unit.as_str()) => {
+                Meaning::Unknown(field)
+            }
+            _ => Meaning::Field(field),
+        };
+    }
+    misspelled(&key.base).map_or(Meaning::Carried, Meaning::Unknown)
+}
+
+/// The field `base` is probably a misspelling of: the nearest field name
+/// or alias within the typo distance, both at least `MIN_TYPO_LENGTH`
+/// characters long.
+fn misspelled(base: &str) -> Option<Field> {
+    let length = base.chars().count();
+    if length < MIN_TYPO_LENGTH {
+        return None;
+    }
+    let allowed = |known: &str| match length.min(known.len()) {
+        shortest if shortest < MIN_TYPO_LENGTH => 0,
+        shortest if shortest < MIN_TWO_TYPO_LENGTH => 1,
+        _ => MAX_TYPO_DISTANCE,
+    };
+    field_names()
+        .filter(|(known, _)| known.len().abs_diff(length) <= allowed(known))
+        .map(|(known, field)| (edit_distance(base, known), known, field))
+        .filter(|(distance, known, _)| *distance <= allowed(known))
+        .min_by_key(|(distance, _, _)| *distance)
+        .map(|(_, _, field)| field)
+}
+
+/// The edit distance between `a` and `b` in characters: insertions,
+/// deletions, substitutions and swaps of two neighbours each count one
+/// (optimal string alignment).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut two_back = vec![0; b.len() + 1];
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut current = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            current[j] = (previous[j] + 1)
+                .min(current[j - 1] + 1)
+                .min(previous[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                current[j] = current[j].min(two_back[j - 2] + 1);
+            }
+        }
+        two_back = std::mem::replace(&mut previous, current);
+    }
+    previous[b.len()]
+}
+
+/// `--column FIELD=HEADER`: the column HEADER (matched like any header)
+/// is sent as FIELD, whatever its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnMapping {
+    field: Field,
+    header: String,
+    key: HeaderKey,
+}
+
+impl ColumnMapping {
+    /// Parses `FIELD=HEADER`; FIELD is an API field name, in any case.
+    pub fn parse(text: &str) -> Result<ColumnMapping, String> {
+        let fields = Field::ALL.map(Field::name).join(", ");
+        let (field, header) = text.split_once('=').unwrap_or((text, ""));
+        let Some(field) = Field::ALL
+            .into_iter()
+            .find(|known| known.name().eq_ignore_ascii_case(field.trim()))
+        else {
+            return Err(format!(
+                "--column {text:?}: {:?} is not an API field; FIELD is one of {fields}",
+                field.trim()
+            ));
+        };
+        let header = header.trim();
+        if header.is_empty() {
+            return Err(format!(
+                "--column {text:?}: name the column after `=`, as in --column {}=HEADER",
+                field.name()
+            ));
+        }
+        Ok(ColumnMapping {
+            field,
+            header: header.to_owned(),
+            key: HeaderKey::of(header),
         })
+    }
+
+    /// Parses every `--column`; one header mapped twice is refused.
+    pub fn parse_all(texts: &[String]) -> Result<Vec<ColumnMapping>, String> {
+        let mut mappings: Vec<ColumnMapping> = Vec::with_capacity(texts.len());
+        for text in texts {
+            let mapping = ColumnMapping::parse(text)?;
+            if let Some(first) = mappings.iter().find(|seen| seen.key == mapping.key) {
+                return Err(format!(
+                    "--column {text:?}: column {:?} is already mapped to {}",
+                    mapping.header,
+                    first.field.name()
+                ));
+            }
+            mappings.push(mapping);
+        }
+        Ok(mappings)
+    }
+
+    /// The flag as a shell word: `duration=durration`, or quoted.
+    fn flag(field: Field, header: &str) -> String {
+        let word = format!("{}={header}", field.name());
+        if word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.=".contains(c))
+        {
+            word
+        } else {
+            format!("'{}'", word.replace('\'', r"'\''"))
+        }
+    }
+}
+
+/// A header that looks meant as `field` but is not recognised.
+fn unknown_column(line: u64, index: usize, name: &str, field: Field) -> Problem {
+    let hint = match HeaderKey::of(name).unit {
+        Some(unit) if field == Field::Duration && !SECONDS.contains(&unit.as_str()) => {
+            format!(" (in seconds, not {unit})")
+        }
+        _ => String::new(),
+    };
+    let message = format!(
+        "unknown column {name:?}: did you mean {:?}{hint}? (rename it, or map it with --column {})",
+        field.name(),
+        ColumnMapping::flag(field, name)
+    );
+    Problem::new(line, "column-unknown", message).at_column(index, name)
+}
+
+/// What each column of one manifest means, decided once per column name
+/// from the header (for JSONL, as each key is first seen) and the
+/// `--column` mappings; `validate_row` reads it for every row.
+#[derive(Debug, Clone, Default)]
+pub struct Columns {
+    mappings: Vec<ColumnMapping>,
+    fields: HashMap<String, Option<Field>>,
+}
+
+impl Columns {
+    pub fn new(context: &ValidationContext) -> Columns {
+        Columns {
+            mappings: context.columns.clone(),
+            fields: HashMap::new(),
+        }
+    }
+
+    /// How many distinct column names were learned.
+    pub fn n_learned(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Learns the columns not seen before (each with its 1-based number),
+    /// found on `line`, and returns a `column-unknown` problem for each new
+    /// one that looks like a misspelled field.
+    pub fn learn<'a>(
+        &mut self,
+        line: u64,
+        names: impl IntoIterator<Item = (usize, &'a str)>,
+    ) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for (index, name) in names {
+            if self.fields.contains_key(name) {
+                continue;
+            }
+            let field = match meaning(name, &self.mappings) {
+                Meaning::Field(field) => Some(field),
+                Meaning::Unknown(field) => {
+                    problems.push(unknown_column(line, index, name, field));
+                    None
+                }
+                Meaning::Carried => None,
+            };
+            self.fields.insert(name.to_owned(), field);
+        }
+        problems
+    }
+
+    /// A `column-mapping-unused` problem for each `--column` whose header
+    /// no learned column matches (the field would silently get its default).
+    pub fn unused_mappings(&self) -> Vec<Problem> {
+        self.mappings
+            .iter()
+            .filter(|mapping| {
+                !self
+                    .fields
+                    .keys()
+                    .any(|name| HeaderKey::of(name) == mapping.key)
+            })
+            .map(|mapping| {
+                let flag = ColumnMapping::flag(mapping.field, &mapping.header);
+                Problem::new(
+                    1,
+                    "column-mapping-unused",
+                    format!(
+                        "--column {flag}: the manifest has no column {:?}",
+                        mapping.header
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether the column `name` holds the rows' ids.
+    pub fn is_id(&self, name: &str) -> bool {
+        self.field(name) == Some(Field::Id)
+    }
+
+    /// The field the column `name` is sent as, if any. A name not learned
+    /// (a caller that skipped `learn`) is worked out on the spot.
+    fn field(&self, name: &str) -> Option<Field> {
+        match self.fields.get(name) {
+            Some(field) => *field,
+            None => match meaning(name, &self.mappings) {
+                Meaning::Field(field) => Some(field),
+                Meaning::Unknown(_) | Meaning::Carried => None,
+            },
+        }
     }
 }
 
@@ -107,14 +447,14 @@ impl<'a> RowCheck<'a> {
             .push(Problem::new(self.line, rule, message).at_column(cell.index, &cell.name));
     }
 
-    fn new(row: &'a RawRow) -> RowCheck<'a> {
+    fn new(row: &'a RawRow, columns: &Columns) -> RowCheck<'a> {
         let mut check = RowCheck {
             line: row.line,
             problems: Vec::new(),
             cells: Vec::new(),
         };
         for cell in &row.cells {
-            let Some(field) = Field::from_column(&cell.name) else {
+            let Some(field) = columns.field(&cell.name) else {
                 continue;
             };
             if let Some((_, first)) = check.cells.iter().find(|(seen, _)| *seen == field) {
@@ -254,9 +594,14 @@ pub fn parse_bool(text: &str) -> Option<bool> {
 }
 
 /// Checks one row against every rule and returns the job it describes, or
-/// every problem found in it.
-pub fn validate_row(row: &RawRow, context: &ValidationContext) -> Result<JobSpec, Vec<Problem>> {
-    let mut check = RowCheck::new(row);
+/// every problem found in it. `columns` says which cell is which field
+/// (header problems are `Columns::learn`'s, reported once, not per row).
+pub fn validate_row(
+    row: &RawRow,
+    columns: &Columns,
+    context: &ValidationContext,
+) -> Result<JobSpec, Vec<Problem>> {
+    let mut check = RowCheck::new(row, columns);
     // The fields are checked in this order so problems list in it.
     let explicit_id = check.text(Field::Id, "id-text");
     let image = check.image(context);
@@ -601,10 +946,31 @@ mod tests {
     }
 
     fn local_image(context: &ValidationContext, path: &str) -> Result<JobSpec, Vec<Problem>> {
-        validate_row(
+        validate(
             &row(&[("image", json!(path)), ("prompt", json!("p"))]),
             context,
         )
+    }
+
+    /// `validate_row` with the row's own names as the header; header
+    /// problems come first.
+    fn validate(row: &RawRow, context: &ValidationContext) -> Result<JobSpec, Vec<Problem>> {
+        let mut columns = Columns::new(context);
+        let mut problems = columns.learn(1, numbered(row));
+        match validate_row(row, &columns, context) {
+            Ok(spec) if problems.is_empty() => Ok(spec),
+            Ok(_) => Err(problems),
+            Err(more) => {
+                problems.extend(more);
+                Err(problems)
+            }
+        }
+    }
+
+    fn numbered(row: &RawRow) -> impl Iterator<Item = (usize, &str)> {
+        row.cells
+            .iter()
+            .map(|cell| (cell.index, cell.name.as_str()))
     }
 
     fn row(cells: &[(&str, Value)]) -> RawRow {
@@ -639,12 +1005,12 @@ mod tests {
     }
 
     fn check(extra: &[(&str, Value)]) -> Vec<&'static str> {
-        rules(validate_row(&with(extra), &context()))
+        rules(validate(&with(extra), &context()))
     }
 
     #[test]
     fn a_minimal_row_gets_the_defaults() {
-        let spec = validate_row(&with(&[]), &context()).unwrap();
+        let spec = validate(&with(&[]), &context()).unwrap();
         assert_eq!(spec.request.duration, 5);
         assert_eq!(spec.request.resolution, "720p");
         assert_eq!(spec.request.thinking_type, "auto");
@@ -657,7 +1023,7 @@ mod tests {
     #[test]
     fn prompt_length_counts_characters_not_bytes() {
         let prompt = |text: String| {
-            rules(validate_row(
+            rules(validate(
                 &row(&[
                     ("image", json!("https://x.io/a.png")),
                     ("prompt", json!(text)),
@@ -681,7 +1047,7 @@ mod tests {
 
     #[test]
     fn prompt_is_required() {
-        let result = validate_row(
+        let result = validate(
             &row(&[
                 ("image", json!("https://x.io/a.png")),
                 ("prompt", json!("  ")),
@@ -689,7 +1055,7 @@ mod tests {
             &context(),
         );
         assert_eq!(rules(result), ["prompt-required"]);
-        let result = validate_row(&row(&[("image", json!("https://x.io/a.png"))]), &context());
+        let result = validate(&row(&[("image", json!("https://x.io/a.png"))]), &context());
         assert_eq!(rules(result), ["prompt-required"]);
     }
 
@@ -709,12 +1075,12 @@ mod tests {
     #[test]
     fn integers_accept_spreadsheet_spellings() {
         for text in ["5", " 5 ", "5.0", "+5", "5.000"] {
-            let spec = validate_row(&with(&[("duration", json!(text))]), &context()).unwrap();
+            let spec = validate(&with(&[("duration", json!(text))]), &context()).unwrap();
             assert_eq!(spec.request.duration, 5, "{text:?}");
         }
-        let spec = validate_row(&with(&[("duration", json!(5.0))]), &context()).unwrap();
+        let spec = validate(&with(&[("duration", json!(5.0))]), &context()).unwrap();
         assert_eq!(spec.request.duration, 5);
-        let spec = validate_row(&with(&[("seed", json!("42.0"))]), &context()).unwrap();
+        let spec = validate(&with(&[("seed", json!("42.0"))]), &context()).unwrap();
         assert_eq!(spec.request.seed, Some(42));
         assert_eq!(check(&[("seed", json!("4.2"))]), ["seed-type"]);
     }
@@ -733,8 +1099,7 @@ mod tests {
     #[test]
     fn each_resolution() {
         for resolution in ["360p", "540p", "720p", "1080p", "1080P", " 540p "] {
-            let spec =
-                validate_row(&with(&[("resolution", json!(resolution))]), &context()).unwrap();
+            let spec = validate(&with(&[("resolution", json!(resolution))]), &context()).unwrap();
             assert_eq!(
                 spec.request.resolution,
                 resolution.trim().to_ascii_lowercase()
@@ -761,11 +1126,10 @@ mod tests {
             ("0", false),
             ("FALSE", false),
         ] {
-            let spec = validate_row(&with(&[("generate_audio", json!(text))]), &context()).unwrap();
+            let spec = validate(&with(&[("generate_audio", json!(text))]), &context()).unwrap();
             assert_eq!(spec.request.generate_audio_switch, expected, "{text}");
         }
-        let spec =
-            validate_row(&with(&[("generate_audio_switch", json!(true))]), &context()).unwrap();
+        let spec = validate(&with(&[("generate_audio_switch", json!(true))]), &context()).unwrap();
         assert!(spec.request.generate_audio_switch);
         assert_eq!(
             check(&[("generate_audio", json!("maybe"))]),
@@ -787,7 +1151,7 @@ mod tests {
             "http://cdn.example.com/a.JPG",
             "https://cdn.example.com/dir/a.jpeg?sig=abc",
         ] {
-            let result = validate_row(
+            let result = validate(
                 &row(&[("image", json!(good)), ("prompt", json!("p"))]),
                 &context(),
             );
@@ -803,7 +1167,7 @@ mod tests {
             ("https://cdn.example.com/png", "image-extension"),
             ("images/a.png", "image-local-needs-base-url"),
         ] {
-            let result = validate_row(
+            let result = validate(
                 &row(&[("image", json!(bad)), ("prompt", json!("p"))]),
                 &context(),
             );
@@ -820,7 +1184,7 @@ mod tests {
             ("resolution", json!("8k")),
             ("cfg_scale", json!("2")),
         ]);
-        let problems = validate_row(&bad, &context()).unwrap_err();
+        let problems = validate(&bad, &context()).unwrap_err();
         let found: Vec<_> = problems
             .iter()
             .map(|p| (p.rule, p.location.column.as_ref().map(|(idx, _)| *idx)))
@@ -839,7 +1203,7 @@ mod tests {
 
     #[test]
     fn an_explicit_id_is_the_identity_and_unknown_columns_are_kept() {
-        let spec = validate_row(
+        let spec = validate(
             &with(&[("ID", json!(" clip-1 ")), ("notes", json!("x"))]),
             &context(),
         )
@@ -848,6 +1212,187 @@ mod tests {
         assert!(spec.explicit_id);
         assert_eq!(spec.input["notes"], json!("x"));
         assert!(!spec.request.to_json().contains("notes"));
+    }
+
+    fn meaning_of(name: &str) -> Meaning {
+        meaning(name, &[])
+    }
+
+    /// Header problems of a manifest whose header is `names`.
+    fn header_problems(names: &[&str], mappings: &[&str]) -> Vec<Problem> {
+        let texts: Vec<String> = mappings.iter().map(|text| (*text).to_owned()).collect();
+        let context = context().with_columns(ColumnMapping::parse_all(&texts).unwrap());
+        let mut columns = Columns::new(&context);
+        let mut problems = columns.learn(1, names.iter().enumerate().map(|(i, n)| (i + 1, *n)));
+        problems.extend(columns.unused_mappings());
+        problems
+    }
+
+    #[test]
+    fn spreadsheet_spellings_map_to_their_field() {
+        for (header, field) in [
+            ("Image URL", Field::Image),
+            ("image_url", Field::Image),
+            ("Image Link", Field::Image),
+            ("image-path", Field::Image),
+            ("Prompt", Field::Prompt),
+            ("Negative prompt", Field::NegativePrompt),
+            ("negative-prompt", Field::NegativePrompt),
+            (" NEGATIVE__PROMPT ", Field::NegativePrompt),
+            ("Duration (s)", Field::Duration),
+            ("Duration (seconds)", Field::Duration),
+            ("duration(sec)", Field::Duration),
+            ("Audio", Field::GenerateAudio),
+            ("Generate audio", Field::GenerateAudio),
+            ("generate_audio_switch", Field::GenerateAudio),
+            ("CFG scale", Field::CfgScale),
+            ("cfg", Field::CfgScale),
+            ("CFG scale (0-1)", Field::CfgScale),
+            ("Thinking type", Field::ThinkingType),
+            ("ID", Field::Id),
+            ("Job ID", Field::Id),
+            ("Resolution", Field::Resolution),
+            ("seed", Field::Seed),
+        ] {
+            assert_eq!(meaning_of(header), Meaning::Field(field), "{header:?}");
+        }
+        let spec = validate(
+            &row(&[
+                ("Job ID", json!("shot-1")),
+                ("Image URL", json!("https://x.io/a.png")),
+                ("Prompt", json!("p")),
+                ("Duration (s)", json!("7")),
+                ("Audio", json!("yes")),
+                ("CFG scale", json!("0.25")),
+            ]),
+            &context(),
+        )
+        .unwrap();
+        assert_eq!(spec.job_id.0, "shot-1");
+        assert_eq!(spec.request.duration, 7);
+        assert!(spec.request.generate_audio_switch);
+        assert_eq!(spec.request.cfg_scale, Some(0.25));
+        assert_eq!(
+            check(&[("Image link", json!("https://x.io/b.png"))]),
+            ["column-duplicate"]
+        );
+    }
+
+    #[test]
+    fn misspelled_fields_are_one_header_problem_each() {
+        let problems = header_problems(&["id", "image", "prompt", "durration"], &[]);
+        assert_eq!(problems.len(), 1);
+        let problem = &problems[0];
+        assert_eq!((problem.location.line, problem.rule), (1, "column-unknown"));
+        assert_eq!(problem.location.column, Some((4, "durration".to_owned())));
+        assert_eq!(
+            problem.message,
+            "unknown column \"durration\": did you mean \"duration\"? \
+             (rename it, or map it with --column duration=durration)"
+        );
+        let message = &header_problems(&["Duration (ms)"], &[])[0].message;
+        assert_eq!(
+            message,
+            "unknown column \"Duration (ms)\": did you mean \"duration\" (in seconds, not ms)? \
+             (rename it, or map it with --column 'duration=Duration (ms)')"
+        );
+    }
+
+    #[test]
+    fn did_you_mean_stops_at_distance_two_and_at_short_names() {
+        assert_eq!(edit_distance("durration", "duration"), 1);
+        assert_eq!(
+            edit_distance("resolutoin", "resolution"),
+            1,
+            "a swap is one"
+        );
+        assert_eq!(edit_distance("durati", "duration"), 2);
+        assert_eq!(edit_distance("durat", "duration"), 3);
+        for (header, field) in [
+            ("durration", Field::Duration),
+            ("Durration (s)", Field::Duration),
+            ("resolutoin", Field::Resolution),
+            ("durati", Field::Duration),
+            ("Duration (ms)", Field::Duration),
+            ("prompts", Field::Prompt),
+            ("Imgae URL", Field::Image),
+            ("negativeprompt", Field::NegativePrompt),
+            ("seeds", Field::Seed),
+            ("jobid", Field::Id),
+        ] {
+            assert_eq!(meaning_of(header), Meaning::Unknown(field), "{header:?}");
+        }
+        // Distance 3, two edits of a short name, names under 4 characters,
+        // and columns that mean something else.
+        for header in [
+            "durat", "side", "page", "video", "sed", "idd", "ids", "idea", "notes", "scene",
+            "client", "shot_no", "Owner", "title", "name", "(s)", "",
+        ] {
+            assert_eq!(meaning_of(header), Meaning::Carried, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn column_flags_map_any_header_and_win() {
+        assert!(header_problems(&["durration"], &["duration=durration"]).is_empty());
+        assert!(header_problems(&["Length (s)"], &["DURATION= length (S) "]).is_empty());
+        let mapped = |mapping: &str, cells: &[(&str, Value)]| {
+            let mappings = vec![ColumnMapping::parse(mapping).unwrap()];
+            validate(&row(cells), &context().with_columns(mappings))
+        };
+        let spec = mapped(
+            "duration=durration",
+            &[
+                ("image", json!("https://x.io/a.png")),
+                ("prompt", json!("p")),
+                ("durration", json!("9")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(spec.request.duration, 9);
+        // An explicit mapping wins over an alias.
+        let spec = mapped(
+            "prompt=audio",
+            &[
+                ("image", json!("https://x.io/a.png")),
+                ("audio", json!("hi")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                spec.request.prompt.as_str(),
+                spec.request.generate_audio_switch
+            ),
+            ("hi", false)
+        );
+        let twice = mapped(
+            "image=photo",
+            &[
+                ("image", json!("https://x.io/a.png")),
+                ("prompt", json!("p")),
+                ("photo", json!("https://x.io/b.png")),
+            ],
+        );
+        assert_eq!(rules(twice), ["column-duplicate"]);
+        let unused = header_problems(&["image", "prompt"], &["duration=Length"]);
+        assert_eq!(unused.len(), 1);
+        assert_eq!(unused[0].rule, "column-mapping-unused");
+    }
+
+    #[test]
+    fn column_flags_name_an_api_field() {
+        let error = ColumnMapping::parse("length=Duration").unwrap_err();
+        assert!(error.contains("\"length\" is not an API field"), "{error}");
+        assert!(
+            error.contains("id, image, prompt, duration, cfg_scale, resolution, seed, thinking_type, negative_prompt, generate_audio_switch"),
+            "{error}"
+        );
+        assert!(ColumnMapping::parse("duration").is_err());
+        assert!(ColumnMapping::parse("duration= ").is_err());
+        let twice = ["seed=Length".to_owned(), "duration=length".to_owned()];
+        let error = ColumnMapping::parse_all(&twice).unwrap_err();
+        assert!(error.contains("already mapped to seed"), "{error}");
     }
 
     #[test]
@@ -1001,7 +1546,9 @@ mod properties {
             let base = Url::parse("https://cdn.example.com/b/").unwrap();
             let context = ValidationContext::new(PathBuf::from("."), Some(base))
                 .with_probe(Arc::new(AnyImage));
-            if let Ok(spec) = validate_row(&row, &context) {
+            let mut columns = Columns::new(&context);
+            let _ = columns.learn(1, row.cells.iter().map(|cell| (cell.index, cell.name.as_str())));
+            if let Ok(spec) = validate_row(&row, &columns, &context) {
                 // Whatever passes satisfies the API's rules.
                 prop_assert!(DURATION_RANGE.contains(&i64::from(spec.request.duration)));
                 prop_assert!(spec.request.prompt.chars().count() <= MAX_PROMPT_CHARS);

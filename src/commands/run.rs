@@ -41,6 +41,7 @@ pub async fn run(
     let (ingested, ledger) = ingest_in_background(
         reader,
         config.image_base_url.clone(),
+        config.columns.clone(),
         ledger,
         config.ingest,
         config.prices.clone(),

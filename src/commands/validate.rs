@@ -2,6 +2,7 @@
 //! nothing is sent and the user's ledger is not touched.
 
 use crate::cli::ValidateArgs;
+use crate::config::column_mappings;
 use crate::error::{EXIT_INVALID, EXIT_OK, Error};
 use crate::ingest::{IngestOptions, ingest_in_background};
 use crate::ledger::Ledger;
@@ -11,6 +12,7 @@ use crate::report::{print, render_validation};
 use std::sync::Arc;
 
 pub async fn validate(args: ValidateArgs) -> Result<i32, Error> {
+    let columns = column_mappings(&args.columns)?;
     let manifest = Manifest::open(&args.manifest)?;
     let ledger = Ledger::open_temporary()?;
     // A throwaway ledger has no history: nothing can have been paid before.
@@ -21,6 +23,7 @@ pub async fn validate(args: ValidateArgs) -> Result<i32, Error> {
     let (report, _) = ingest_in_background(
         manifest,
         args.image_base_url,
+        columns,
         ledger,
         options,
         Arc::new(PriceTable::builtin()),

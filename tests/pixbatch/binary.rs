@@ -47,6 +47,46 @@ fn validate_lists_every_mistake_and_exits_2() {
 }
 
 #[test]
+fn a_misspelled_header_is_refused_until_renamed_or_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("typo.csv");
+    std::fs::write(
+        &manifest,
+        "id,image,prompt,durration
+a,https://x.io/a.png,p,8
+b,https://x.io/b.png,p,9
+",
+    )
+    .unwrap();
+    let output = pixbatch().arg("validate").arg(&manifest).assert().code(2);
+    let stdout = String::from_utf8(output.get_output().stdout.clone()).unwrap();
+    assert!(stdout.contains("did you mean \"duration\""), "{stdout}");
+    assert!(stdout.contains("--column duration=durration"), "{stdout}");
+    assert_eq!(stdout.matches("[column-unknown]").count(), 1, "{stdout}");
+    pixbatch()
+        .arg("validate")
+        .arg(&manifest)
+        .args(["--column", "duration=durration"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("2 row(s), all valid"));
+    // A run with --skip-invalid still refuses it, before anything is sent.
+    pixbatch()
+        .arg("run")
+        .arg(&manifest)
+        .args(["--simulate", "--skip-invalid"])
+        .assert()
+        .code(2);
+    pixbatch()
+        .arg("validate")
+        .arg(&manifest)
+        .args(["--column", "length=durration"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cfg_scale, resolution, seed"));
+}
+
+#[test]
 fn validate_accepts_a_real_spreadsheet_export() {
     pixbatch()
         .args([
