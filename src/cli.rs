@@ -98,11 +98,15 @@ pub enum OutputFormat {
 }
 
 #[derive(Debug, Subcommand)]
-#[expect(clippy::large_enum_variant, reason = "parsed once per process")]
 pub enum Command {
     /// Ingest, submit, poll, download and export; re-running resumes.
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
+    /// What `run` would do and cost, from the same arguments; sends nothing.
+    #[command(
+        after_help = "Examples:\n  pixbatch plan shots.csv\n  pixbatch plan shots.csv --max-spend 50 --submit-rate 120\n  pixbatch plan shots.csv --format json"
+    )]
+    Plan(RunArgs),
     /// Check every row and print every problem; sends nothing.
     #[command(
         after_help = "Example:\n  pixbatch validate shots.csv --image-base-url https://cdn.example.com/shots/"

@@ -133,6 +133,14 @@ pub struct RunSettings {
     pub max_spend_micros: Option<u64>,
 }
 
+/// What the arguments of `run` are for: running, or planning (`plan`
+/// takes the same arguments and sends nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Run,
+    Plan,
+}
+
 /// What a command takes from the process environment, read once in
 /// `main` so that tests can pass their own.
 #[derive(Debug, Default, Clone)]
@@ -207,9 +215,13 @@ pub struct RunConfig {
 impl RunConfig {
     /// Checks the raw arguments of `run` in one step, with what the
     /// process environment gave (read once by the caller).
-    pub fn from_args(args: &RunArgs, environment: &Environment) -> Result<RunConfig, Error> {
+    pub fn from_args(
+        args: &RunArgs,
+        environment: &Environment,
+        purpose: Purpose,
+    ) -> Result<RunConfig, Error> {
         check_durations(&args.tuning, args.deadline)?;
-        let endpoint = endpoint(args, environment.api_key.as_deref())?;
+        let endpoint = endpoint(args, environment.api_key.as_deref(), purpose)?;
         let manifest = args.manifest.clone();
         let out_dir = args
             .out
@@ -229,6 +241,7 @@ impl RunConfig {
                 skip_invalid: args.skip_invalid,
                 allow_renamed: args.allow_renamed,
                 allow_repeat: args.spending.allow_repeat,
+                dry_run: purpose == Purpose::Plan,
             },
             prices: Arc::new(load_prices(&args.spending)?),
             // A rehearsal pays nothing, so it neither checks nor adds to
@@ -309,7 +322,7 @@ fn engine_settings(out_dir: PathBuf, args: &RunArgs) -> RunSettings {
 
 /// The endpoint and key policy: the key comes only from the environment,
 /// and goes only over https (or to a loopback simulator).
-fn endpoint(args: &RunArgs, api_key: Option<&str>) -> Result<Endpoint, Error> {
+fn endpoint(args: &RunArgs, api_key: Option<&str>, purpose: Purpose) -> Result<Endpoint, Error> {
     if args.simulate {
         return Ok(Endpoint::Simulated(sim_config(&args.sim)));
     }
@@ -327,6 +340,11 @@ fn endpoint(args: &RunArgs, api_key: Option<&str>) -> Result<Endpoint, Error> {
         Some(key) if !key.is_empty() => Ok(Endpoint::Remote {
             base_url,
             key: ApiKey::new(key.to_owned()),
+        }),
+        // A plan sends nothing, so it needs no key.
+        _ if purpose == Purpose::Plan => Ok(Endpoint::Remote {
+            base_url,
+            key: ApiKey::new(String::new()),
         }),
         _ => Err(Error::Usage(
             "HIGHWAY_API_KEY is not set: export your HighwayAPI key (or try --simulate)".to_owned(),
@@ -441,7 +459,19 @@ pub fn default_out_dir(manifest: &Path, simulated: bool) -> PathBuf {
     sibling(manifest, if simulated { "-sim-out" } else { "-out" })
 }
 
+/// How long a real task typically takes from submission to video, for
+/// time estimates (PixVerse V6 takes one to a few minutes).
+pub const TYPICAL_TASK_TIME: Duration = Duration::from_secs(120);
+
 impl Endpoint {
+    /// How long a task typically takes here.
+    pub fn typical_task_time(&self) -> Duration {
+        match self {
+            Endpoint::Simulated(sim) => sim.task_duration,
+            Endpoint::Remote { .. } => TYPICAL_TASK_TIME,
+        }
+    }
+
     /// How the ledger records this endpoint.
     pub fn name(&self) -> String {
         match self {

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::Error;
+use crate::job::Counts;
 use crate::job::{JobId, JobSpec, JobState};
+use crate::ledger::PendingCost;
 use crate::ledger::{Ingest, IngestOutcome, Ledger};
 use crate::manifest::Manifest;
-use crate::price::{PriceTable, Usd};
+use crate::price::{CostBreakdown, PriceTable, Usd};
 use crate::row::{Problem, RawRow};
 use crate::validate::{ColumnMapping, Columns, ValidationContext, validate_row};
 
@@ -38,6 +40,10 @@ pub struct IngestReport {
     pub committed: bool,
     /// Rows whose request another ledger already paid for.
     pub n_paid_elsewhere: u64,
+    /// Rows whose request was already paid for under another id.
+    pub n_renamed: u64,
+    /// With `dry_run`: what the ledger would hold.
+    pub planned: Option<Planned>,
 }
 
 impl IngestReport {
@@ -65,6 +71,8 @@ pub struct IngestOptions {
     pub allow_renamed: bool,
     /// Record a request another ledger already paid for (a second take).
     pub allow_repeat: bool,
+    /// Check and count everything, then keep nothing (`plan`).
+    pub dry_run: bool,
 }
 
 pub fn ingest(
@@ -129,7 +137,10 @@ pub fn ingest(
     // An empty manifest is never committed: it would take every row out.
     // Header problems concern every row: they are never skipped.
     let skippable = options.skip_invalid && report.n_rows > 0 && report.n_header_problems == 0;
-    if report.n_problems == 0 || skippable {
+    if options.dry_run {
+        // What the ledger would hold, read before the ingest is dropped.
+        report.planned = Some(Planned::read(&ingest, prices)?);
+    } else if report.n_problems == 0 || skippable {
         ingest.finish(manifest.columns())?;
         report.committed = true;
     }
@@ -246,11 +257,62 @@ fn refuse_renamed(
     }
     // Problems past the kept ones are only counted.
     report.n_problems += n_renamed - n_listed;
+    report.n_renamed = n_renamed;
     report.n_valid -= n_renamed.min(report.n_valid);
     if n_renamed > 0 && skip_invalid {
         ingest.drop_renamed()?;
     }
     Ok(())
+}
+
+/// What the ledger holds (or would hold) for the manifest: counts by state
+/// and the estimated cost of the rows the next run would submit.
+#[derive(Debug, Clone, Default)]
+pub struct Planned {
+    pub counts: Counts,
+    pub breakdown: CostBreakdown,
+    /// Rows whose cost is unknown (a resolution the price table lacks).
+    pub n_unpriced: u64,
+}
+
+impl Planned {
+    fn read(ingest: &Ingest<'_>, prices: &PriceTable) -> Result<Planned, Error> {
+        let mut planned = Planned {
+            counts: Counts(ingest.counts()?),
+            ..Planned::default()
+        };
+        ingest.pending_costs(&mut |row| planned.add(row, prices))?;
+        Ok(planned)
+    }
+
+    /// The same figures from a committed ledger (what `run` is about to do).
+    pub fn from_ledger(ledger: &Ledger, prices: &PriceTable) -> Result<Planned, Error> {
+        let mut planned = Planned {
+            counts: Counts(ledger.counts(true)?),
+            ..Planned::default()
+        };
+        ledger.pending_costs(&mut |row| planned.add(row, prices))?;
+        Ok(planned)
+    }
+
+    fn add(&mut self, row: PendingCost, prices: &PriceTable) {
+        let request = &row.request;
+        let (resolution, duration, audio) = (
+            request.resolution.as_str(),
+            request.duration,
+            request.generate_audio_switch,
+        );
+        let cost = row
+            .cost_micros
+            .map(Usd::from_micros)
+            .or_else(|| prices.cost(resolution, duration, audio));
+        match cost {
+            Some(cost) => self
+                .breakdown
+                .add(resolution, duration, audio, cost, row.line),
+            None => self.n_unpriced += 1,
+        }
+    }
 }
 
 /// Local image paths are relative to the manifest's folder.

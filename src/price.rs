@@ -60,6 +60,13 @@ impl Usd {
         self.0
     }
 
+    /// The amount without the dollar sign, as a command-line value: `1.92`
+    /// (a `$` would be expanded by the shell in a suggested command).
+    pub fn amount(self) -> String {
+        let shown = self.to_string();
+        shown.trim_start_matches('$').to_owned()
+    }
+
     pub fn checked_add(self, other: Usd) -> Option<Usd> {
         self.0.checked_add(other.0).map(Usd)
     }

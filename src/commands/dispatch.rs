@@ -17,6 +17,7 @@ pub async fn dispatch(
 ) -> Result<i32, Error> {
     match command {
         Command::Run(args) => super::run::run(args, terminal, quiet, environment, stop).await,
+        Command::Plan(args) => super::plan::plan(args, environment).await,
         Command::Validate(args) => super::validate::validate(args).await,
         Command::Status(args) => super::status::status(args),
         Command::Retry(args) => super::retry::retry(args),

@@ -5,6 +5,7 @@
 mod completions;
 mod dispatch;
 mod export;
+mod plan;
 mod retry;
 mod run;
 mod simulator;

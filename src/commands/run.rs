@@ -12,16 +12,18 @@ use tracing::{info, warn};
 use crate::api::ApiClient;
 use crate::cli::{OutputFormat, RunArgs};
 use crate::config::Environment;
-use crate::config::{Endpoint, RunConfig};
+use crate::config::{Endpoint, Purpose, RunConfig};
+use crate::error::EXIT_PENDING;
 use crate::error::Error;
 use crate::export::write_results_file;
-use crate::ingest::{IngestReport, ingest_in_background};
+use crate::ingest::{IngestReport, Planned, ingest_in_background};
 use crate::job::{Counts, JobState};
 use crate::ledger::{Ledger, LedgerHandle, RunLock};
 use crate::manifest::Manifest;
+use crate::price::{CostBreakdown, Usd};
 use crate::report::{
-    MAX_LISTED, ProgressMode, Summary, Terminal, print, render_problems, render_summary,
-    run_exit_code, spawn_progress,
+    MAX_LISTED, PlanReport, ProgressMode, Spend, Summary, Terminal, plan_line, print,
+    render_problems, render_summary, run_exit_code, spawn_progress,
 };
 use crate::runner::{Control, Engine, RunReport, Stop, prepare_out_dir};
 use crate::simulator::{self, SimHandle};
@@ -34,7 +36,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<i32, Error> {
     let started = Instant::now();
-    let config = RunConfig::from_args(&args, &environment)?;
+    let config = RunConfig::from_args(&args, &environment, Purpose::Run)?;
     // Fail on an unreadable manifest before creating anything.
     let reader = Manifest::open(&config.manifest)?;
     let (_lock, ledger) = open_ledger(&config)?;
@@ -47,24 +49,18 @@ pub async fn run(
         config.prices.clone(),
     )
     .await?;
-    let problems = render_problems(&config.manifest, &ingested);
-    match config.summary_format {
-        OutputFormat::Text => print(&problems)?,
-        // Stdout holds one JSON document; the problems are diagnostics.
-        OutputFormat::Json => problems.lines().for_each(|line| warn!("{line}")),
-    }
-    if !ingested.committed {
-        return Err(Error::InvalidManifest {
-            path: config.manifest.clone(),
-            n_problems: ingested.n_problems,
-        });
-    }
+    report_problems(&config, &ingested)?;
     log_ingest(&config.manifest, &ingested);
     let out_dir = &config.settings.out_dir;
     prepare_out_dir(out_dir)?;
     ledger.set_meta("out_dir", &out_dir.display().to_string())?;
-    let had_work =
-        ingested.n_new + ingested.n_replaced > 0 || Counts(ledger.counts(true)?).unfinished() > 0;
+    let planned = Planned::from_ledger(&ledger, &config.prices)?;
+    let had_work = ingested.n_new + ingested.n_replaced > 0 || planned.counts.unfinished() > 0;
+    let spent_before = Usd::from_micros(ledger.spent_micros()?);
+    if !plan_and_confirm(&config, terminal, &ingested, &planned, spent_before).await {
+        print("nothing was sent: answer y to go ahead, or pass --yes or --max-spend USD\n")?;
+        return Ok(EXIT_PENDING);
+    }
 
     let (handle, ledger_thread) = LedgerHandle::spawn(ledger);
     let mode = if quiet {
@@ -89,6 +85,13 @@ pub async fn run(
         failures: &summary_data.failures,
         report: &report,
         nothing_to_do: !had_work,
+        spend: Spend {
+            this_run: summary_data.spent.saturating_sub(spent_before),
+            total: summary_data.spent,
+            cap: args.spending.max_spend,
+            n_left: summary_data.left.n_jobs(),
+            cost_to_finish: summary_data.left.total(),
+        },
         elapsed: started.elapsed(),
     };
     let code = run_exit_code(&summary_data.counts, &report);
@@ -97,6 +100,61 @@ pub async fn run(
         OutputFormat::Json => print(&format!("{}\n", summary.to_json(code)))?,
     }
     Ok(code)
+}
+
+/// Prints the manifest's problems (to stderr when stdout holds JSON); a
+/// manifest that was not taken in stops the run here.
+fn report_problems(config: &RunConfig, ingested: &IngestReport) -> Result<(), Error> {
+    let problems = render_problems(&config.manifest, ingested);
+    match config.summary_format {
+        OutputFormat::Text => print(&problems)?,
+        // Stdout holds one JSON document; the problems are diagnostics.
+        OutputFormat::Json => problems.lines().for_each(|line| warn!("{line}")),
+    }
+    if ingested.committed {
+        Ok(())
+    } else {
+        Err(Error::InvalidManifest {
+            path: config.manifest.clone(),
+            n_problems: ingested.n_problems,
+        })
+    }
+}
+
+/// Logs the one-line plan before the first request; on a terminal, with no
+/// cap and no `--yes`, asks before spending. False: the user said no.
+async fn plan_and_confirm(
+    config: &RunConfig,
+    terminal: &Terminal,
+    ingested: &IngestReport,
+    planned: &Planned,
+    spent: Usd,
+) -> bool {
+    let endpoint = config.endpoint.name();
+    let plan = PlanReport {
+        manifest: &config.manifest,
+        ledger: &config.ledger_path,
+        endpoint: &endpoint,
+        ingested,
+        planned,
+        prices_source: config.prices.source().to_string(),
+        spent,
+        cap: config.settings.max_spend_micros.map(Usd::from_micros),
+        submit_per_minute: config.settings.submit_per_minute,
+        max_in_flight: config.settings.max_in_flight,
+        task_time: config.endpoint.typical_task_time(),
+    };
+    info!("{}", plan_line(&plan));
+    let total = planned.breakdown.total();
+    if !config.ask_before_spending || total == Usd::ZERO || !terminal.can_ask {
+        return true;
+    }
+    let question = format!(
+        "Submit {} job(s) for an estimated {total} (prices: {})?",
+        planned.breakdown.n_jobs(),
+        config.prices.source()
+    );
+    terminal.confirm(&question).await
 }
 
 /// Locks and opens the run's ledger, tied to the run's endpoint, with the
@@ -113,7 +171,7 @@ fn open_ledger(config: &RunConfig) -> Result<(RunLock, Ledger), Error> {
     let mut ledger = Ledger::open(&config.ledger_path)?;
     ledger.bind_endpoint(&config.endpoint.name(), config.allow_endpoint_change)?;
     if let Some(record) = &config.paid_record {
-        ledger.attach_paid_record(record, &config.endpoint.name())?;
+        ledger.attach_paid_record(record, &config.endpoint.name(), true)?;
     }
     Ok((lock, ledger))
 }
@@ -190,6 +248,10 @@ struct Finished {
     counts: Counts,
     n_edited: u64,
     failures: Vec<crate::ledger::JobRecord>,
+    /// The ledger's estimated spend after the run.
+    spent: Usd,
+    /// What is left to submit, and its cost.
+    left: CostBreakdown,
 }
 
 /// Writes the results table and reads the final counts; the ledger thread
@@ -216,5 +278,13 @@ async fn finish(config: &RunConfig, ledger: LedgerHandle) -> Result<Finished, Er
         failures: ledger
             .call(|ledger| ledger.jobs_in_state(JobState::Failed, MAX_LISTED))
             .await?,
+        spent: Usd::from_micros(ledger.call(|ledger| ledger.spent_micros()).await?),
+        left: {
+            let prices = config.prices.clone();
+            ledger
+                .with(move |ledger| Planned::from_ledger(ledger, &prices))
+                .await??
+                .breakdown
+        },
     })
 }

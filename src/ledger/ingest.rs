@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use super::error::Result;
 use super::paid::PaidContext;
-use super::records::{IngestOutcome, Renamed};
+use super::records::{IngestOutcome, PendingCost, Renamed};
 use super::store::{Ledger, now_ms};
 use crate::job::{JobId, JobSpec, JobState};
 
@@ -143,6 +143,17 @@ impl Ingest<'_> {
             })
         })?;
         Ok((count as u64, rows.collect::<Result<_, _>>()?))
+    }
+
+    /// The rows this manifest would submit, with their costs, as if it were
+    /// committed (for `plan`, which then drops the ingest).
+    pub fn pending_costs(&self, visit: &mut dyn FnMut(PendingCost)) -> Result<()> {
+        super::reports::pending_costs(&self.tx, visit)
+    }
+
+    /// Counts by state of this manifest's rows, as if it were committed.
+    pub fn counts(&self) -> Result<std::collections::BTreeMap<JobState, u64>> {
+        super::reports::manifest_counts(&self.tx)
     }
 
     /// Leaves the `renamed` rows out of this ingest (`--skip-invalid`).

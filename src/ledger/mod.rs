@@ -21,7 +21,7 @@ pub use error::{LedgerError, Result};
 pub use ingest::Ingest;
 pub use lock::{LockHolder, RunLock};
 pub use records::{
-    CheckedFile, ErrorRecord, IngestOutcome, JobRecord, LiveTask, PaidElsewhere, PendingJob,
-    Renamed, Reservation, RetryCounts, RetrySelection,
+    CheckedFile, ErrorRecord, IngestOutcome, JobRecord, LiveTask, PaidElsewhere, PendingCost,
+    PendingJob, Renamed, Reservation, RetryCounts, RetrySelection,
 };
 pub use store::{Ledger, SIMULATOR, now_ms};

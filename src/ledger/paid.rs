@@ -46,9 +46,10 @@ const PAID_FROM: &str = "FROM paid.paid_requests AS p CROSS JOIN jobs AS new \
 
 impl Ledger {
     /// Attaches the record at `path` (created if missing) for runs against
-    /// `endpoint`. The ledger gets a stable id the first time, so a moved or
+    /// `endpoint`. The ledger gets a stable id the first time (`keep_id`;
+    /// a plan, which writes nothing, uses a passing one), so a moved or
     /// renamed ledger is still itself.
-    pub fn attach_paid_record(&mut self, path: &Path, endpoint: &str) -> Result<()> {
+    pub fn attach_paid_record(&mut self, path: &Path, endpoint: &str, keep_id: bool) -> Result<()> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| LedgerError::PaidRecord {
                 path: path.to_owned(),
@@ -72,7 +73,9 @@ impl Ledger {
             Some(id) => id,
             None => {
                 let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-                self.set_meta("ledger_id", &id)?;
+                if keep_id {
+                    self.set_meta("ledger_id", &id)?;
+                }
                 id
             }
         };

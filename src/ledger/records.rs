@@ -1,7 +1,7 @@
 //! The plain records the ledger hands out and takes in: rows, or parts of
 //! rows, of the `jobs` table, and what ingesting or retrying did. No SQL here.
 
-use crate::job::{ErrorKind, JobId, JobState, TaskId};
+use crate::job::{ErrorKind, JobId, JobState, TaskId, VideoRequest};
 
 /// Why a job failed or last had trouble, as stored in the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +97,16 @@ pub struct JobRecord {
     pub submitted_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
     pub downloaded_at_ms: Option<i64>,
+    /// What the job has cost so far (estimated, micro-dollars).
+    pub charged_micros: u64,
+}
+
+/// A row the next run would submit, with what one submission of it costs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingCost {
+    pub line: u64,
+    pub request: VideoRequest,
+    pub cost_micros: Option<u64>,
 }
 
 /// Which jobs `pixbatch retry` puts back.

@@ -3,18 +3,77 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::params;
+use rusqlite::{Connection, params};
 
 use super::error::Result;
-use super::records::JobRecord;
+use super::records::{JobRecord, PendingCost};
 use super::store::Ledger;
 use crate::job::{JobId, JobState};
 
 const JOB_COLUMNS: &str = "job_id, manifest_row, manifest_line, input_json, state, attempts, task_id, \
     remote_status, error_kind, error_message, error_body, edited_request_json IS NOT NULL, video_url, \
-    file_name, bytes, sha256, created_at, submitted_at, finished_at, downloaded_at";
+    file_name, bytes, sha256, created_at, submitted_at, finished_at, downloaded_at, charged_micros";
+
+/// The rows of the manifest ingested last (or being ingested: its
+/// generation is the highest) that are waiting to be submitted.
+const PENDING_OF_MANIFEST: &str = "SELECT manifest_line, request_json, cost_micros FROM jobs \
+    WHERE state = 'pending' AND seen_generation = (SELECT MAX(seen_generation) FROM jobs) \
+    ORDER BY manifest_row";
+
+/// Visits every row the next run would submit, in manifest order.
+pub(super) fn pending_costs(conn: &Connection, visit: &mut dyn FnMut(PendingCost)) -> Result<()> {
+    let mut stmt = conn.prepare(PENDING_OF_MANIFEST)?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let request: String = row.get(1)?;
+        let Ok(request) = serde_json::from_str(&request) else {
+            continue;
+        };
+        visit(PendingCost {
+            line: row.get::<_, i64>(0)?.max(0) as u64,
+            request,
+            cost_micros: row.get::<_, Option<i64>>(2)?.map(|cost| cost.max(0) as u64),
+        });
+    }
+    Ok(())
+}
+
+/// Counts by state of the manifest ingested last (or being ingested).
+pub(super) fn manifest_counts(conn: &Connection) -> Result<BTreeMap<JobState, u64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, COUNT(*) FROM jobs WHERE seen_generation = (SELECT MAX(seen_generation) FROM jobs) \
+         GROUP BY state",
+    )?;
+    let mut counts: BTreeMap<JobState, u64> =
+        JobState::ALL.into_iter().map(|state| (state, 0)).collect();
+    let rows = stmt.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    for row in rows {
+        let (state, n) = row?;
+        if let Ok(state) = state.parse() {
+            counts.insert(state, n as u64);
+        }
+    }
+    Ok(counts)
+}
 
 impl Ledger {
+    /// Every row the next run would submit, with its cost, in manifest order.
+    pub fn pending_costs(&self, visit: &mut dyn FnMut(PendingCost)) -> Result<()> {
+        pending_costs(&self.conn, visit)
+    }
+
+    /// The estimated spend of each job, summed (micro-dollars).
+    pub fn total_charged_micros(&self) -> Result<u64> {
+        let total: i64 = self.conn.query_row(
+            "SELECT COALESCE(SUM(charged_micros), 0) FROM jobs",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(total.max(0) as u64)
+    }
+
     /// How many jobs are in each state. `current_only` counts only the rows
     /// of the manifest last ingested.
     pub fn counts(&self, current_only: bool) -> Result<BTreeMap<JobState, u64>> {
@@ -129,6 +188,7 @@ impl Ledger {
                 submitted_at_ms: row.get(17)?,
                 finished_at_ms: row.get(18)?,
                 downloaded_at_ms: row.get(19)?,
+                charged_micros: row.get::<_, i64>(20)?.max(0) as u64,
             };
             if let Err(error) = visit(record) {
                 return Ok(Err(error));

@@ -101,6 +101,12 @@ impl Ledger {
     /// its first run now, except that one whose tasks all came from the
     /// built-in simulator (ids `sim-...`) is known to be simulated.
     pub fn bind_endpoint(&self, endpoint: &str, allow_change: bool) -> Result<()> {
+        self.check_endpoint(endpoint, allow_change)?;
+        self.set_meta(ENDPOINT_KEY, endpoint)
+    }
+
+    /// `bind_endpoint` without recording anything (for `plan`).
+    pub fn check_endpoint(&self, endpoint: &str, allow_change: bool) -> Result<()> {
         let recorded = match self.meta(ENDPOINT_KEY)? {
             Some(recorded) => Some(recorded),
             None => self.conn.query_row(
@@ -117,7 +123,7 @@ impl Ledger {
                     wanted: endpoint.to_owned(),
                 })
             }
-            _ => self.set_meta(ENDPOINT_KEY, endpoint),
+            _ => Ok(()),
         }
     }
 

@@ -18,6 +18,8 @@ pub struct Terminal {
     /// Whether a live bar can be drawn: stderr is a terminal that
     /// understands cursor movement (not `TERM=dumb`).
     pub live: bool,
+    /// Whether a person can be asked: stdin and stderr are terminals.
+    pub can_ask: bool,
 }
 
 impl Terminal {
@@ -26,6 +28,7 @@ impl Terminal {
         Terminal {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
             live: false,
+            can_ask: false,
         }
     }
 }
@@ -53,6 +56,27 @@ impl Drop for LogLine {
         self.multi.suspend(|| {
             let _ = std::io::stderr().lock().write_all(&buffer);
         });
+    }
+}
+
+impl Terminal {
+    /// Asks `question` on stderr and waits for a line on stdin; true for
+    /// `y` or `yes`. Only where `can_ask`.
+    pub async fn confirm(&self, question: &str) -> bool {
+        if !self.can_ask {
+            return false;
+        }
+        self.multi.suspend(|| {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "{question} [y/N] ");
+            let _ = stderr.flush();
+        });
+        let answer = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(|_| line)
+        })
+        .await;
+        matches!(answer, Ok(Ok(line)) if matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
     }
 }
 
@@ -106,6 +130,7 @@ pub fn init_logging(display: &Display) -> Terminal {
             ProgressDrawTarget::hidden()
         }),
         live,
+        can_ask: is_terminal && std::io::stdin().is_terminal(),
     };
     let level = match (display.quiet, display.verbose) {
         (true, _) => "error",

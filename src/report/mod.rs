@@ -7,6 +7,7 @@
 pub const MAX_LISTED: usize = 20;
 
 mod logging;
+mod plan;
 mod problems;
 mod progress;
 mod shell;
@@ -15,9 +16,10 @@ mod stdout;
 mod summary;
 
 pub use logging::{Terminal, init_logging, use_color};
+pub use plan::{PlanReport, estimated_time, plan_line, render_plan};
 pub use problems::{render_problems, render_validation};
 pub use progress::{ProgressMode, progress_line, spawn_progress};
 pub use shell::{quote, target_args};
 pub use status::{StatusReport, render_status};
 pub use stdout::{is_broken_pipe, print, stdout_writer};
-pub use summary::{Summary, render_summary, run_exit_code};
+pub use summary::{Spend, Summary, render_summary, run_exit_code};

@@ -12,7 +12,20 @@ use crate::error::{EXIT_ERROR, EXIT_OK, EXIT_PENDING, EXIT_SOME_FAILED};
 use crate::job::Counts;
 use crate::job::JobState;
 use crate::ledger::JobRecord;
-use crate::runner::RunReport;
+use crate::price::Usd;
+use crate::runner::{RunReport, Stop};
+
+/// What was spent, estimated from the price table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spend {
+    pub this_run: Usd,
+    /// Every run of the ledger, this one included.
+    pub total: Usd,
+    pub cap: Option<Usd>,
+    /// Jobs left to submit and what they would cost.
+    pub n_left: u64,
+    pub cost_to_finish: Usd,
+}
 
 /// Everything the final summary is made from.
 pub struct Summary<'a> {
@@ -31,6 +44,7 @@ pub struct Summary<'a> {
     pub report: &'a RunReport,
     /// The run found nothing new and nothing left to do.
     pub nothing_to_do: bool,
+    pub spend: Spend,
     pub elapsed: Duration,
 }
 
@@ -49,7 +63,16 @@ impl Summary<'_> {
         let counts = self.counts;
         let target = self.target();
         let mut next = Vec::new();
-        if counts.unfinished() > 0 {
+        if let Some(Stop::SpendCap { .. }) = &self.report.stopped {
+            let spend = &self.spend;
+            next.push(format!(
+                "{} job(s) are left and would cost about {} more: run again with --max-spend {} or more \
+                 (`pixbatch plan {target}` shows the details)",
+                spend.n_left,
+                spend.cost_to_finish,
+                (spend.total + spend.cost_to_finish).amount()
+            ));
+        } else if counts.unfinished() > 0 {
             next.push(format!(
                 "{} job(s) are not finished: run the same command again to continue (it resumes; nothing is paid twice)",
                 counts.unfinished()
@@ -95,6 +118,21 @@ pub fn render_summary(summary: &Summary<'_>) -> String {
     let _ = write!(out, "  videos: {}", summary.out_dir.display());
     if let Some(results) = summary.results_path {
         let _ = write!(out, " · results: {}", results.display());
+    }
+    out.push('\n');
+    let spend = &summary.spend;
+    let spent = if summary.simulated {
+        "simulated spend (nothing paid)"
+    } else {
+        "spent (estimated)"
+    };
+    let _ = write!(
+        out,
+        "  {spent}: {} this run · {} by this ledger",
+        spend.this_run, spend.total
+    );
+    if let Some(cap) = spend.cap {
+        let _ = write!(out, " · cap {cap}");
     }
     out.push('\n');
     if let Some(fatal) = &summary.report.fatal {
@@ -192,6 +230,10 @@ impl Summary<'_> {
             "unfinished": self.counts.unfinished(),
             "edited": self.n_edited,
             "nothing_to_do": self.nothing_to_do,
+            "spent_this_run_usd_micros": self.spend.this_run.micros(),
+            "spent_total_usd_micros": self.spend.total.micros(),
+            "cap_usd_micros": self.spend.cap.map(Usd::micros),
+            "cost_to_finish_usd_micros": self.spend.cost_to_finish.micros(),
             "fatal": self.report.fatal.as_ref().map(|fatal| json!({
                 "kind": fatal.kind(),
                 "message": fatal.to_string(),
@@ -246,6 +288,7 @@ mod tests {
             failures: &[],
             report,
             nothing_to_do: false,
+            spend: Spend::default(),
             elapsed: Duration::from_secs(61),
         }
     }

@@ -1,0 +1,65 @@
+//! `pixbatch plan`: the same arguments as `run`, and nothing sent. The
+//! manifest is taken into the ledger inside a transaction that is then
+//! dropped, so the plan sees exactly what `run` would, and keeps nothing.
+
+use crate::cli::{OutputFormat, RunArgs};
+use crate::config::{Environment, Purpose, RunConfig};
+use crate::error::{EXIT_INVALID, EXIT_OK, Error};
+use crate::ingest::ingest_in_background;
+use crate::ledger::Ledger;
+use crate::manifest::Manifest;
+use crate::price::Usd;
+use crate::report::{PlanReport, print, render_plan, render_problems};
+
+pub async fn plan(args: RunArgs, environment: Environment) -> Result<i32, Error> {
+    let config = RunConfig::from_args(&args, &environment, Purpose::Plan)?;
+    let reader = Manifest::open(&config.manifest)?;
+    let endpoint = config.endpoint.name();
+    // A ledger that does not exist yet is not created by a plan.
+    let mut ledger = if config.ledger_path.is_file() {
+        Ledger::open(&config.ledger_path)?
+    } else {
+        Ledger::open_temporary()?
+    };
+    ledger.check_endpoint(&endpoint, config.allow_endpoint_change)?;
+    if let Some(record) = config
+        .paid_record
+        .as_ref()
+        .filter(|record| record.is_file())
+    {
+        ledger.attach_paid_record(record, &endpoint, false)?;
+    }
+    let spent = Usd::from_micros(ledger.spent_micros()?);
+    let (ingested, _) = ingest_in_background(
+        reader,
+        config.image_base_url.clone(),
+        config.columns.clone(),
+        ledger,
+        config.ingest,
+        config.prices.clone(),
+    )
+    .await?;
+    if config.summary_format == OutputFormat::Text {
+        print(&render_problems(&config.manifest, &ingested))?;
+    }
+    let planned = ingested.planned.clone().unwrap_or_default();
+    let report = PlanReport {
+        manifest: &config.manifest,
+        ledger: &config.ledger_path,
+        endpoint: &endpoint,
+        ingested: &ingested,
+        planned: &planned,
+        prices_source: config.prices.source().to_string(),
+        spent,
+        cap: args.spending.max_spend,
+        submit_per_minute: config.settings.submit_per_minute,
+        max_in_flight: config.settings.max_in_flight,
+        task_time: config.endpoint.typical_task_time(),
+    };
+    print(&render_plan(&report, config.summary_format))?;
+    Ok(if ingested.n_problems > 0 {
+        EXIT_INVALID
+    } else {
+        EXIT_OK
+    })
+}
