@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
+use crate::price::Usd;
 use crate::ledger::{JobRecord, Ledger};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -26,11 +27,12 @@ impl ResultsFormat {
 }
 
 /// The columns pixbatch adds after the input columns.
-pub const RESULT_COLUMNS: [&str; 13] = [
+pub const RESULT_COLUMNS: [&str; 14] = [
     "job_id",
     "task_id",
     "state",
     "attempts",
+    "cost_usd",
     "error",
     "error_body",
     "video_url",
@@ -94,6 +96,8 @@ fn result_values(job: &JobRecord, out_dir: &Path) -> Vec<Value> {
         optional(&job.task_id),
         Value::String(job.state.as_str().to_owned()),
         Value::from(job.attempts),
+        // Estimated, in dollars without a sign, so a spreadsheet can sum it.
+        Value::String(Usd::from_micros(job.charged_micros).amount()),
         if error.is_empty() {
             Value::Null
         } else {

@@ -7,6 +7,7 @@ use crate::error::{EXIT_OK, Error};
 use crate::job::Counts;
 use crate::job::JobState;
 use crate::ledger::{Ledger, now_ms};
+use crate::price::Usd;
 use crate::report::{MAX_LISTED, StatusReport, print, render_status};
 
 pub fn status(args: StatusArgs) -> Result<i32, Error> {
@@ -23,6 +24,7 @@ pub fn status(args: StatusArgs) -> Result<i32, Error> {
         ambiguous: ledger.jobs_in_state(JobState::Ambiguous, MAX_LISTED)?,
         edited: ledger.edited_jobs(MAX_LISTED)?,
         now_ms: now_ms(),
+        spent: Usd::from_micros(ledger.spent_micros()?),
         ledger: path,
     };
     print(&render_status(&report, args.format))?;

@@ -131,7 +131,6 @@ pub fn render_plan(plan: &PlanReport<'_>, format: OutputFormat) -> String {
 fn plan_text(plan: &PlanReport<'_>) -> String {
     let ingested = plan.ingested;
     let counts = &plan.planned.counts;
-    let breakdown = &plan.planned.breakdown;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -155,32 +154,7 @@ fn plan_text(plan: &PlanReport<'_>) -> String {
         ingested.n_rows - ingested.n_valid - ingested.n_paid_elsewhere - ingested.n_renamed,
         ingested.n_paid_elsewhere
     );
-    let _ = writeln!(
-        out,
-        "  estimated cost of the new work: {} (prices: {})",
-        breakdown.total(),
-        plan.prices_source
-    );
-    for group in breakdown.groups() {
-        let _ = writeln!(
-            out,
-            "    {:<24} {:>7} × {} = {}",
-            group_label(group),
-            group.n_jobs,
-            Usd::from_micros(group.subtotal.micros() / group.n_jobs.max(1)),
-            group.subtotal
-        );
-    }
-    if plan.planned.n_unpriced > 0 {
-        let _ = writeln!(
-            out,
-            "    {} row(s) without a price",
-            plan.planned.n_unpriced
-        );
-    }
-    if let Some(top) = breakdown.most_expensive() {
-        let _ = writeln!(out, "  most expensive row: line {}, {}", top.line, top.cost);
-    }
+    cost_lines(&mut out, plan);
     let _ = write!(out, "  spent so far by this ledger: {}", plan.spent);
     match (plan.cap, plan.left_after()) {
         (Some(cap), Some((left, true))) => {
@@ -209,6 +183,37 @@ fn plan_text(plan: &PlanReport<'_>) -> String {
         );
     }
     out
+}
+
+/// The estimated cost: the total, each group, the most expensive row.
+fn cost_lines(out: &mut String, plan: &PlanReport<'_>) {
+    let breakdown = &plan.planned.breakdown;
+    let _ = writeln!(
+        out,
+        "  estimated cost of the new work: {} (prices: {})",
+        breakdown.total(),
+        plan.prices_source
+    );
+    for group in breakdown.groups() {
+        let _ = writeln!(
+            out,
+            "    {:<24} {:>7} × {} = {}",
+            group_label(group),
+            group.n_jobs,
+            Usd::from_micros(group.subtotal.micros() / group.n_jobs.max(1)),
+            group.subtotal
+        );
+    }
+    if plan.planned.n_unpriced > 0 {
+        let _ = writeln!(
+            out,
+            "    {} row(s) without a price",
+            plan.planned.n_unpriced
+        );
+    }
+    if let Some(top) = breakdown.most_expensive() {
+        let _ = writeln!(out, "  most expensive row: line {}, {}", top.line, top.cost);
+    }
 }
 
 fn plan_json(plan: &PlanReport<'_>) -> Value {

@@ -12,6 +12,7 @@ use crate::cli::OutputFormat;
 use crate::job::Counts;
 use crate::job::JobState;
 use crate::ledger::JobRecord;
+use crate::price::Usd;
 
 /// What `status` shows, read from the ledger.
 pub struct StatusReport {
@@ -26,6 +27,8 @@ pub struct StatusReport {
     pub edited: Vec<JobRecord>,
     /// Milliseconds since the epoch, for "waiting since".
     pub now_ms: i64,
+    /// What the ledger's jobs have cost so far (estimated).
+    pub spent: Usd,
 }
 
 pub fn render_status(status: &StatusReport, format: OutputFormat) -> String {
@@ -56,6 +59,7 @@ fn status_text(status: &StatusReport) -> String {
         );
     }
     let _ = writeln!(out, "{:<12} {:>8}", "total", status.current.total());
+    let _ = writeln!(out, "spent (estimated): {}", status.spent);
     let gone = status.all.total() - status.current.total();
     if gone > 0 {
         let _ = writeln!(
@@ -116,6 +120,7 @@ fn status_json(status: &StatusReport) -> Value {
         "ledger": path_json(&status.ledger),
         "counts": counts_json(&status.current),
         "total": status.current.total(),
+        "spent_usd_micros": status.spent.micros(),
         "not_in_manifest": status.all.total() - status.current.total(),
         "oldest_pending": status.oldest_pending.as_ref().map(|job| json!({
             "line": job.manifest_line,
