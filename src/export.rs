@@ -8,8 +8,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
-use crate::price::Usd;
 use crate::ledger::{JobRecord, Ledger};
+use crate::price::Usd;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ResultsFormat {

@@ -370,6 +370,77 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_task_id_belongs_to_one_job() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "q", 3)]);
+        for job in ["a", "b"] {
+            ledger.mark_submitting(&id(job), None).unwrap();
+        }
+        ledger
+            .mark_running(&id("a"), &TaskId("t-1".into()))
+            .unwrap();
+        assert!(
+            ledger
+                .mark_running(&id("b"), &TaskId("t-1".into()))
+                .is_err(),
+            "a second job cannot take a task id the ledger already holds"
+        );
+        assert_eq!(
+            ledger.counts(true).unwrap()[&JobState::Submitting],
+            1,
+            "b was not moved"
+        );
+    }
+
+    #[test]
+    fn the_cap_is_checked_and_refusals_give_the_reservation_back() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        // Each test row costs 225_000 micro-dollars (see test_support).
+        ingest(
+            &mut ledger,
+            &[spec("a", "p", 2), spec("b", "q", 3), spec("c", "r", 4)],
+        );
+        assert_eq!(
+            ledger.mark_submitting(&id("a"), Some(450_000)).unwrap(),
+            Reservation::Reserved
+        );
+        assert_eq!(
+            ledger.mark_submitting(&id("b"), Some(450_000)).unwrap(),
+            Reservation::Reserved
+        );
+        assert_eq!(
+            ledger.mark_submitting(&id("c"), Some(450_000)).unwrap(),
+            Reservation::OverCap {
+                spent: 450_000,
+                cost: 225_000,
+                cap: 450_000
+            }
+        );
+        assert_eq!(
+            ledger.counts(true).unwrap()[&JobState::Pending],
+            1,
+            "c stays pending"
+        );
+        let refusal = ErrorRecord::new(ErrorKind::Transient, "HTTP 429", None);
+        ledger.mark_pending_again(&id("a"), &refusal).unwrap();
+        assert_eq!(
+            ledger.spent_micros().unwrap(),
+            225_000,
+            "a 429 is not charged"
+        );
+        ledger.mark_ambiguous(&id("b"), &refusal).unwrap();
+        assert_eq!(
+            ledger.spent_micros().unwrap(),
+            225_000,
+            "an unknown outcome stays counted"
+        );
+        assert_eq!(
+            ledger.mark_submitting(&id("c"), Some(450_000)).unwrap(),
+            Reservation::Reserved
+        );
+    }
+
+    #[test]
     fn the_state_machine_is_enforced() {
         let mut ledger = Ledger::open_temporary().unwrap();
         ingest(&mut ledger, &[spec("a", "p", 2)]);

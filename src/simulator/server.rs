@@ -52,4 +52,29 @@ mod tests {
         assert!(handle.addr.ip().is_loopback(), "{}", handle.addr);
         assert!(handle.base_url().starts_with("http://127.0.0.1:"));
     }
+
+    #[tokio::test]
+    async fn task_ids_never_repeat_across_restarts() {
+        let body = r#"{"image":"https://x.io/a.png","prompt":"p"}"#;
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..3 {
+            // Same seed each time, as after a restart.
+            let handle = start(SimConfig::default(), 0).await.unwrap();
+            let timeout = std::time::Duration::from_secs(10);
+            let client = crate::api::ApiClient::new(
+                url::Url::parse(&handle.base_url()).unwrap(),
+                crate::api::ApiKey::new("k".into()),
+                crate::api::Timeouts {
+                    connect: timeout,
+                    read: timeout,
+                    json_request: timeout,
+                },
+            );
+            let task_id = client.submit(body).await.unwrap();
+            assert!(
+                ids.insert(task_id.0.clone()),
+                "{task_id} was handed out before"
+            );
+        }
+    }
 }

@@ -273,3 +273,45 @@ async fn a_second_signal_aborts_at_once_and_the_ledger_stays_usable() {
         scratch.assert_video(&format!("row-{i}"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spending_cap_holds_through_kills_and_a_429_storm() {
+    let scratch = Scratch::new(SimConfig {
+        rate_limit_rate: 0.4,
+        latency: Duration::from_millis(20),
+        ..fast_sim()
+    })
+    .await;
+    // 720p, 5 s: $0.225 a row; a $2.00 cap admits eight.
+    scratch.write_manifest(&manifest_rows(30, |i| format!("shot {i}")));
+    let capped = ["--workers", "8", "--max-spend", "2.00"];
+    for round in 0..4u64 {
+        let mut child = run_child(&scratch, &capped)
+            .spawn()
+            .expect("the binary starts");
+        // Kill once some submissions are under way (or the run has ended).
+        let wanted = 1 + round;
+        for _ in 0..500 {
+            if scratch.submits_received() >= wanted || child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    let code = exit_code(run_child(&scratch, &capped)).await;
+    assert!(
+        [EXIT_PENDING, EXIT_SOME_FAILED].contains(&code),
+        "exit {code}"
+    );
+    let prices = pixbatch::price::PriceTable::builtin();
+    let per_row = prices.cost("720p", 5, false).unwrap();
+    let accepted = per_row.checked_mul(scratch.submits_accepted()).unwrap();
+    let cap = pixbatch::price::Usd::parse("2.00").unwrap();
+    assert!(accepted <= cap, "accepted {accepted} over the cap {cap}");
+    assert!(
+        scratch.ledger().spent_micros().unwrap() <= cap.micros(),
+        "reservations, ambiguous ones included, stay under the cap"
+    );
+}

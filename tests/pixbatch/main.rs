@@ -15,3 +15,4 @@ mod faults;
 mod hostile;
 mod pipeline;
 mod secrets;
+mod spending;

@@ -163,12 +163,18 @@ impl Scratch {
 }
 
 pub async fn command(args: &[&str], key: Option<&str>) -> i32 {
-    let cli = Cli::try_parse_from(std::iter::once("pixbatch").chain(args.iter().copied()))
-        .unwrap_or_else(|error| panic!("{args:?}: {error}"));
     let environment = Environment {
         api_key: key.map(str::to_owned),
         ..Environment::default()
     };
+    command_in(args, environment).await
+}
+
+/// Runs any pixbatch command in-process with the given environment (a
+/// record of paid requests, say).
+pub async fn command_in(args: &[&str], environment: Environment) -> i32 {
+    let cli = Cli::try_parse_from(std::iter::once("pixbatch").chain(args.iter().copied()))
+        .unwrap_or_else(|error| panic!("{args:?}: {error}"));
     match dispatch(
         cli.command,
         &Terminal::hidden(),

@@ -525,3 +525,61 @@ fn small_mistakes_get_clear_answers() {
         text(&again.stdout)
     );
 }
+
+/// Runs `shell_command` under a pseudo-terminal and types `input` into it.
+fn under_terminal_typing(shell_command: &str, input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("script")
+        .args([
+            "-qefc",
+            &format!("stty cols 100 rows 40; {shell_command}"),
+            "/dev/null",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("NO_COLOR")
+        .env_remove("PIXBATCH_LOG")
+        .env("TERM", "xterm-256color")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("`script` runs (util-linux)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    text(&output.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_is_asked_before_money_is_spent() {
+    use std::sync::atomic::Ordering;
+    let sim = pixbatch::simulator::start(crate::support::fast_sim(), 0)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |answer: &str| {
+        let command = format!(
+            "HIGHWAY_API_KEY=k PIXBATCH_PAID_RECORD={record} {bin} run jobs/example.csv --base-url {base} \
+             --ledger {ledger} --out {out} --poll-interval 50ms --submit-rate 6000",
+            record = dir.path().join("paid.db").display(),
+            bin = binary().display(),
+            base = sim.base_url(),
+            ledger = dir.path().join("l.db").display(),
+            out = dir.path().join("out").display(),
+        );
+        under_terminal_typing(&command, answer)
+    };
+    let declined = tokio::task::block_in_place(|| run("n\n"));
+    assert!(
+        declined.contains("Submit 5 job(s) for an estimated $1.92"),
+        "{declined}"
+    );
+    assert!(declined.contains("nothing was sent"), "{declined}");
+    assert_eq!(sim.counters().submits_received.load(Ordering::SeqCst), 0);
+    let accepted = tokio::task::block_in_place(|| run("y\n"));
+    assert!(accepted.contains("5 downloaded"), "{accepted}");
+    assert_eq!(sim.counters().submits_accepted.load(Ordering::SeqCst), 5);
+}
