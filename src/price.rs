@@ -60,11 +60,14 @@ impl Usd {
         self.0
     }
 
-    /// The amount without the dollar sign, as a command-line value: `1.92`
-    /// (a `$` would be expanded by the shell in a suggested command).
+    /// The exact amount without the dollar sign, at least two decimals:
+    /// `1.92`, `0.225`. For a command-line value (a `$` would be expanded by
+    /// the shell) and for tables a spreadsheet sums.
     pub fn amount(self) -> String {
-        let shown = self.to_string();
-        shown.trim_start_matches('$').to_owned()
+        let (dollars, micros) = (self.0 / MICROS_PER_USD, self.0 % MICROS_PER_USD);
+        let decimals = format!("{micros:06}");
+        let decimals = decimals.trim_end_matches('0');
+        format!("{dollars}.{decimals:0<2}")
     }
 
     pub fn checked_add(self, other: Usd) -> Option<Usd> {
@@ -674,6 +677,15 @@ mod tests {
         assert_eq!(max.checked_mul(2), None);
         let amounts = [usd("0.1"), usd("0.2")];
         assert_eq!(amounts.iter().sum::<Usd>(), usd("0.3"));
+    }
+
+    #[test]
+    fn amounts_are_exact_and_plain() {
+        assert_eq!(Usd::from_micros(225_000).amount(), "0.225");
+        assert_eq!(usd("1.92").amount(), "1.92");
+        assert_eq!(usd("3").amount(), "3.00");
+        assert_eq!(Usd::from_micros(1).amount(), "0.000001");
+        assert_eq!(usd(&usd("12.5").amount()), usd("12.5"), "it parses back");
     }
 
     #[test]

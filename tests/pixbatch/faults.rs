@@ -103,7 +103,10 @@ async fn a_failed_task_is_reported_with_its_reason() {
     let table = scratch.results_csv();
     let bad = table.iter().find(|row| &row[0] == "bad").unwrap();
     assert_eq!(&bad[5], "failed");
-    assert_eq!(&bad[7], "task_failed: simulated generation failure");
+    assert_eq!(
+        &bad[crate::support::column(&table, "error")],
+        "task_failed: simulated generation failure"
+    );
     scratch.assert_video("ok");
 }
 
@@ -142,7 +145,8 @@ async fn a_row_refused_for_its_content_is_resubmitted_only_on_request_or_when_ed
     );
     let table = scratch.results_csv();
     let nope = table.iter().find(|row| &row[0] == "nope").unwrap();
-    assert!(nope[7].starts_with("refused_content: "), "{:?}", &nope[7]);
+    let error = &nope[crate::support::column(&table, "error")];
+    assert!(error.starts_with("refused_content: "), "{error:?}");
 
     let manifest = path_str(&scratch.manifest());
     assert_eq!(scratch.command(&["retry", &manifest], None).await, EXIT_OK);

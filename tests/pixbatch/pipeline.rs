@@ -40,8 +40,17 @@ async fn a_manifest_becomes_videos_and_a_results_table() {
             format!("note {}", i + 1),
             "unknown columns are carried along"
         );
-        assert_eq!(&row[7], "downloaded");
-        assert_eq!(&row[13], "20000", "bytes");
+        assert_eq!(&row[crate::support::column(&table, "state")], "downloaded");
+        assert_eq!(
+            &row[crate::support::column(&table, "bytes")],
+            "20000",
+            "bytes"
+        );
+        assert_eq!(
+            &row[crate::support::column(&table, "cost_usd")],
+            "0.225",
+            "720p, 5 s"
+        );
     }
 }
 

@@ -204,6 +204,14 @@ pub fn manifest_rows(n: usize, prompt: impl Fn(usize) -> String) -> String {
     text
 }
 
+/// The index of the results table's column `name` (from its header row).
+pub fn column(table: &[csv::StringRecord], name: &str) -> usize {
+    table[0]
+        .iter()
+        .position(|header| header == name)
+        .unwrap_or_else(|| panic!("no column {name} in {:?}", &table[0]))
+}
+
 pub fn path_str(path: &Path) -> String {
     path.display().to_string()
 }
