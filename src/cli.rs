@@ -188,7 +188,8 @@ pub struct RunArgs {
     /// Don't ask before spending (a terminal asks when no --max-spend is set).
     #[arg(long, short = 'y', help_heading = "Spending")]
     pub yes: bool,
-    /// Submit and return; a later run polls and downloads.
+    /// Submit every row it may (polling as it goes, to free --max-in-flight
+    /// slots), then return; a later run downloads and collects the rest.
     #[arg(long, help_heading = "When to stop")]
     pub no_wait: bool,
     /// Stop cleanly after this long (e.g. 50m), leaving the rest for the next run.
@@ -225,9 +226,11 @@ pub struct Tuning {
     /// Submissions per minute, never exceeded in any window.
     #[arg(long, value_name = "N", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub submit_rate: u32,
-    /// Task-result requests per minute (polls and URL refreshes).
-    #[arg(long, value_name = "N", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub poll_rate: u32,
+    /// Task-result requests per minute (polls and URL refreshes) [default:
+    /// twice --submit-rate, at least 300, so that polling keeps up with
+    /// submitting]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub poll_rate: Option<u32>,
     /// Submissions in progress at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub workers: u32,

@@ -288,12 +288,23 @@ fn check_durations(tuning: &Tuning, deadline: Option<Duration>) -> Result<(), Er
     Ok(())
 }
 
+/// The poll budget when `--poll-rate` is not given: twice the submit rate,
+/// at least 300 a minute. Each task takes one poll or more, so a budget
+/// below the submit rate would let tasks finish slower than they start,
+/// until the in-flight cap stalls submitting; twice leaves room for a
+/// second poll of each task and for URL refreshes.
+pub fn default_poll_rate(submit_per_minute: u32) -> u32 {
+    submit_per_minute.saturating_mul(2).clamp(300, 1_000_000)
+}
+
 fn engine_settings(out_dir: PathBuf, args: &RunArgs) -> RunSettings {
     let tuning = &args.tuning;
     RunSettings {
         out_dir,
         submit_per_minute: tuning.submit_rate,
-        poll_per_minute: tuning.poll_rate,
+        poll_per_minute: tuning
+            .poll_rate
+            .unwrap_or_else(|| default_poll_rate(tuning.submit_rate)),
         workers: tuning.workers as usize,
         max_in_flight: tuning.max_in_flight as usize,
         download_workers: tuning.download_workers as usize,
@@ -493,6 +504,38 @@ fn sibling(manifest: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_poll_budget_follows_the_submit_rate_unless_given() {
+        assert_eq!(default_poll_rate(1), 300);
+        assert_eq!(
+            default_poll_rate(60),
+            300,
+            "the old default stays for the default rate"
+        );
+        assert_eq!(default_poll_rate(150), 300);
+        assert_eq!(default_poll_rate(600), 1200);
+        assert_eq!(
+            default_poll_rate(1_000_000),
+            1_000_000,
+            "within the flag's range"
+        );
+        use clap::Parser as _;
+        let settings = |extra: &[&str]| {
+            let mut args = vec!["pixbatch", "run", "m.csv", "--submit-rate", "600"];
+            args.extend_from_slice(extra);
+            let crate::cli::Command::Run(run) = crate::cli::Cli::parse_from(args).command else {
+                panic!("a run");
+            };
+            engine_settings(PathBuf::from("out"), &run).poll_per_minute
+        };
+        assert_eq!(settings(&[]), 1200);
+        assert_eq!(
+            settings(&["--poll-rate", "500"]),
+            500,
+            "a given rate is kept"
+        );
+    }
 
     #[test]
     fn retry_after_is_a_floor_and_the_budget_ends() {

@@ -7,8 +7,12 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     /// Safe to try again after a pause: the request provably did not take
-    /// effect (not sent, 429, 503), or it was a read (polling).
+    /// effect (429, 503), or it was a read (polling).
     Transient,
+    /// No connection could be made (refused, DNS, TLS): the request never
+    /// left, so it is as safe to retry as `Transient`. The engine also
+    /// stops the run when nothing at the base URL has ever answered.
+    Unreachable,
     /// A submission that may have been accepted: retrying could pay twice.
     Ambiguous,
     /// Final for this row: invalid input (a malformed body, an unknown 4xx).
@@ -34,6 +38,9 @@ pub enum FatalCause {
     Balance,
     /// No such endpoint or model at this base URL.
     Endpoint,
+    /// The server at the base URL answers, but not as the API (an HTML
+    /// page, no JSON, 501).
+    NotApi,
 }
 
 impl FatalCause {
@@ -43,6 +50,7 @@ impl FatalCause {
             FatalCause::Key => "key",
             FatalCause::Balance => "balance",
             FatalCause::Endpoint => "endpoint",
+            FatalCause::NotApi => "not_api",
         }
     }
 
@@ -54,6 +62,10 @@ impl FatalCause {
             }
             FatalCause::Endpoint => {
                 "the API has no such endpoint or model at this base URL: check --base-url"
+            }
+            FatalCause::NotApi => {
+                "the server at this base URL does not answer as the API (no JSON): check --base-url; unsent \
+                 rows stay pending"
             }
             FatalCause::Key => {
                 "the API refused the key: check HIGHWAY_API_KEY (and --base-url); unsent rows stay pending"
@@ -119,9 +131,77 @@ pub fn classify_status(endpoint: Endpoint, status: u16, reason: Option<&str>) ->
     }
 }
 
+/// Classifies an HTTP error answer (not 2xx) as it came: its status, the
+/// reason its body gives, and whether the body is a JSON object at all. The
+/// API words every error as a JSON object, so a body that is not one comes
+/// from something else at the base URL (a web server, a proxy, a captive
+/// portal). What decides between stopping the run and marking the row
+/// ambiguous is whether the answer can have followed a paid request:
+///
+/// 1. 404, 405 or 501, whatever the body: no such resource, method or
+///    feature, so the request was not carried out. Every row would get the
+///    same answer: fatal for the run (`NotApi` without JSON, `Endpoint`
+///    with it, unless its reason says which task is missing).
+/// 2. Any other 4xx without a JSON body: a client error from something that
+///    is not the API; a 4xx was not carried out. Fatal (`NotApi`) rather
+///    than failing every row in turn. Except the statuses that keep their
+///    meaning whoever sends them: 401/403 (the key) and 402 (the balance)
+///    are fatal anyway; 408 and 429 (a proxy's timeout or rate limit) are
+///    transient.
+/// 3. 503, whatever the body: refused for load, not carried out: transient.
+/// 4. Any other 5xx on a submission, whatever the body: ambiguous. A
+///    gateway's HTML 502 or 504 can follow an upstream that accepted (and
+///    charged) the task, even on the run's first request, so it is never
+///    taken for "not the API"; three in a row stop submitting instead.
+/// 5. Any other 5xx on a poll: transient (a read costs nothing).
+///
+/// A 2xx is not an error: see `classify_unreadable_success`.
+pub fn classify_answer(
+    endpoint: Endpoint,
+    status: u16,
+    reason: Option<&str>,
+    json: bool,
+) -> Failure {
+    let not_carried_out = matches!(status, 404 | 405 | 501);
+    let keeps_its_meaning = matches!(status, 401..=403 | 408 | 429);
+    if !json && (not_carried_out || ((400..=499).contains(&status) && !keeps_its_meaning)) {
+        return Failure::Fatal(FatalCause::NotApi);
+    }
+    if status == 501 {
+        return Failure::Fatal(FatalCause::Endpoint);
+    }
+    classify_status(endpoint, status, reason)
+}
+
+/// Classifies a 2xx answer that could not be read as the API's answer.
+///
+/// 6. On a submission: ambiguous, whatever the body. The request was
+///    accepted by something, and a task may have been created and charged
+///    without our reading its id.
+/// 7. On a poll, a body that is not JSON at all (an HTML page): fatal for
+///    the run (`NotApi`); polls cost nothing, and the ledger keeps every
+///    task for the next run. A JSON body of another shape stays transient
+///    (asked again, within the task's time limit): it is the API talking,
+///    maybe a passing glitch.
+pub fn classify_unreadable_success(endpoint: Endpoint, json: bool) -> Failure {
+    match endpoint {
+        Endpoint::Submit => Failure::Ambiguous,
+        Endpoint::TaskResult if json => Failure::Transient,
+        Endpoint::TaskResult => Failure::Fatal(FatalCause::NotApi),
+    }
+}
+
+/// Whether a body is a JSON object, as every answer of the API is.
+pub fn is_json_object(body: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(body).is_ok_and(|value| value.is_object())
+}
+
 /// Classifies a request that got no HTTP answer.
 pub fn classify_transport(endpoint: Endpoint, connect_failed: bool) -> Failure {
-    if connect_failed || endpoint == Endpoint::TaskResult {
+    if connect_failed {
+        // 8. Refused, DNS, TLS: nothing was sent, so nothing was paid.
+        Failure::Unreachable
+    } else if endpoint == Endpoint::TaskResult {
         Failure::Transient
     } else {
         // Sent, then timed out or the connection broke: unknown outcome.
@@ -176,6 +256,62 @@ mod tests {
     const KEY: Failure = Fatal(FatalCause::Key);
     const BALANCE: Failure = Fatal(FatalCause::Balance);
     const ENDPOINT: Failure = Fatal(FatalCause::Endpoint);
+
+    const NOT_API: Failure = Fatal(FatalCause::NotApi);
+
+    #[test]
+    fn answers_without_json_that_cannot_have_been_paid_stop_the_run() {
+        // 1. No such resource, method or feature, whatever the body.
+        assert_eq!(classify_answer(Submit, 404, None, false), NOT_API);
+        assert_eq!(classify_answer(Submit, 405, None, false), NOT_API);
+        assert_eq!(classify_answer(Submit, 501, None, false), NOT_API);
+        assert_eq!(classify_answer(Submit, 501, None, true), ENDPOINT);
+        assert_eq!(classify_answer(TaskResult, 404, None, false), NOT_API);
+        assert_eq!(classify_answer(Submit, 404, None, true), ENDPOINT);
+        assert_eq!(
+            classify_answer(TaskResult, 404, Some("TASK_NOT_FOUND"), true),
+            TaskNotFound
+        );
+        // 2. Other client errors without JSON: not the API, not carried out.
+        assert_eq!(classify_answer(Submit, 400, None, false), NOT_API);
+        assert_eq!(classify_answer(Submit, 418, None, false), NOT_API);
+        assert_eq!(classify_answer(TaskResult, 400, None, false), NOT_API);
+        assert_eq!(classify_answer(Submit, 400, None, true), RowFinal);
+        // ...except the statuses that mean the same from anyone.
+        assert_eq!(classify_answer(Submit, 401, None, false), KEY);
+        assert_eq!(classify_answer(Submit, 403, None, false), KEY);
+        assert_eq!(classify_answer(Submit, 402, None, false), BALANCE);
+        assert_eq!(classify_answer(Submit, 429, None, false), Transient);
+        assert_eq!(classify_answer(Submit, 408, None, false), Transient);
+    }
+
+    #[test]
+    fn answers_without_json_that_may_follow_a_paid_request_stay_ambiguous() {
+        // 3. Refused for load: never carried out.
+        assert_eq!(classify_answer(Submit, 503, None, false), Transient);
+        // 4. A gateway's HTML 502/504 may follow an accepted task.
+        assert_eq!(classify_answer(Submit, 502, None, false), Ambiguous);
+        assert_eq!(classify_answer(Submit, 504, None, false), Ambiguous);
+        assert_eq!(classify_answer(Submit, 500, None, false), Ambiguous);
+        // 5. Polls are reads.
+        assert_eq!(classify_answer(TaskResult, 502, None, false), Transient);
+        // 6. A 2xx without a readable task id may have created a task.
+        assert_eq!(classify_unreadable_success(Submit, false), Ambiguous);
+        assert_eq!(classify_unreadable_success(Submit, true), Ambiguous);
+        // 7. A poll answered 2xx with a page: not the API.
+        assert_eq!(classify_unreadable_success(TaskResult, false), NOT_API);
+        assert_eq!(classify_unreadable_success(TaskResult, true), Transient);
+    }
+
+    #[test]
+    fn json_objects_are_told_from_pages() {
+        assert!(is_json_object(r#"{"reason":"X"}"#));
+        assert!(is_json_object(" {} "));
+        assert!(!is_json_object("<html><body>404 Not Found</body></html>"));
+        assert!(!is_json_object(""));
+        assert!(!is_json_object("[1]"));
+        assert!(!is_json_object("\"ok\""));
+    }
 
     #[test]
     fn key_and_balance_problems_are_fatal_whatever_the_status() {
@@ -262,7 +398,8 @@ mod tests {
         assert_eq!(classify_status(Submit, 500, None), Ambiguous);
         assert_eq!(classify_status(Submit, 502, None), Ambiguous);
         assert_eq!(classify_status(TaskResult, 500, None), Transient);
-        assert_eq!(classify_transport(Submit, true), Transient);
+        assert_eq!(classify_transport(Submit, true), Unreachable);
+        assert_eq!(classify_transport(TaskResult, true), Unreachable);
         assert_eq!(classify_transport(Submit, false), Ambiguous);
         assert_eq!(classify_transport(TaskResult, false), Transient);
     }

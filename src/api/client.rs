@@ -167,7 +167,7 @@ impl ApiClient {
         let text = read_text(response, Endpoint::Submit).await?;
         wire::parse_submit(&text).ok_or_else(|| ApiError {
             // A 2xx we cannot read may still have created a task.
-            failure: Failure::Ambiguous,
+            failure: classify::classify_unreadable_success(Endpoint::Submit, true),
             status: Some(200),
             reason: None,
             message: "the API answered the submission without a readable task_id".to_owned(),
@@ -185,11 +185,16 @@ impl ApiClient {
             .send(self.authorized(request)?, Endpoint::TaskResult)
             .await?;
         let text = read_text(response, Endpoint::TaskResult).await?;
+        let json = classify::is_json_object(&text);
         wire::parse_task_result(&text).map_err(|error| ApiError {
-            failure: Failure::Transient,
+            failure: classify::classify_unreadable_success(Endpoint::TaskResult, json),
             status: Some(200),
             reason: None,
-            message: format!("the task result could not be read: {error}"),
+            message: if json {
+                format!("the task result could not be read: {error}")
+            } else {
+                "the task result came back as something other than JSON".to_owned()
+            },
             body: Some(truncated(self.key.redact(text))),
             retry_after: None,
         })
@@ -215,13 +220,15 @@ impl ApiClient {
             .and_then(|value| classify::parse_retry_after(value, SystemTime::now()));
         let body = self.key.redact(response.text().await.unwrap_or_default());
         let reason = classify::reason_from_body(&body);
-        let failure = classify::classify_status(endpoint, status.as_u16(), reason.as_deref());
+        let json = classify::is_json_object(&body);
+        let failure = classify::classify_answer(endpoint, status.as_u16(), reason.as_deref(), json);
         Err(ApiError {
             failure,
             status: Some(status.as_u16()),
             message: match &reason {
                 Some(reason) => format!("HTTP {} {reason}", status.as_u16()),
-                None => format!("HTTP {}", status.as_u16()),
+                None if json || body.is_empty() => format!("HTTP {}", status.as_u16()),
+                None => format!("HTTP {} with a body that is not JSON", status.as_u16()),
             },
             reason,
             body: (!body.is_empty()).then(|| truncated(body)),
@@ -347,7 +354,13 @@ fn transport_error(error: &reqwest::Error, endpoint: Endpoint) -> ApiError {
         failure,
         status: None,
         reason: None,
-        message: describe(error),
+        // A connection that could not be made: its root cause says why
+        // ("Connection refused", a DNS or certificate error) in few words.
+        message: if error.is_connect() {
+            root_cause(error)
+        } else {
+            describe(error)
+        },
         body: None,
         retry_after: None,
     }
@@ -371,6 +384,15 @@ fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The innermost cause of a reqwest error, as text.
+fn root_cause(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 fn truncated(mut text: String) -> String {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::logging::Terminal;
 use crate::job::{Counts, JobState};
-use crate::runner::Events;
+use crate::runner::{Event, Events};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,18 @@ pub fn progress_line(
     elapsed: Duration,
     width: usize,
 ) -> String {
+    progress_line_capped(counts, rate_per_min, elapsed, width, false)
+}
+
+/// The progress line, saying `capped by --max-in-flight` while the in-flight
+/// cap, not the submit rate, holds submitting back.
+pub fn progress_line_capped(
+    counts: &Counts,
+    rate_per_min: Option<f64>,
+    elapsed: Duration,
+    width: usize,
+    capped: bool,
+) -> String {
     let total = counts.total();
     let eta = rate_per_min
         .filter(|rate| *rate > 0.0 && counts.unfinished() > 0)
@@ -107,6 +119,9 @@ pub fn progress_line(
     let waiting = counts.get(JobState::Succeeded);
     if waiting > 0 {
         parts.push((format!("to download {waiting}"), 5));
+    }
+    if capped {
+        parts.push(("capped by --max-in-flight".to_owned(), 2));
     }
     parts.push((format!("failed {}", counts.get(JobState::Failed)), 1));
     if counts.get(JobState::Ambiguous) > 0 {
@@ -148,9 +163,18 @@ struct Display {
     window: RateWindow,
     started: Instant,
     bar: Option<ProgressBar>,
+    /// The in-flight cap holds submitting back.
+    capped: bool,
 }
 
 impl Display {
+    fn take(&mut self, event: Event) {
+        match event {
+            Event::InFlightCapped(capped) => self.capped = capped,
+            moved => moved.apply(&mut self.counts),
+        }
+    }
+
     fn show(&mut self) {
         let now = Instant::now();
         self.window.record(now, self.counts.finished());
@@ -163,14 +187,20 @@ impl Display {
                     .size_checked()
                     .map_or(80, |(_, columns)| usize::from(columns));
                 let width = columns.saturating_sub(SPINNER_WIDTH).max(20);
-                bar.set_message(progress_line(counts, rate, elapsed, width));
+                bar.set_message(progress_line_capped(
+                    counts,
+                    rate,
+                    elapsed,
+                    width,
+                    self.capped,
+                ));
                 bar.tick();
             }
             // The counts stay in the message: as fields they would repeat
             // it in text logs, which people read from cron mail.
             None => tracing::info!(
                 "progress: {}",
-                progress_line(counts, rate, elapsed, usize::MAX)
+                progress_line_capped(counts, rate, elapsed, usize::MAX, self.capped)
             ),
         }
     }
@@ -206,6 +236,7 @@ pub fn spawn_progress(
             window: RateWindow::default(),
             started: Instant::now(),
             bar,
+            capped: false,
         };
         display
             .window
@@ -214,7 +245,7 @@ pub fn spawn_progress(
         loop {
             tokio::select! {
                 Some(event) = events.receiver.recv() => {
-                    event.apply(&mut display.counts);
+                    display.take(event);
                     continue;
                 }
                 () = tokio::time::sleep_until(next_show) => next_show += interval,
@@ -224,8 +255,9 @@ pub fn spawn_progress(
         }
         // Whatever was sent before the engine stopped is counted.
         while let Ok(event) = events.receiver.try_recv() {
-            event.apply(&mut display.counts);
+            display.take(event);
         }
+        display.capped = false;
         display.show();
         if let Some(bar) = display.bar {
             bar.finish_and_clear();
@@ -278,6 +310,24 @@ mod tests {
             progress_line(&typical, Some(290.0), Duration::from_secs(65), 72),
             "done 78/300 · sent 91/300 · running 12 · failed 1 · 290/min · ETA 45s",
             "when narrower, the elapsed time goes first"
+        );
+    }
+
+    #[test]
+    fn the_line_says_when_the_in_flight_cap_holds_submitting_back() {
+        let line = counts(&[(JobState::Pending, 100), (JobState::Running, 50)]);
+        let at = |width, capped| {
+            progress_line_capped(&line, None, Duration::from_secs(5), width, capped)
+        };
+        assert_eq!(
+            at(200, true),
+            "done 0/150 · sent 50/150 · running 50 · capped by --max-in-flight · failed 0 · 5s"
+        );
+        assert!(!at(200, false).contains("capped"), "only while it is true");
+        assert!(
+            at(60, true).contains("capped by --max-in-flight"),
+            "it outlasts the running count and the sent count: {}",
+            at(60, true)
         );
     }
 

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::FatalCause;
@@ -61,6 +62,10 @@ pub enum Fatal {
     Ledger(String),
     /// Too many submissions in a row with an unknown outcome.
     AmbiguousStreak { in_a_row: u32, last: String },
+    /// No request of the run could connect to the base URL, and nothing
+    /// there answered, for the grace period. Nothing was sent, so nothing
+    /// is in doubt: unsent rows stay pending.
+    Unreachable { base: String, cause: String },
 }
 
 impl Fatal {
@@ -70,6 +75,7 @@ impl Fatal {
             Fatal::Refused { cause, .. } => cause.as_str(),
             Fatal::Ledger(_) => "ledger",
             Fatal::AmbiguousStreak { .. } => "ambiguous_streak",
+            Fatal::Unreachable { .. } => "unreachable",
         }
     }
 }
@@ -89,6 +95,11 @@ impl fmt::Display for Fatal {
                 "submitting stopped after {in_a_row} submissions in a row with an unknown outcome (the last: \
                  {last}): the service looks unwell, and each more would be another row in doubt; check it, then \
                  run again (`pixbatch retry --ambiguous` resubmits the ones in doubt)"
+            ),
+            Fatal::Unreachable { base, cause } => write!(
+                f,
+                "could not connect to {base}: {cause}; nothing was sent and unsent rows stay pending: check \
+                 --base-url and the network, then run the same command again"
             ),
         }
     }
@@ -117,6 +128,15 @@ pub struct Control {
     report: Mutex<RunReport>,
     /// Submissions in a row whose outcome is unknown.
     ambiguous_in_a_row: AtomicU32,
+    /// Whether anything at the base URL answered in this run, and since
+    /// when requests have failed to connect before it did.
+    reach: Mutex<Reach>,
+}
+
+#[derive(Debug, Default)]
+struct Reach {
+    answered: bool,
+    unreachable_since: Option<Instant>,
 }
 
 impl Control {
@@ -130,6 +150,7 @@ impl Control {
             stop,
             report: Mutex::new(RunReport::default()),
             ambiguous_in_a_row: AtomicU32::new(0),
+            reach: Mutex::new(Reach::default()),
         }
     }
 
@@ -186,6 +207,32 @@ impl Control {
     /// A definite answer came back: the service is working.
     pub(super) fn definite_answer(&self) {
         self.ambiguous_in_a_row.store(0, Ordering::SeqCst);
+    }
+
+    fn reach(&self) -> std::sync::MutexGuard<'_, Reach> {
+        self.reach
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Something at the base URL answered (any answer, even an error):
+    /// from now on a failure to connect is an outage to wait out.
+    pub(super) fn answered(&self) {
+        self.reach().answered = true;
+    }
+
+    /// A request sent at `sent_at` could not connect. Since when nothing
+    /// has, if nothing at the base URL answered in this run yet.
+    pub(super) fn unreachable_since(&self, sent_at: Instant) -> Option<Instant> {
+        let mut reach = self.reach();
+        if reach.answered {
+            return None;
+        }
+        let since = reach
+            .unreachable_since
+            .map_or(sent_at, |since| since.min(sent_at));
+        reach.unreachable_since = Some(since);
+        Some(since)
     }
 
     /// The result of the run so far.

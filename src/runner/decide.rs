@@ -17,6 +17,19 @@ use crate::ledger::ErrorRecord;
 /// is given up for lack of answers.
 pub(super) const OUTAGE_GRACE: Duration = Duration::from_secs(600);
 
+/// How long requests may fail to connect, while nothing at the base URL
+/// has answered in this run, before the run stops (exit 1).
+pub(super) const UNREACHABLE_GRACE: Duration = Duration::from_secs(15);
+
+/// After a request that could not connect, while nothing has answered since
+/// `since`: `Some(left)` to try again within `left` (so that the last try
+/// falls at the end of the grace period), `None` to stop the run.
+pub(super) fn while_unreachable(since: Instant, now: Instant) -> Option<Duration> {
+    UNREACHABLE_GRACE
+        .checked_sub(now.saturating_duration_since(since))
+        .filter(|left| !left.is_zero())
+}
+
 /// What a failed submission does to the job, and what comes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct SubmitVerdict {
@@ -40,7 +53,10 @@ pub(super) enum AfterSubmit {
 
 pub(super) fn after_submit_error(failure: Failure) -> SubmitVerdict {
     let (to, kind, then) = match failure {
-        Failure::Transient => (JobState::Pending, ErrorKind::Transient, AfterSubmit::Retry),
+        // A connect failure never sent the request: as safe as a 429.
+        Failure::Transient | Failure::Unreachable => {
+            (JobState::Pending, ErrorKind::Transient, AfterSubmit::Retry)
+        }
         Failure::Ambiguous => (
             JobState::Ambiguous,
             ErrorKind::Ambiguous,
@@ -335,6 +351,27 @@ mod tests {
                 AfterSubmit::StopSubmitting(FatalCause::Balance)
             ),
             "a balance refusal leaves the row pending for after the top-up"
+        );
+    }
+
+    #[test]
+    fn connect_failures_before_any_answer_are_retried_until_the_grace_ends() {
+        let since = Instant::now();
+        assert_eq!(while_unreachable(since, since), Some(UNREACHABLE_GRACE));
+        assert_eq!(
+            while_unreachable(since, since + Duration::from_secs(10)),
+            Some(Duration::from_secs(5)),
+            "the wait is cut so that the last try falls at the end"
+        );
+        assert_eq!(while_unreachable(since, since + UNREACHABLE_GRACE), None);
+        assert_eq!(
+            while_unreachable(since, since + Duration::from_secs(60)),
+            None
+        );
+        assert_eq!(
+            after_submit_error(Failure::Unreachable).to,
+            JobState::Pending,
+            "nothing was sent: the row stays pending"
         );
     }
 

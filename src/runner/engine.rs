@@ -4,18 +4,21 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use tracing::warn;
 
-use super::control::{Control, RunReport, Stop};
+use super::control::{Control, Fatal, RunReport, Stop};
+use super::decide;
 use super::download::{self, DownloadJob};
 use super::events::{self, Events};
 use super::poll::{self, Tracked};
 use super::record::Recorder;
 use super::submit;
-use crate::api::ApiClient;
+use crate::api::{ApiClient, ApiError, Failure};
 use crate::config::RunSettings;
 use crate::job::{Counts, JobState};
 use crate::ledger::LedgerHandle;
@@ -30,6 +33,47 @@ pub(super) struct Shared {
     pub in_flight: Arc<Semaphore>,
     /// Task-result requests, polls and URL refreshes alike.
     pub poll_limiter: DefaultDirectRateLimiter,
+}
+
+/// What a request's outcome says about reaching the API at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reach {
+    /// It answered, now or earlier in the run: go on as usual.
+    AsUsual,
+    /// Nothing at the base URL has answered yet: try again within this long.
+    TryWithin(Duration),
+    /// Nothing answered for the whole grace period: the run is stopped.
+    Stopped,
+}
+
+impl Shared {
+    /// Notes whether a request sent at `sent_at` reached the API. Before any
+    /// answer, connect failures stop the run once they have lasted
+    /// `UNREACHABLE_GRACE`; after one, they are an outage to wait out.
+    pub fn reach(&self, sent_at: Instant, error: Option<&ApiError>) -> Reach {
+        let Some(error) = error.filter(|error| error.failure == Failure::Unreachable) else {
+            self.control.answered();
+            return Reach::AsUsual;
+        };
+        let Some(since) = self.control.unreachable_since(sent_at) else {
+            return Reach::AsUsual;
+        };
+        match decide::while_unreachable(since, Instant::now()) {
+            Some(left) => Reach::TryWithin(left),
+            None => {
+                self.unreachable(error);
+                Reach::Stopped
+            }
+        }
+    }
+
+    /// Stops the run: nothing at the base URL could be reached.
+    pub fn unreachable(&self, error: &ApiError) {
+        self.control.fatal_for_run(Fatal::Unreachable {
+            base: self.api.base().to_string(),
+            cause: error.message.clone(),
+        });
+    }
 }
 
 /// A per-minute limiter with a burst of one, so that no window of any
@@ -117,25 +161,25 @@ impl Engine {
             .into_iter()
             .map(|task| Tracked::resumed(task, shared.in_flight.clone().try_acquire_owned().ok()))
             .collect();
-        if shared.settings.no_wait {
-            // In-flight permits of resumed tasks stay taken: they are not finished.
-            let _held: Vec<_> = running.into_iter().map(|tracked| tracked.permit).collect();
-            submit::submit_all(shared.clone(), None).await;
-        } else {
-            let (download_tx, download_rx) = mpsc::unbounded_channel();
+        let (download_tx, download_rx) = mpsc::unbounded_channel();
+        // --no-wait polls (finished tasks free their in-flight slots and are
+        // recorded) but leaves downloads to the next run.
+        let downloader = (!shared.settings.no_wait).then(|| {
             for task in to_download {
                 let _ = download_tx.send(DownloadJob::from(task));
             }
-            let (poll_tx, poll_rx) = mpsc::unbounded_channel();
-            let downloader = tokio::spawn(download::download_all(shared.clone(), download_rx));
-            let poller = tokio::spawn(poll::poll_all(
-                shared.clone(),
-                poll_rx,
-                running,
-                download_tx,
-            ));
-            submit::submit_all(shared.clone(), Some(poll_tx)).await;
-            let _ = poller.await;
+            tokio::spawn(download::download_all(shared.clone(), download_rx))
+        });
+        let (poll_tx, poll_rx) = mpsc::unbounded_channel();
+        let poller = tokio::spawn(poll::poll_all(
+            shared.clone(),
+            poll_rx,
+            running,
+            download_tx,
+        ));
+        submit::submit_all(shared.clone(), poll_tx).await;
+        let _ = poller.await;
+        if let Some(downloader) = downloader {
             let _ = downloader.await;
         }
         control.snapshot()

@@ -11,10 +11,14 @@ use crate::job::{Counts, JobState};
 pub enum Event {
     /// A job of the current manifest went from one state to another.
     Moved { from: JobState, to: JobState },
+    /// Submitting is (`true`) or is no longer (`false`) held back by
+    /// `--max-in-flight` rather than by the submit rate.
+    InFlightCapped(bool),
 }
 
 impl Event {
-    /// Applies the event to a count of jobs by state.
+    /// Applies the event to a count of jobs by state (other events leave
+    /// the counts alone).
     pub fn apply(self, counts: &mut Counts) {
         match self {
             Event::Moved { from, to } => {
@@ -23,6 +27,7 @@ impl Event {
                 *old = old.saturating_sub(1);
                 *counts.0.entry(to).or_default() += 1;
             }
+            Event::InFlightCapped(_) => {}
         }
     }
 }

@@ -16,9 +16,9 @@ use tracing::warn;
 use super::control::Fatal;
 use super::decide::{PollInput, PollState, PollVerdict, after_poll};
 use super::download::DownloadJob;
-use super::engine::Shared;
+use super::engine::{Reach, Shared};
 use super::record::{Halted, JobRef};
-use crate::api::RemoteStatus;
+use crate::api::{ApiError, Failure, RemoteStatus};
 use crate::job::{JobState, TaskId};
 use crate::ledger::{LiveTask, now_ms};
 
@@ -30,9 +30,12 @@ pub(super) struct Tracked {
     pub job: JobRef,
     pub task_id: TaskId,
     submitted_at_ms: i64,
-    /// Released when the task finishes, making room for another submission.
-    pub permit: Option<OwnedSemaphorePermit>,
+    /// Released when the task finishes (held only to be dropped), making
+    /// room for another submission.
+    _permit: Option<OwnedSemaphorePermit>,
     state: PollState,
+    /// The user was told the API does not know this task.
+    warned_not_found: bool,
 }
 
 impl Tracked {
@@ -46,8 +49,9 @@ impl Tracked {
             job,
             task_id,
             submitted_at_ms,
-            permit,
+            _permit: permit,
             state: PollState::default(),
+            warned_not_found: false,
         }
     }
 
@@ -125,12 +129,17 @@ pub(super) async fn poll_all(
     let mut polls = JoinSet::new();
     let mut incoming_open = true;
     let far_future = Instant::now() + Duration::from_secs(365 * 24 * 3600);
-    while incoming_open || !schedule.heap.is_empty() || !polls.is_empty() {
+    // --no-wait: once submitting is over, polls in progress finish and no
+    // new one starts; the tasks still running are the next run's.
+    let waits = !shared.settings.no_wait;
+    while incoming_open || (waits && !schedule.heap.is_empty()) || !polls.is_empty() {
         let next_due = schedule
             .heap
             .peek()
             .map_or(far_future, |Reverse(due)| due.at);
-        let can_start = !schedule.heap.is_empty() && polls.len() < MAX_CONCURRENT_POLLS;
+        let can_start = (incoming_open || waits)
+            && !schedule.heap.is_empty()
+            && polls.len() < MAX_CONCURRENT_POLLS;
         tokio::select! {
             () = stop.cancelled() => break,
             message = incoming.recv(), if incoming_open => match message {
@@ -172,17 +181,46 @@ async fn poll_once(
     let policy = &shared.settings.poll;
     let elapsed_ms = now_ms().saturating_sub(tracked.submitted_at_ms);
     let timed_out = elapsed_ms > i64::try_from(policy.task_timeout.as_millis()).unwrap_or(i64::MAX);
+    let sent_at = Instant::now();
     let answer = shared.api.task_result(&tracked.task_id).await;
+    let reach = shared.reach(sent_at, answer.as_ref().err());
+    if reach == Reach::Stopped {
+        return Next::Stop;
+    }
+    if let Err(error) = &answer {
+        warn_not_found(shared, tracked, error);
+    }
     let input = PollInput {
         policy,
         timed_out,
         now: Instant::now(),
         task_id: &tracked.task_id.0,
     };
-    let verdict = after_poll(&mut tracked.state, answer, &input);
+    let mut verdict = after_poll(&mut tracked.state, answer, &input);
+    if let (Reach::TryWithin(left), PollVerdict::Again(after)) = (reach, &mut verdict) {
+        *after = (*after).min(left);
+    }
     act(shared, tracked, verdict, to_download)
         .await
         .unwrap_or(Next::Stop)
+}
+
+/// Tells the user, once per task, that the API does not know it: the
+/// likely cause is the user's to fix (another key, another region).
+fn warn_not_found(shared: &Shared, tracked: &mut Tracked, error: &ApiError) {
+    if error.failure != Failure::TaskNotFound || tracked.warned_not_found {
+        return;
+    }
+    tracked.warned_not_found = true;
+    warn!(
+        job_id = %tracked.job.job_id,
+        task_id = %tracked.task_id,
+        error = %error.message,
+        "the API does not know task {}: was it made with another key or in another region (--base-url)? \
+         it is asked again, and given up as lost after {} such answers in a row",
+        tracked.task_id,
+        shared.settings.poll.max_not_found
+    );
 }
 
 /// Does what a poll's verdict says: record, hand over, or stop.

@@ -74,6 +74,11 @@ impl Recorder {
         })
     }
 
+    /// Tells the listener something that is not a ledger write.
+    pub fn note(&self, event: Event) {
+        self.events.send(event);
+    }
+
     /// A write that moves `job` from `from` to `to`.
     async fn move_job<T, F>(
         &self,

@@ -4,17 +4,21 @@
 //! anything else happens to the job.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tokio::time::Instant;
+use tracing::{debug, warn};
 
 use super::control::{Fatal, MAX_AMBIGUOUS_IN_A_ROW, Stop};
 use super::decide::{AfterSubmit, after_submit_error};
-use super::engine::{Shared, per_minute_limiter};
+use super::engine::{Reach, Shared, per_minute_limiter};
+use super::events::Event;
 use super::poll::Tracked;
 use super::record::{Halted, JobRef};
 use crate::api::ApiError;
+use crate::config::Backoff;
 use crate::job::TaskId;
 use crate::ledger::{ErrorRecord, PendingJob, Reservation, now_ms};
 use crate::price::Usd;
@@ -22,18 +26,16 @@ use crate::price::Usd;
 /// Jobs read from the ledger at a time.
 const BATCH: usize = 256;
 
-/// Submits every pending job (or until told to stop). `to_poll` is `None`
-/// with `--no-wait`: tasks then stay in flight past this run.
-pub(super) async fn submit_all(
-    shared: Arc<Shared>,
-    to_poll: Option<mpsc::UnboundedSender<Tracked>>,
-) {
+/// Submits every pending job (or until told to stop), handing each task
+/// to the poller.
+pub(super) async fn submit_all(shared: Arc<Shared>, to_poll: mpsc::UnboundedSender<Tracked>) {
     let control = &shared.control;
     let limiter = Arc::new(per_minute_limiter(shared.settings.submit_per_minute));
     let workers = Arc::new(Semaphore::new(shared.settings.workers.max(1)));
     let mut submissions = JoinSet::new();
     let mut after_row = 0;
     let mut first = true;
+    let mut capped = false;
     'batches: loop {
         let Ok(batch) = shared
             .recorder
@@ -47,7 +49,7 @@ pub(super) async fn submit_all(
         }
         for job in batch {
             after_row = job.manifest_row;
-            let Some(in_flight) = in_flight_slot(&shared, to_poll.is_some()).await else {
+            let Some(in_flight) = in_flight_slot(&shared, &mut capped).await else {
                 break 'batches;
             };
             let worker = tokio::select! {
@@ -80,23 +82,18 @@ pub(super) async fn submit_all(
 }
 
 /// A slot under `--max-in-flight`, or `None` when submitting is over.
-async fn in_flight_slot(shared: &Shared, waiting: bool) -> Option<OwnedSemaphorePermit> {
-    if waiting {
-        return tokio::select! {
-            permit = shared.in_flight.clone().acquire_owned() => Some(permit.expect("the semaphore is never closed")),
-            () = shared.control.stop_submitting.cancelled() => None,
-        };
+/// Waiting for one means the cap, not the rate, limits submitting: the
+/// progress line says so until a slot is free at once again.
+async fn in_flight_slot(shared: &Shared, capped: &mut bool) -> Option<OwnedSemaphorePermit> {
+    let now_capped = shared.in_flight.available_permits() == 0;
+    if now_capped != *capped {
+        *capped = now_capped;
+        shared.recorder.note(Event::InFlightCapped(now_capped));
     }
-    // --no-wait: nothing finishes during this run, so a full cap means this
-    // run's submitting is done.
-    let permit = shared.in_flight.clone().try_acquire_owned().ok();
-    if permit.is_none() {
-        info!(
-            "{} tasks are in flight (--max-in-flight); the rest wait for a later run",
-            shared.settings.max_in_flight
-        );
+    tokio::select! {
+        permit = shared.in_flight.clone().acquire_owned() => Some(permit.expect("the semaphore is never closed")),
+        () = shared.control.stop_submitting.cancelled() => None,
     }
-    permit
 }
 
 async fn submit_one(
@@ -105,7 +102,7 @@ async fn submit_one(
     in_flight: OwnedSemaphorePermit,
     _worker: OwnedSemaphorePermit,
     limiter: Arc<governor::DefaultDirectRateLimiter>,
-    to_poll: Option<mpsc::UnboundedSender<Tracked>>,
+    to_poll: mpsc::UnboundedSender<Tracked>,
 ) {
     let control = &shared.control;
     let job_ref = JobRef::pending(job.job_id.clone());
@@ -131,20 +128,17 @@ async fn submit_one(
             }
             Err(Halted) => return,
         }
-        let error = match shared.api.submit(&job.request_json).await {
+        let sent_at = Instant::now();
+        let outcome = shared.api.submit(&job.request_json).await;
+        let reach = shared.reach(sent_at, outcome.as_ref().err());
+        let error = match outcome {
             Ok(task_id) => return accepted(&shared, job_ref, task_id, in_flight, to_poll).await,
             Err(error) => error,
         };
-        if refused(&shared, &job_ref, &error).await.is_none() {
+        if refused(&shared, &job_ref, &error).await.is_none() || reach == Reach::Stopped {
             return;
         }
-        let Some(delay) = backoff.next_delay(error.retry_after) else {
-            warn!(
-                job_id = %job_ref.job_id,
-                error = %error.message,
-                "still failing after {} retries; left pending for the next run",
-                shared.settings.retry.max_retries
-            );
+        let Some(delay) = retry_delay(&shared, &job_ref, &error, reach, &mut backoff) else {
             return;
         };
         debug!(job_id = %job_ref.job_id, error = %error.message, "retrying in {delay:?}");
@@ -153,6 +147,35 @@ async fn submit_one(
             () = control.stop_submitting.cancelled() => return,
         }
     }
+}
+
+/// How long to wait before the next try, or `None` when the retries are
+/// spent: the row is left pending, or, when nothing at the base URL ever
+/// answered, the run stops (every other row would fare the same).
+fn retry_delay(
+    shared: &Shared,
+    job: &JobRef,
+    error: &ApiError,
+    reach: Reach,
+    backoff: &mut Backoff,
+) -> Option<Duration> {
+    let Some(delay) = backoff.next_delay(error.retry_after) else {
+        if let Reach::TryWithin(_) = reach {
+            shared.unreachable(error);
+            return None;
+        }
+        warn!(
+            job_id = %job.job_id,
+            error = %error.message,
+            "still failing after {} retries; left pending for the next run",
+            shared.settings.retry.max_retries
+        );
+        return None;
+    };
+    Some(match reach {
+        Reach::TryWithin(left) => delay.min(left),
+        _ => delay,
+    })
 }
 
 /// Records a refused submission and acts on it. `Some(())` means the job
@@ -201,23 +224,14 @@ async fn accepted(
     job: JobRef,
     task_id: TaskId,
     in_flight: OwnedSemaphorePermit,
-    to_poll: Option<mpsc::UnboundedSender<Tracked>>,
+    to_poll: mpsc::UnboundedSender<Tracked>,
 ) {
     if shared.recorder.accepted(&job, &task_id).await.is_err() {
         return;
     }
     shared.control.definite_answer();
     let tracked = Tracked::new(job, task_id, now_ms(), Some(in_flight));
-    match to_poll {
-        // If the poller has stopped (the run is stopping), the task is in
-        // the ledger and the next run polls it.
-        Some(to_poll) => drop(to_poll.send(tracked)),
-        None => {
-            info!(job_id = %tracked.job.job_id, task_id = %tracked.task_id, "submitted");
-            // --no-wait: the task stays in flight past this run.
-            if let Some(permit) = tracked.permit {
-                permit.forget();
-            }
-        }
-    }
+    // If the poller has stopped (the run is stopping), the task is in the
+    // ledger and the next run polls it.
+    drop(to_poll.send(tracked));
 }

@@ -317,3 +317,31 @@ fn retry_says_which_refused_rows_it_left_alone_and_what_to_do() {
         .stdout(predicate::str::contains("1 job(s) will be submitted again"))
         .stdout(predicate::str::contains("left alone").not());
 }
+
+#[test]
+fn an_unreachable_api_stops_the_run_with_exit_1_within_30_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("shots.csv");
+    std::fs::write(
+        &manifest,
+        crate::support::manifest_rows(3, |i| format!("p{i}")),
+    )
+    .unwrap();
+    // Nothing listens on port 1: every connection is refused. The timeout
+    // is only a guard against a hang; the run stops after about 15 s.
+    let output = pixbatch()
+        .arg("run")
+        .arg(&manifest)
+        .args(["--base-url", "http://127.0.0.1:1"])
+        .env("HIGHWAY_API_KEY", crate::support::KEY)
+        .timeout(std::time::Duration::from_secs(30))
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&output.get_output().stderr);
+    assert!(
+        stderr.contains("could not connect to http://127.0.0.1:1/"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.get_output().stdout);
+    assert!(stdout.contains("0 ambiguous · 3 not finished"), "{stdout}");
+}

@@ -1,12 +1,14 @@
 //! Faults the API throws at a run, each counted at the simulator.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pixbatch::error::{EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED};
 use pixbatch::job::{ErrorKind, JobState};
 use pixbatch::simulator::{Scripted, ScriptedDownload, SimConfig};
 
-use crate::support::{Scratch, fast_sim, manifest_rows, path_str};
+use crate::support::{FAST, Scratch, fast_sim, manifest_rows, path_str};
 
 #[tokio::test]
 async fn a_429_with_retry_after_is_honoured_then_the_row_succeeds() {
@@ -512,7 +514,9 @@ async fn an_unreachable_api_leaves_rows_pending_not_ambiguous() {
             Some(crate::support::KEY),
         )
         .await;
-    assert_eq!(code, pixbatch::error::EXIT_PENDING);
+    // The retries ran out before anything ever answered: the run stops
+    // rather than trying every other row in turn.
+    assert_eq!(code, EXIT_ERROR);
     assert_eq!(scratch.count(JobState::Pending), 2);
     assert_eq!(
         scratch.job("row-1").error_kind.map(ErrorKind::as_str),
@@ -624,4 +628,44 @@ async fn submitting_stops_after_three_unknown_outcomes_in_a_row() {
     );
     assert_eq!(scratch.count(JobState::Ambiguous), 3);
     assert_eq!(scratch.count(JobState::Pending), 3);
+}
+
+/// A web server that is not the API: every request gets an HTML 404 page.
+/// Returns its base URL and how many requests it got.
+async fn html_server() -> (String, Arc<AtomicU64>) {
+    let hits = Arc::new(AtomicU64::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async {
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                axum::response::Html("<html><body><h1>404 Not Found</h1><hr>nginx</body></html>"),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, hits)
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_the_api_stops_the_run_without_ambiguous_rows() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(&manifest_rows(5, |i| format!("p{i}")));
+    let (base, hits) = html_server().await;
+    let mut args = vec![
+        "run".to_owned(),
+        path_str(&scratch.manifest()),
+        "--base-url".to_owned(),
+        base,
+    ];
+    args.extend(FAST.iter().map(|arg| (*arg).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let code = scratch.command(&args, Some(crate::support::KEY)).await;
+    assert_eq!(code, EXIT_ERROR);
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "one answer was enough");
+    assert_eq!(scratch.count(JobState::Ambiguous), 0);
+    assert_eq!(scratch.count(JobState::Pending), 5, "nothing was paid");
 }

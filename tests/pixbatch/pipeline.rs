@@ -198,8 +198,12 @@ async fn no_wait_submits_and_a_later_run_collects() {
     let scratch = Scratch::new(fast_sim()).await;
     scratch.write_manifest(&manifest_rows(3, |i| format!("prompt {i}")));
     assert_eq!(scratch.run(&["--no-wait"]).await, EXIT_PENDING);
-    assert_eq!(scratch.count(JobState::Running), 3);
-    assert_eq!(scratch.sim_count(|c| &c.results_received), 0);
+    assert_eq!(
+        scratch.count(JobState::Running) + scratch.count(JobState::Succeeded),
+        3,
+        "every task is kept for the next run"
+    );
+    assert_eq!(scratch.sim_count(|c| &c.downloads_received), 0);
     assert_eq!(scratch.run(&[]).await, EXIT_OK);
     assert_eq!(scratch.submits_received(), 3);
     for i in 1..=3 {
@@ -225,25 +229,65 @@ async fn the_deadline_stops_cleanly_and_the_next_run_resumes() {
     assert_eq!(scratch.submits_received(), 2);
 }
 
+/// Asserts that no `cap + 1` submissions arrived within one task's
+/// duration: the task `cap` places earlier must have finished (at the
+/// simulator, then polled) before a slot was free again.
+fn assert_cap_held(scratch: &Scratch, cap: usize, task: std::time::Duration) {
+    let times = scratch.sim.submit_times();
+    for (earlier, later) in times.iter().zip(times.iter().skip(cap)) {
+        assert!(
+            later.duration_since(*earlier) >= task,
+            "more than {cap} tasks were in flight at once"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_in_flight_cap_holds() {
+    let task = std::time::Duration::from_millis(300);
     let scratch = Scratch::new(SimConfig {
-        task_duration: std::time::Duration::from_millis(300),
+        task_duration: task,
         ..fast_sim()
     })
     .await;
     scratch.write_manifest(&manifest_rows(6, |i| format!("prompt {i}")));
-    assert_eq!(
-        scratch.run(&["--max-in-flight", "2", "--no-wait"]).await,
-        EXIT_PENDING
-    );
-    assert_eq!(
-        scratch.submits_received(),
-        2,
-        "no more than 2 unfinished tasks"
-    );
     assert_eq!(scratch.run(&["--max-in-flight", "2"]).await, EXIT_OK);
     assert_eq!(scratch.submits_received(), 6);
+    assert_cap_held(&scratch, 2, task);
+}
+
+#[tokio::test]
+async fn no_wait_submits_every_row_polling_to_free_in_flight_slots() {
+    let task = std::time::Duration::from_millis(300);
+    let scratch = Scratch::new(SimConfig {
+        task_duration: task,
+        ..fast_sim()
+    })
+    .await;
+    scratch.write_manifest(&manifest_rows(300, |i| format!("prompt {i}")));
+    assert_eq!(
+        scratch.run(&["--no-wait", "--max-in-flight", "50"]).await,
+        EXIT_PENDING
+    );
+    assert_eq!(scratch.submits_received(), 300, "every row was submitted");
+    assert_cap_held(&scratch, 50, task);
+    assert_eq!(
+        scratch.count(JobState::Running) + scratch.count(JobState::Succeeded),
+        300,
+        "every task is kept for the next run"
+    );
+    assert!(
+        scratch.count(JobState::Succeeded) >= 250,
+        "finished tasks were polled and recorded"
+    );
+    assert_eq!(
+        scratch.sim_count(|c| &c.downloads_received),
+        0,
+        "downloads are the next run's"
+    );
+    assert_eq!(scratch.run(&["--max-in-flight", "50"]).await, EXIT_OK);
+    assert_eq!(scratch.submits_received(), 300, "nothing was paid twice");
+    assert_eq!(scratch.count(JobState::Downloaded), 300);
 }
 
 #[tokio::test]
