@@ -73,8 +73,15 @@ impl Summary<'_> {
                 (spend.total + spend.cost_to_finish).amount()
             ));
         } else if counts.unfinished() > 0 {
+            // After a fatal stop, running again only helps once its cause
+            // (shown above) is dealt with.
+            let when = if self.report.fatal.is_some() {
+                "once the cause above is dealt with, run the same command again"
+            } else {
+                "run the same command again to continue"
+            };
             next.push(format!(
-                "{} job(s) are not finished: run the same command again to continue (it resumes; nothing is paid twice)",
+                "{} job(s) are not finished: {when} (it resumes; nothing is paid twice)",
                 counts.unfinished()
             ));
         }
