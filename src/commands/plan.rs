@@ -2,10 +2,10 @@
 //! manifest is taken into the ledger inside a transaction that is then
 //! dropped, so the plan sees exactly what `run` would, and keeps nothing.
 
+use super::run::ingest_for;
 use crate::cli::{OutputFormat, RunArgs};
 use crate::config::{Environment, Purpose, RunConfig};
 use crate::error::{EXIT_INVALID, EXIT_OK, Error};
-use crate::ingest::ingest_in_background;
 use crate::ledger::Ledger;
 use crate::manifest::Manifest;
 use crate::price::Usd;
@@ -30,15 +30,7 @@ pub async fn plan(args: RunArgs, environment: Environment) -> Result<i32, Error>
         ledger.attach_paid_record(record, &endpoint, false)?;
     }
     let spent = Usd::from_micros(ledger.spent_micros()?);
-    let (ingested, _) = ingest_in_background(
-        reader,
-        config.image_base_url.clone(),
-        config.columns.clone(),
-        ledger,
-        config.ingest,
-        config.prices.clone(),
-    )
-    .await?;
+    let (ingested, _) = ingest_for(&config, reader, ledger).await?;
     if config.summary_format == OutputFormat::Text {
         print(&render_problems(&config.manifest, &ingested))?;
     }

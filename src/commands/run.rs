@@ -40,15 +40,7 @@ pub async fn run(
     // Fail on an unreadable manifest before creating anything.
     let reader = Manifest::open(&config.manifest)?;
     let (_lock, ledger) = open_ledger(&config)?;
-    let (ingested, ledger) = ingest_in_background(
-        reader,
-        config.image_base_url.clone(),
-        config.columns.clone(),
-        ledger,
-        config.ingest,
-        config.prices.clone(),
-    )
-    .await?;
+    let (ingested, ledger) = ingest_for(&config, reader, ledger).await?;
     report_problems(&config, &ingested)?;
     log_ingest(&config.manifest, &ingested);
     let out_dir = &config.settings.out_dir;
@@ -100,6 +92,23 @@ pub async fn run(
         OutputFormat::Json => print(&format!("{}\n", summary.to_json(code)))?,
     }
     Ok(code)
+}
+
+/// Takes the manifest into the ledger as `config` says (`plan` too).
+pub(super) async fn ingest_for(
+    config: &RunConfig,
+    reader: Manifest,
+    ledger: Ledger,
+) -> Result<(IngestReport, Ledger), Error> {
+    ingest_in_background(
+        reader,
+        config.image_base_url.clone(),
+        config.columns.clone(),
+        ledger,
+        config.ingest,
+        config.prices.clone(),
+    )
+    .await
 }
 
 /// Prints the manifest's problems (to stderr when stdout holds JSON); a

@@ -40,10 +40,17 @@ pub(super) fn pending_costs(conn: &Connection, visit: &mut dyn FnMut(PendingCost
 
 /// Counts by state of the manifest ingested last (or being ingested).
 pub(super) fn manifest_counts(conn: &Connection) -> Result<BTreeMap<JobState, u64>> {
-    let mut stmt = conn.prepare_cached(
+    count_states(
+        conn,
         "SELECT state, COUNT(*) FROM jobs WHERE seen_generation = (SELECT MAX(seen_generation) FROM jobs) \
          GROUP BY state",
-    )?;
+    )
+}
+
+/// Runs a `SELECT state, COUNT(*) ... GROUP BY state`; every state is in
+/// the answer, zero when absent.
+fn count_states(conn: &Connection, sql: &str) -> Result<BTreeMap<JobState, u64>> {
+    let mut stmt = conn.prepare_cached(sql)?;
     let mut counts: BTreeMap<JobState, u64> =
         JobState::ALL.into_iter().map(|state| (state, 0)).collect();
     let rows = stmt.query_map([], |row| {
@@ -82,19 +89,7 @@ impl Ledger {
         } else {
             "SELECT state, COUNT(*) FROM jobs GROUP BY state"
         };
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let mut counts: BTreeMap<JobState, u64> =
-            JobState::ALL.into_iter().map(|state| (state, 0)).collect();
-        let rows = stmt.query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-        })?;
-        for row in rows {
-            let (state, n) = row?;
-            if let Ok(state) = state.parse() {
-                counts.insert(state, n as u64);
-            }
-        }
-        Ok(counts)
+        count_states(&self.conn, sql)
     }
 
     /// Jobs of the current manifest with an edit that was held back.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::progress::compact;
 use super::summary::{counts_json, path_json};
 use crate::cli::OutputFormat;
 use crate::ingest::{IngestReport, Planned};
@@ -79,15 +80,6 @@ pub fn estimated_time(
     let by_cap = max_in_flight.max(1) as f64 / task_time.as_secs_f64().max(1.0);
     let per_second = by_rate.min(by_cap);
     Duration::from_secs_f64(((n - 1) as f64 / per_second).min(1e9)) + task_time
-}
-
-fn compact(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    match (secs / 3600, secs / 60 % 60, secs % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, s) => format!("{m}m{s:02}s"),
-        (h, m, _) => format!("{h}h{m:02}m"),
-    }
 }
 
 fn group_label(group: &CostGroup) -> String {

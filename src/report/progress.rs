@@ -63,7 +63,7 @@ impl RateWindow {
 }
 
 /// `1h02m`, `3m05s`, `42s`: short, for a line that must fit.
-fn compact(duration: Duration) -> String {
+pub(super) fn compact(duration: Duration) -> String {
     let secs = duration.as_secs();
     match (secs / 3600, secs / 60 % 60, secs % 60) {
         (0, 0, s) => format!("{s}s"),
