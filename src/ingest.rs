@@ -138,7 +138,14 @@ pub fn ingest(
     // Header problems concern every row: they are never skipped.
     let skippable = options.skip_invalid && report.n_rows > 0 && report.n_header_problems == 0;
     if options.dry_run {
-        // What the ledger would hold, read before the ingest is dropped.
+        // What the ledger would hold, read before the ingest is dropped,
+        // without the rows `run` would refuse to send.
+        if !options.allow_renamed {
+            ingest.drop_renamed()?;
+        }
+        if !options.allow_repeat {
+            ingest.drop_paid_elsewhere()?;
+        }
         report.planned = Some(Planned::read(&ingest, prices)?);
     } else if report.n_problems == 0 || skippable {
         ingest.finish(manifest.columns())?;

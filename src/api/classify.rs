@@ -20,7 +20,8 @@ pub enum Failure {
     RowFinal,
     /// Final for this row: the API refused its content (moderation of the
     /// prompt or the image). Never retried, and resubmitted unchanged only
-    /// on request: it would most likely be refused again, maybe for a fee.
+    /// on request: it would most likely be refused again. A refusal is not
+    /// charged (its reserved cost is given back).
     Refused,
     /// Final for the whole run: every request would get the same answer.
     /// Stop submitting.

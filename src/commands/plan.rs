@@ -10,24 +10,30 @@ use crate::ledger::Ledger;
 use crate::manifest::Manifest;
 use crate::price::Usd;
 use crate::report::{PlanReport, print, render_plan, render_problems};
+use crate::simulator;
 
 pub async fn plan(args: RunArgs, environment: Environment) -> Result<i32, Error> {
     let config = RunConfig::from_args(&args, &environment, Purpose::Plan)?;
     let reader = Manifest::open(&config.manifest)?;
     let endpoint = config.endpoint.name();
-    // A ledger that does not exist yet is not created by a plan.
+    // A plan works on a copy: a run beside it is never held up, and a
+    // ledger that does not exist yet is not created.
     let mut ledger = if config.ledger_path.is_file() {
-        Ledger::open(&config.ledger_path)?
+        Ledger::open_snapshot(&config.ledger_path)?
     } else {
         Ledger::open_temporary()?
     };
-    ledger.check_endpoint(&endpoint, config.allow_endpoint_change)?;
+    ledger.check_endpoint(
+        &endpoint,
+        config.allow_endpoint_change,
+        simulator::TASK_ID_PREFIX,
+    )?;
     if let Some(record) = config
         .paid_record
         .as_ref()
         .filter(|record| record.is_file())
     {
-        ledger.attach_paid_record(record, &endpoint, false)?;
+        ledger.attach_paid_record(record, &endpoint, false, config.ingest.allow_repeat)?;
     }
     let spent = Usd::from_micros(ledger.spent_micros()?);
     let (ingested, _) = ingest_for(&config, reader, ledger).await?;

@@ -50,7 +50,7 @@ pub async fn run(
     let had_work = ingested.n_new + ingested.n_replaced > 0 || planned.counts.unfinished() > 0;
     let spent_before = Usd::from_micros(ledger.spent_micros()?);
     if !plan_and_confirm(&config, terminal, &ingested, &planned, spent_before).await {
-        print("nothing was sent: answer y to go ahead, or pass --yes or --max-spend USD\n")?;
+        warn!("nothing was sent: answer y to go ahead, or pass --yes or --max-spend USD");
         return Ok(EXIT_PENDING);
     }
 
@@ -178,9 +178,18 @@ fn open_ledger(config: &RunConfig) -> Result<(RunLock, Ledger), Error> {
     }
     let lock = RunLock::acquire(&config.ledger_path)?;
     let mut ledger = Ledger::open(&config.ledger_path)?;
-    ledger.bind_endpoint(&config.endpoint.name(), config.allow_endpoint_change)?;
+    ledger.bind_endpoint(
+        &config.endpoint.name(),
+        config.allow_endpoint_change,
+        simulator::TASK_ID_PREFIX,
+    )?;
     if let Some(record) = &config.paid_record {
-        ledger.attach_paid_record(record, &config.endpoint.name(), true)?;
+        ledger.attach_paid_record(
+            record,
+            &config.endpoint.name(),
+            true,
+            config.ingest.allow_repeat,
+        )?;
     }
     Ok((lock, ledger))
 }

@@ -6,7 +6,7 @@ use crate::config::existing_ledger_path;
 use crate::error::{EXIT_OK, Error};
 use crate::job::Counts;
 use crate::job::JobState;
-use crate::ledger::{Ledger, now_ms};
+use crate::ledger::{Ledger, SIMULATOR, now_ms};
 use crate::price::Usd;
 use crate::report::{MAX_LISTED, StatusReport, print, render_status};
 
@@ -25,6 +25,7 @@ pub fn status(args: StatusArgs) -> Result<i32, Error> {
         edited: ledger.edited_jobs(MAX_LISTED)?,
         now_ms: now_ms(),
         spent: Usd::from_micros(ledger.spent_micros()?),
+        simulated: ledger.endpoint()?.as_deref() == Some(SIMULATOR),
         ledger: path,
     };
     print(&render_status(&report, args.format))?;

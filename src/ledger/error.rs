@@ -52,6 +52,16 @@ pub enum LedgerError {
         wanted: String,
     },
     #[error(
+        "ledger {path} was made against {recorded}, and this run would use {wanted}: a rehearsal's videos \
+         are placeholders, so rehearsals and real runs never share a ledger. Leave out --ledger (real runs \
+         use NAME.pixbatch.db, rehearsals NAME.sim.pixbatch.db), or name another one"
+    )]
+    RehearsalLedger {
+        path: PathBuf,
+        recorded: String,
+        wanted: String,
+    },
+    #[error(
         "failed to open the record of paid requests at {path}: {reason} (set PIXBATCH_PAID_RECORD to another file)"
     )]
     PaidRecord { path: PathBuf, reason: String },

@@ -38,7 +38,7 @@ impl Ledger {
 /// other way round.
 const RENAMED_FROM: &str = "FROM jobs AS old CROSS JOIN jobs AS new \
     ON new.request_hash = old.request_hash AND old.job_id != new.job_id \
-    WHERE new.seen_generation = ?1 AND new.state = 'pending' AND new.task_id IS NULL \
+    WHERE new.seen_generation = ?1 AND new.state = 'pending' AND new.task_id IS NULL AND new.attempts = 0 \
     AND old.seen_generation != ?1 \
     AND (old.task_id IS NOT NULL OR old.state IN ('submitting', 'ambiguous'))";
 
@@ -177,9 +177,37 @@ impl Ingest<'_> {
             "INSERT INTO meta (key, value) VALUES ('columns', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [columns],
         )?;
+        backfill_spend(&self.tx)?;
         self.tx.commit()?;
         Ok(())
     }
+}
+
+/// Once per ledger, after the first ingest that priced its rows: jobs
+/// submitted before spending was recorded (a ledger from before schema 3)
+/// are charged one submission per task, plus one if their outcome is
+/// unknown, and the running total is set to the sum, so a cap counts them.
+fn backfill_spend(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let done: Option<String> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'spend_backfilled'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if done.is_some() {
+        return Ok(());
+    }
+    tx.execute_batch(
+        "UPDATE jobs SET charged_micros = cost_micros * \
+             ((SELECT COUNT(*) FROM tasks WHERE tasks.job_id = jobs.job_id) \
+              + (state IN ('submitting', 'ambiguous'))) \
+         WHERE charged_micros = 0 AND cost_micros IS NOT NULL;
+         INSERT INTO meta (key, value) SELECT 'spent_micros', COALESCE(SUM(charged_micros), 0) FROM jobs \
+         WHERE true ON CONFLICT(key) DO UPDATE SET value = excluded.value;
+         INSERT INTO meta (key, value) VALUES ('spend_backfilled', 'yes');",
+    )?;
+    Ok(())
 }
 
 /// A row already in the ledger under the id being ingested.

@@ -53,13 +53,21 @@ impl Ledger {
     /// spending cap, micro-dollars), in one transaction: a submission that
     /// would pass the cap is not recorded and the job stays pending.
     pub fn mark_submitting(&mut self, job_id: &JobId, cap: Option<u64>) -> Result<Reservation> {
-        let tx = self.conn.transaction()?;
+        // Immediate: the paid-request record is locked with the ledger, so
+        // two ledgers cannot both claim one request between check and note.
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
         let cost = job_cost(&tx, job_id)?;
         let spent = spent_micros(&tx)?;
         if let Some(cap) = cap
             && spent.saturating_add(cost) > cap
         {
             return Ok(Reservation::OverCap { spent, cost, cap });
+        }
+        if let Some(other) = self.claim_paid(&tx, job_id)? {
+            return Ok(Reservation::PaidElsewhere(other));
         }
         transition(
             &tx,
@@ -97,7 +105,6 @@ impl Ledger {
             params![task_id.0, job_id.0, now_ms()],
         )?;
         tx.commit()?;
-        self.remember_paid(job_id);
         Ok(())
     }
 
@@ -123,7 +130,7 @@ impl Ledger {
         error: &ErrorRecord,
         set: &str,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.unchecked_transaction()?;
         let cost = job_cost(&tx, job_id)?;
         transition(
             &tx,
@@ -136,6 +143,7 @@ impl Ledger {
             &[&error.kind.as_str(), &error.message, &error.body],
         )?;
         add_spent(&tx, -(cost as i64))?;
+        self.unclaim_paid(&tx, job_id)?;
         tx.commit()?;
         Ok(())
     }
@@ -368,6 +376,32 @@ fn transition(
 mod tests {
     use super::super::test_support::{id, ingest, spec};
     use super::*;
+
+    #[test]
+    fn a_ledger_from_before_spending_was_recorded_is_charged_for_what_it_sent() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "q", 3)]);
+        ledger.mark_submitting(&id("a"), None).unwrap();
+        ledger
+            .mark_running(&id("a"), &TaskId("t-1".into()))
+            .unwrap();
+        // As an upgraded ledger: nothing charged, no total, no backfill yet.
+        ledger
+            .conn
+            .execute_batch(
+                "UPDATE jobs SET charged_micros = 0; \
+                 DELETE FROM meta WHERE key IN ('spent_micros', 'spend_backfilled');",
+            )
+            .unwrap();
+        assert_eq!(ledger.spent_micros().unwrap(), 0);
+        ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "q", 3)]);
+        assert_eq!(
+            ledger.spent_micros().unwrap(),
+            225_000,
+            "the one task sent is counted"
+        );
+        assert_eq!(ledger.total_charged_micros().unwrap(), 225_000);
+    }
 
     #[test]
     fn a_task_id_belongs_to_one_job() {

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::error::{LedgerError, Result};
 use super::ingest::Ingest;
@@ -26,6 +26,7 @@ const PAID_SCHEMA: &str = "
         paid_at      INTEGER NOT NULL
     );
     CREATE INDEX IF NOT EXISTS paid.paid_by_request ON paid_requests (endpoint, request_hash);
+    CREATE UNIQUE INDEX IF NOT EXISTS paid.paid_once ON paid_requests (endpoint, request_hash, ledger_id, job_id);
 ";
 
 /// How this ledger appears in the record.
@@ -33,6 +34,10 @@ const PAID_SCHEMA: &str = "
 pub(super) struct PaidContext {
     pub endpoint: String,
     pub ledger_id: String,
+    /// The ledger's full path, to name it in messages to other ledgers.
+    pub ledger_path: String,
+    /// `--allow-repeat`: note requests, but never refuse one.
+    pub allow_repeat: bool,
 }
 
 /// The join behind `Ingest::paid_elsewhere`: `p` is a request paid for at
@@ -42,14 +47,20 @@ pub(super) struct PaidContext {
 const PAID_FROM: &str = "FROM paid.paid_requests AS p CROSS JOIN jobs AS new \
     ON new.request_hash = p.request_hash \
     WHERE p.endpoint = ?2 AND p.ledger_id != ?3 \
-    AND new.seen_generation = ?1 AND new.state = 'pending' AND new.task_id IS NULL";
+    AND new.seen_generation = ?1 AND new.state = 'pending' AND new.task_id IS NULL AND new.attempts = 0";
 
 impl Ledger {
     /// Attaches the record at `path` (created if missing) for runs against
     /// `endpoint`. The ledger gets a stable id the first time (`keep_id`;
     /// a plan, which writes nothing, uses a passing one), so a moved or
     /// renamed ledger is still itself.
-    pub fn attach_paid_record(&mut self, path: &Path, endpoint: &str, keep_id: bool) -> Result<()> {
+    pub fn attach_paid_record(
+        &mut self,
+        path: &Path,
+        endpoint: &str,
+        keep_id: bool,
+        allow_repeat: bool,
+    ) -> Result<()> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| LedgerError::PaidRecord {
                 path: path.to_owned(),
@@ -79,41 +90,101 @@ impl Ledger {
                 id
             }
         };
+        let ledger_path = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
         self.paid = Some(PaidContext {
             endpoint: endpoint.to_owned(),
             ledger_id,
+            ledger_path: ledger_path.to_string_lossy().into_owned(),
+            allow_repeat,
         });
+        if keep_id {
+            self.sync_paid(path)?;
+        }
         Ok(())
     }
 
-    /// Remembers `job_id`'s request as paid, after its task id is committed.
-    /// A failure here never touches the job (the task is safe in the
-    /// ledger): it is logged and the run goes on.
-    pub(super) fn remember_paid(&self, job_id: &JobId) {
-        let Some(paid) = &self.paid else { return };
-        let written = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO paid.paid_requests (endpoint, request_hash, ledger_id, ledger_path, job_id, paid_at) \
-                 SELECT ?2, request_hash, ?3, ?4, job_id, ?5 FROM jobs WHERE job_id = ?1",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    job_id.0,
-                    paid.endpoint,
-                    paid.ledger_id,
-                    self.path.to_string_lossy(),
-                    now_ms()
-                ])
-            });
-        if let Err(error) = written {
-            tracing::warn!(
-                job_id = %job_id,
-                error = %error,
-                "could not note the request in the user-wide record of paid requests; \
-                 other ledgers will not know it was paid"
-            );
+    /// Claims `job_id`'s request in the record, inside the transaction that
+    /// writes `submitting`: another ledger's claim on the same request (at
+    /// this endpoint) comes back instead, unless repeats are allowed. A
+    /// claim stays when the request was or may have been accepted, and is
+    /// withdrawn (`unclaim_paid`) when it provably did not take.
+    pub(super) fn claim_paid(
+        &self,
+        tx: &Connection,
+        job_id: &JobId,
+    ) -> Result<Option<PaidElsewhere>> {
+        let Some(paid) = &self.paid else {
+            return Ok(None);
+        };
+        if !paid.allow_repeat {
+            let other = tx
+                .prepare_cached(
+                    "SELECT j.manifest_line, p.ledger_path, p.job_id, p.paid_at FROM jobs AS j \
+                     JOIN paid.paid_requests AS p ON p.request_hash = j.request_hash \
+                     WHERE j.job_id = ?1 AND p.endpoint = ?2 AND p.ledger_id != ?3 LIMIT 1",
+                )?
+                .query_row(params![job_id.0, paid.endpoint, paid.ledger_id], |row| {
+                    Ok(PaidElsewhere {
+                        line: row.get::<_, i64>(0)?.max(0) as u64,
+                        job_id: job_id.clone(),
+                        ledger_path: row.get(1)?,
+                        paid_as: JobId(row.get(2)?),
+                        paid_at_ms: row.get(3)?,
+                    })
+                })
+                .optional()?;
+            if other.is_some() {
+                return Ok(other);
+            }
         }
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO paid.paid_requests \
+             (endpoint, request_hash, ledger_id, ledger_path, job_id, paid_at) \
+             SELECT ?2, request_hash, ?3, ?4, job_id, ?5 FROM jobs WHERE job_id = ?1",
+        )?
+        .execute(params![
+            job_id.0,
+            paid.endpoint,
+            paid.ledger_id,
+            paid.ledger_path,
+            now_ms()
+        ])?;
+        Ok(None)
+    }
+
+    /// Withdraws this ledger's claim on `job_id`'s request (the request
+    /// provably did not take).
+    pub(super) fn unclaim_paid(&self, tx: &Connection, job_id: &JobId) -> Result<()> {
+        let Some(paid) = &self.paid else {
+            return Ok(());
+        };
+        tx.prepare_cached(
+            "DELETE FROM paid.paid_requests WHERE ledger_id = ?2 AND job_id = ?1 \
+             AND request_hash = (SELECT request_hash FROM jobs WHERE job_id = ?1)",
+        )?
+        .execute(params![job_id.0, paid.ledger_id])?;
+        Ok(())
+    }
+
+    /// Notes every request of this ledger that was or may have been paid
+    /// (a ledger from before the record, or one first attached to this
+    /// record), once per ledger and record.
+    fn sync_paid(&self, record: &Path) -> Result<()> {
+        let Some(paid) = &self.paid else {
+            return Ok(());
+        };
+        let marker = format!("{}|{}", record.display(), paid.endpoint);
+        if self.meta("paid_record_synced")?.as_deref() == Some(marker.as_str()) {
+            return Ok(());
+        }
+        self.conn.execute(
+            "INSERT OR IGNORE INTO paid.paid_requests \
+             (endpoint, request_hash, ledger_id, ledger_path, job_id, paid_at) \
+             SELECT ?1, request_hash, ?2, ?3, job_id, COALESCE(submitted_at, updated_at) FROM jobs \
+             WHERE task_id IS NOT NULL OR state IN ('submitting', 'ambiguous')",
+            params![paid.endpoint, paid.ledger_id, paid.ledger_path],
+        )?;
+        self.set_meta("paid_record_synced", &marker)
     }
 }
 
@@ -169,5 +240,70 @@ impl Ingest<'_> {
             params![self.generation, paid.endpoint, paid.ledger_id],
         )?;
         Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{id, ingest, spec};
+    use super::*;
+    use crate::job::{ErrorKind, TaskId};
+    use crate::ledger::{ErrorRecord, Reservation};
+
+    fn ledger(dir: &Path, name: &str, record: &Path) -> Ledger {
+        let mut ledger = Ledger::open(&dir.join(name)).unwrap();
+        ledger
+            .attach_paid_record(record, "https://api.example/", true, false)
+            .unwrap();
+        ingest(&mut ledger, &[spec("a", "same request", 2)]);
+        ledger
+    }
+
+    #[test]
+    fn two_ledgers_cannot_both_pay_for_one_request_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("paid.db");
+        let mut first = ledger(dir.path(), "one.db", &record);
+        let mut second = ledger(dir.path(), "two.db", &record);
+        assert_eq!(
+            first.mark_submitting(&id("a"), None).unwrap(),
+            Reservation::Reserved
+        );
+        let refused = second.mark_submitting(&id("a"), None).unwrap();
+        assert!(
+            matches!(&refused, Reservation::PaidElsewhere(other) if other.ledger_path.ends_with("one.db")),
+            "{refused:?}"
+        );
+        // A request that provably did not take gives the claim back.
+        let refusal = ErrorRecord::new(ErrorKind::Transient, "HTTP 429", None);
+        first.mark_pending_again(&id("a"), &refusal).unwrap();
+        assert_eq!(
+            second.mark_submitting(&id("a"), None).unwrap(),
+            Reservation::Reserved
+        );
+        second
+            .mark_running(&id("a"), &TaskId("t-1".into()))
+            .unwrap();
+        assert!(matches!(
+            first.mark_submitting(&id("a"), None).unwrap(),
+            Reservation::PaidElsewhere(_)
+        ));
+    }
+
+    #[test]
+    fn a_ledger_first_attached_notes_what_it_already_paid() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("paid.db");
+        let mut old = Ledger::open(&dir.path().join("old.db")).unwrap();
+        ingest(&mut old, &[spec("a", "same request", 2)]);
+        old.mark_submitting(&id("a"), None).unwrap();
+        old.mark_running(&id("a"), &TaskId("t-1".into())).unwrap();
+        old.attach_paid_record(&record, "https://api.example/", true, false)
+            .unwrap();
+        let mut copy = ledger(dir.path(), "copy.db", &record);
+        assert!(matches!(
+            copy.mark_submitting(&id("a"), None).unwrap(),
+            Reservation::PaidElsewhere(_)
+        ));
     }
 }

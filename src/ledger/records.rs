@@ -154,10 +154,13 @@ pub struct PaidElsewhere {
 }
 
 /// What reserving a submission's cost found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reservation {
     /// Recorded as submitting, its cost counted.
     Reserved,
     /// It would pass the cap: nothing was recorded.
     OverCap { spent: u64, cost: u64, cap: u64 },
+    /// Another ledger has paid (or is paying right now) for this exact
+    /// request: nothing was recorded (`--allow-repeat` allows it).
+    PaidElsewhere(PaidElsewhere),
 }

@@ -32,6 +32,8 @@ pub struct Ledger {
     pub(super) path: PathBuf,
     /// Set when the user-wide record of paid requests is attached.
     pub(super) paid: Option<PaidContext>,
+    /// For a snapshot: the folder holding the copy, removed with it.
+    _snapshot: Option<tempfile::TempDir>,
 }
 
 impl Ledger {
@@ -47,6 +49,7 @@ impl Ledger {
             conn,
             path: path.to_owned(),
             paid: None,
+            _snapshot: None,
         })
     }
 
@@ -58,6 +61,31 @@ impl Ledger {
             });
         }
         Ledger::open(path)
+    }
+
+    /// A private copy of the ledger at `path`, read without taking any lock
+    /// a run would wait for (for `plan`, which may run beside a run). The
+    /// original is not touched, not even migrated; the copy goes when the
+    /// returned ledger is dropped.
+    pub fn open_snapshot(path: &Path) -> Result<Ledger> {
+        let open_error = |source| LedgerError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let source = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(open_error)?;
+        let dir = tempfile::tempdir().map_err(|error| LedgerError::Open {
+            path: path.to_owned(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(error)),
+        })?;
+        let copy = dir.path().join("snapshot.db");
+        source
+            .execute("VACUUM INTO ?1", [copy.to_string_lossy()])
+            .map_err(open_error)?;
+        let mut ledger = Ledger::open(&copy)?;
+        ledger.path = path.to_owned();
+        ledger._snapshot = Some(dir);
+        Ok(ledger)
     }
 
     /// A private, throwaway ledger that spills to a temporary file rather
@@ -73,6 +101,7 @@ impl Ledger {
             conn,
             path,
             paid: None,
+            _snapshot: None,
         })
     }
 
@@ -100,31 +129,63 @@ impl Ledger {
     /// A ledger from before endpoints were recorded takes the endpoint of
     /// its first run now, except that one whose tasks all came from the
     /// built-in simulator (ids `sim-...`) is known to be simulated.
-    pub fn bind_endpoint(&self, endpoint: &str, allow_change: bool) -> Result<()> {
-        self.check_endpoint(endpoint, allow_change)?;
+    pub fn bind_endpoint(
+        &self,
+        endpoint: &str,
+        allow_change: bool,
+        simulated_task_prefix: &str,
+    ) -> Result<()> {
+        self.check_endpoint(endpoint, allow_change, simulated_task_prefix)?;
         self.set_meta(ENDPOINT_KEY, endpoint)
     }
 
     /// `bind_endpoint` without recording anything (for `plan`).
-    pub fn check_endpoint(&self, endpoint: &str, allow_change: bool) -> Result<()> {
+    /// `simulated_task_prefix` is how the built-in simulator's task ids
+    /// start, to recognise an older rehearsal ledger.
+    pub fn check_endpoint(
+        &self,
+        endpoint: &str,
+        allow_change: bool,
+        simulated_task_prefix: &str,
+    ) -> Result<()> {
         let recorded = match self.meta(ENDPOINT_KEY)? {
             Some(recorded) => Some(recorded),
             None => self.conn.query_row(
-                "SELECT CASE WHEN COUNT(*) > 0 AND COUNT(*) = SUM(task_id LIKE 'sim-%') THEN ?1 END FROM tasks",
-                [SIMULATOR],
+                "SELECT CASE WHEN COUNT(*) > 0 AND COUNT(*) = SUM(substr(task_id, 1, length(?2)) = ?2) \
+                 THEN ?1 END FROM tasks",
+                [SIMULATOR, simulated_task_prefix],
                 |row| row.get(0),
             )?,
         };
-        match recorded {
-            Some(recorded) if recorded != endpoint && !allow_change => {
-                Err(LedgerError::OtherEndpoint {
-                    path: self.path.clone(),
-                    recorded,
-                    wanted: endpoint.to_owned(),
-                })
-            }
-            _ => Ok(()),
+        let Some(recorded) = recorded.filter(|recorded| recorded != endpoint) else {
+            return Ok(());
+        };
+        // A ledger that never sent anything has nothing tied to its
+        // endpoint yet (a wrong --base-url the first time, say).
+        let n_sent: i64 = self.conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM tasks) + (SELECT COUNT(*) FROM jobs WHERE attempts > 0)",
+            [],
+            |row| row.get(0),
+        )?;
+        let rehearsal = recorded == SIMULATOR || endpoint == SIMULATOR;
+        if n_sent == 0 || (allow_change && !rehearsal) {
+            return Ok(());
         }
+        let path = self.path.clone();
+        let wanted = endpoint.to_owned();
+        Err(if rehearsal {
+            LedgerError::RehearsalLedger {
+                path,
+                recorded,
+                wanted,
+            }
+        } else {
+            LedgerError::OtherEndpoint {
+                path,
+                recorded,
+                wanted,
+            }
+        })
     }
 
     /// The endpoint the ledger is tied to, if it has been used.

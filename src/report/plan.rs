@@ -189,11 +189,11 @@ fn cost_lines(out: &mut String, plan: &PlanReport<'_>) {
     for group in breakdown.groups() {
         let _ = writeln!(
             out,
-            "    {:<24} {:>7} × {} = {}",
+            "    {:<24} {:>7} × ${} = ${}",
             group_label(group),
             group.n_jobs,
-            Usd::from_micros(group.subtotal.micros() / group.n_jobs.max(1)),
-            group.subtotal
+            Usd::from_micros(group.subtotal.micros() / group.n_jobs.max(1)).amount(),
+            group.subtotal.amount()
         );
     }
     if plan.planned.n_unpriced > 0 {

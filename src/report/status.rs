@@ -29,6 +29,8 @@ pub struct StatusReport {
     pub now_ms: i64,
     /// What the ledger's jobs have cost so far (estimated).
     pub spent: Usd,
+    /// The ledger holds rehearsals against the built-in simulator.
+    pub simulated: bool,
 }
 
 pub fn render_status(status: &StatusReport, format: OutputFormat) -> String {
@@ -59,7 +61,12 @@ fn status_text(status: &StatusReport) -> String {
         );
     }
     let _ = writeln!(out, "{:<12} {:>8}", "total", status.current.total());
-    let _ = writeln!(out, "spent (estimated): {}", status.spent);
+    let spent = if status.simulated {
+        "simulated spend (nothing paid)"
+    } else {
+        "spent (estimated)"
+    };
+    let _ = writeln!(out, "{spent}: {}", status.spent);
     let gone = status.all.total() - status.current.total();
     if gone > 0 {
         let _ = writeln!(

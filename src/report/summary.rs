@@ -66,8 +66,7 @@ impl Summary<'_> {
         if let Some(Stop::SpendCap { .. }) = &self.report.stopped {
             let spend = &self.spend;
             next.push(format!(
-                "{} job(s) are left and would cost about {} more: run again with --max-spend {} or more \
-                 (`pixbatch plan {target}` shows the details)",
+                "{} job(s) are left and would cost about {} more: run again with --max-spend {} or more",
                 spend.n_left,
                 spend.cost_to_finish,
                 (spend.total + spend.cost_to_finish).amount()

@@ -126,6 +126,17 @@ async fn submit_one(
                 });
                 return;
             }
+            Ok(Reservation::PaidElsewhere(other)) => {
+                // Another run is paying for (or paid for) this very request
+                // since this manifest was read: leave the row for the next
+                // run, whose ingest reports it.
+                warn!(
+                    job_id = %job_ref.job_id,
+                    "not sent: ledger {} (job {}) has paid for this exact request; --allow-repeat sends it anyway",
+                    other.ledger_path, other.paid_as
+                );
+                return;
+            }
             Err(Halted) => return,
         }
         let sent_at = Instant::now();

@@ -21,5 +21,5 @@ mod video;
 
 pub use config::{Scripted, ScriptedDownload, SimConfig};
 pub use server::start;
-pub use state::{Accepted, SimCounters, SimHandle, SimStats};
+pub use state::{Accepted, SimCounters, SimHandle, SimStats, TASK_ID_PREFIX};
 pub use video::video_content;

@@ -55,6 +55,9 @@ pub struct SimCounters {
 }
 
 /// Counts one more of something.
+/// How every simulated task id starts.
+pub const TASK_ID_PREFIX: &str = "sim-";
+
 /// A tag unique to this simulator instance: the start time in
 /// microseconds, the process id and a per-process count.
 fn instance_tag() -> String {
@@ -234,7 +237,7 @@ impl SimState {
     pub(super) fn create_task(&self, body: &str, request: &Value) -> String {
         let n = self.next_task.fetch_add(1, Ordering::SeqCst);
         let suffix = self.rng.lock().expect("lock").u32(..);
-        let task_id = format!("sim-{}-{n:06}-{suffix:08x}", self.instance);
+        let task_id = format!("{TASK_ID_PREFIX}{}-{n:06}-{suffix:08x}", self.instance);
         let prompt = request.get("prompt").and_then(Value::as_str).unwrap_or("");
         let fails = prompt.contains("[fail]") || self.chance(self.config.failure_rate);
         let task = SimTask {

@@ -80,9 +80,14 @@ async fn a_rehearsal_never_fakes_or_blocks_the_real_run() {
         scratch.assert_video(id);
     }
 
-    // A real run pointed at the rehearsal's ledger is refused, naming both.
+    // A real run pointed at the rehearsal's ledger is refused, naming both,
+    // even when the user allows an endpoint change: placeholders stay apart.
     let sim_ledger = path_str(&scratch.path("jobs.sim.pixbatch.db"));
     let code = scratch.run(&["--ledger", &sim_ledger]).await;
+    assert_eq!(code, EXIT_ERROR);
+    let code = scratch
+        .run(&["--ledger", &sim_ledger, "--allow-endpoint-change"])
+        .await;
     assert_eq!(code, EXIT_ERROR);
     assert_eq!(scratch.submits_received(), 3, "nothing was sent");
 }
@@ -117,6 +122,22 @@ async fn a_ledger_belongs_to_its_endpoint() {
         0,
         "the finished rows were not paid again"
     );
+}
+
+#[tokio::test]
+async fn a_ledger_that_never_sent_anything_can_change_its_endpoint() {
+    let scratch = Scratch::new(fast_sim()).await;
+    // The first run stops on a mistake in the sheet: nothing is sent.
+    scratch.write_manifest("id,image,prompt,duration\nrow-1,https://cdn.example.com/1.png,p,99\n");
+    assert_eq!(scratch.run(&[]).await, EXIT_INVALID);
+    // Fixed, and run against another endpoint: nothing ties the ledger yet.
+    scratch.write_manifest(&manifest_rows(1, |i| format!("shot {i}")));
+    let other = pixbatch::simulator::start(fast_sim(), 0).await.unwrap();
+    let manifest = path_str(&scratch.manifest());
+    let other_url = other.base_url();
+    let mut args = vec!["run", manifest.as_str(), "--base-url", other_url.as_str()];
+    args.extend_from_slice(FAST);
+    assert_eq!(command(&args, Some(KEY)).await, EXIT_OK);
 }
 
 #[tokio::test]
