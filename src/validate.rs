@@ -202,7 +202,7 @@ enum Meaning {
 fn meaning(name: &str, mappings: &[ColumnMapping]) -> Meaning {
     let key = HeaderKey::of(name);
     if let Some(mapping) = mappings.iter().find(|mapping| mapping.key == key) {
-        return Meaning::Field(mapping.field);
+        return mapping.field.map_or(Meaning::Carried, Meaning::Field);
     }
     if let Some((_, field)) = field_names().find(|(known, _)| *known == key.base) {
         return match key.unit {
@@ -263,30 +263,38 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// is sent as FIELD, whatever its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnMapping {
-    field: Field,
+    /// `None` (`--column -=HEADER`): carry the column as it is, never sent.
+    field: Option<Field>,
     header: String,
     key: HeaderKey,
 }
 
 impl ColumnMapping {
-    /// Parses `FIELD=HEADER`; FIELD is an API field name, in any case.
+    /// Parses `FIELD=HEADER`; FIELD is an API field name, in any case, or
+    /// `-` to carry the column as it is (a column that only looks like a
+    /// field, such as `speed` next to `seed`).
     pub fn parse(text: &str) -> Result<ColumnMapping, String> {
         let fields = Field::ALL.map(Field::name).join(", ");
         let (field, header) = text.split_once('=').unwrap_or((text, ""));
-        let Some(field) = Field::ALL
-            .into_iter()
-            .find(|known| known.name().eq_ignore_ascii_case(field.trim()))
-        else {
-            return Err(format!(
-                "--column {text:?}: {:?} is not an API field; FIELD is one of {fields}",
-                field.trim()
-            ));
+        let field = match field.trim() {
+            "-" => None,
+            name => Some(
+                Field::ALL
+                    .into_iter()
+                    .find(|known| known.name().eq_ignore_ascii_case(name))
+                    .ok_or_else(|| {
+                        format!(
+                            "--column {text:?}: {name:?} is not an API field; FIELD is one of {fields}, \
+                             or - to keep the column as it is"
+                        )
+                    })?,
+            ),
         };
         let header = header.trim();
         if header.is_empty() {
             return Err(format!(
                 "--column {text:?}: name the column after `=`, as in --column {}=HEADER",
-                field.name()
+                field.map_or("-", Field::name)
             ));
         }
         Ok(ColumnMapping {
@@ -305,7 +313,7 @@ impl ColumnMapping {
                 return Err(format!(
                     "--column {text:?}: column {:?} is already mapped to {}",
                     mapping.header,
-                    first.field.name()
+                    first.field.map_or("-", Field::name)
                 ));
             }
             mappings.push(mapping);
@@ -314,8 +322,8 @@ impl ColumnMapping {
     }
 
     /// The flag as a shell word: `duration=durration`, or quoted.
-    fn flag(field: Field, header: &str) -> String {
-        let word = format!("{}={header}", field.name());
+    fn flag(field: Option<Field>, header: &str) -> String {
+        let word = format!("{}={header}", field.map_or("-", Field::name));
         if word
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.=".contains(c))
@@ -336,9 +344,11 @@ fn unknown_column(line: u64, index: usize, name: &str, field: Field) -> Problem 
         _ => String::new(),
     };
     let message = format!(
-        "unknown column {name:?}: did you mean {:?}{hint}? (rename it, or map it with --column {})",
+        "unknown column {name:?}: did you mean {:?}{hint}? (rename it, map it with --column {}, or keep it \
+         as a plain column with --column {})",
         field.name(),
-        ColumnMapping::flag(field, name)
+        ColumnMapping::flag(Some(field), name),
+        ColumnMapping::flag(None, name)
     );
     Problem::new(line, "column-unknown", message).at_column(index, name)
 }
@@ -374,11 +384,30 @@ impl Columns {
         names: impl IntoIterator<Item = (usize, &'a str)>,
     ) -> Vec<Problem> {
         let mut problems = Vec::new();
-        for (index, name) in names {
+        let names: Vec<(usize, &str)> = names.into_iter().collect();
+        // `id` wins over its aliases: with both `id` and `job_id` (a results
+        // table fed back in), `job_id` is carried. Other fields named twice
+        // stay a `column-duplicate` problem: their values could disagree.
+        let exact: Vec<Field> = [Field::Id]
+            .into_iter()
+            .filter(|field| {
+                let named = |name: &str| HeaderKey::of(name).base == field.name();
+                names.iter().any(|(_, name)| named(name))
+                    || self.fields.keys().any(|name| named(name))
+            })
+            .collect();
+        for (index, name) in names.iter().copied() {
             if self.fields.contains_key(name) {
                 continue;
             }
             let field = match meaning(name, &self.mappings) {
+                Meaning::Field(field)
+                    if HeaderKey::of(name).base != field.name()
+                        && exact.contains(&field)
+                        && !self.mapped(name) =>
+                {
+                    None
+                }
                 Meaning::Field(field) => Some(field),
                 Meaning::Unknown(field) => {
                     problems.push(unknown_column(line, index, name, field));
@@ -389,6 +418,12 @@ impl Columns {
             self.fields.insert(name.to_owned(), field);
         }
         problems
+    }
+
+    /// Whether `--column` names this header.
+    fn mapped(&self, name: &str) -> bool {
+        let key = HeaderKey::of(name);
+        self.mappings.iter().any(|mapping| mapping.key == key)
     }
 
     /// A `column-mapping-unused` problem for each `--column` whose header
@@ -1229,6 +1264,34 @@ mod tests {
     }
 
     #[test]
+    fn a_look_alike_column_can_be_kept_and_a_field_name_wins_over_its_alias() {
+        let rules = |names: &[&str], mappings: &[&str]| -> Vec<&'static str> {
+            header_problems(names, mappings)
+                .into_iter()
+                .map(|problem| problem.rule)
+                .collect()
+        };
+        assert_eq!(
+            rules(&["image", "prompt", "speed"], &[]),
+            ["column-unknown"]
+        );
+        let problem = &header_problems(&["image", "prompt", "speed"], &[])[0];
+        assert!(
+            problem.message.contains("--column -=speed"),
+            "{}",
+            problem.message
+        );
+        assert!(rules(&["image", "prompt", "speed"], &["-=speed"]).is_empty());
+        // A results table fed back in has both `id` and `job_id`.
+        assert!(rules(&["id", "image", "prompt", "job_id"], &[]).is_empty());
+        let context = context();
+        let mut columns = Columns::new(&context);
+        columns.learn(1, [(1, "id"), (2, "job_id")]);
+        assert_eq!(columns.field("id"), Some(Field::Id));
+        assert_eq!(columns.field("job_id"), None, "carried, not a second id");
+    }
+
+    #[test]
     fn spreadsheet_spellings_map_to_their_field() {
         for (header, field) in [
             ("Image URL", Field::Image),
@@ -1288,13 +1351,15 @@ mod tests {
         assert_eq!(
             problem.message,
             "unknown column \"durration\": did you mean \"duration\"? \
-             (rename it, or map it with --column duration=durration)"
+             (rename it, map it with --column duration=durration, or keep it as a plain column with \
+             --column -=durration)"
         );
         let message = &header_problems(&["Duration (ms)"], &[])[0].message;
         assert_eq!(
             message,
             "unknown column \"Duration (ms)\": did you mean \"duration\" (in seconds, not ms)? \
-             (rename it, or map it with --column 'duration=Duration (ms)')"
+             (rename it, map it with --column 'duration=Duration (ms)', or keep it as a plain column with \
+             --column '-=Duration (ms)')"
         );
     }
 
