@@ -1,8 +1,10 @@
 //! The user-wide record of paid requests: one small SQLite file shared by
 //! every ledger of the user (hashes of requests, never prompts), attached to
-//! a ledger's connection. A request accepted by a real endpoint is
-//! remembered there, so that another ledger (a re-downloaded sheet, a test
-//! copy) does not pay for it again without being told.
+//! a ledger's connection. A request sent to a real endpoint is claimed
+//! there when it is recorded as submitting (and the claim given back if it
+//! provably did not take), so that another ledger (a re-downloaded sheet, a
+//! test copy, a second run at the same moment) does not pay for it again
+//! without being told.
 
 use std::path::Path;
 
