@@ -213,6 +213,11 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// The ledger's spending cap, if `--max-spend` set one.
+    pub fn max_spend(&self) -> Option<Usd> {
+        self.settings.max_spend_micros.map(Usd::from_micros)
+    }
+
     /// Checks the raw arguments of `run` in one step, with what the
     /// process environment gave (read once by the caller).
     pub fn from_args(

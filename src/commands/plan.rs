@@ -2,14 +2,14 @@
 //! manifest is taken into the ledger inside a transaction that is then
 //! dropped, so the plan sees exactly what `run` would, and keeps nothing.
 
-use super::run::ingest_for;
+use super::run::{ingest_for, plan_report};
 use crate::cli::{OutputFormat, RunArgs};
 use crate::config::{Environment, Purpose, RunConfig};
 use crate::error::{EXIT_INVALID, EXIT_OK, Error};
 use crate::ledger::Ledger;
 use crate::manifest::Manifest;
 use crate::price::Usd;
-use crate::report::{PlanReport, print, render_plan, render_problems};
+use crate::report::{print, render_plan, render_problems};
 use crate::simulator;
 
 pub async fn plan(args: RunArgs, environment: Environment) -> Result<i32, Error> {
@@ -41,19 +41,7 @@ pub async fn plan(args: RunArgs, environment: Environment) -> Result<i32, Error>
         print(&render_problems(&config.manifest, &ingested))?;
     }
     let planned = ingested.planned.clone().unwrap_or_default();
-    let report = PlanReport {
-        manifest: &config.manifest,
-        ledger: &config.ledger_path,
-        endpoint: &endpoint,
-        ingested: &ingested,
-        planned: &planned,
-        prices_source: config.prices.source().to_string(),
-        spent,
-        cap: args.spending.max_spend,
-        submit_per_minute: config.settings.submit_per_minute,
-        max_in_flight: config.settings.max_in_flight,
-        task_time: config.endpoint.typical_task_time(),
-    };
+    let report = plan_report(&config, &endpoint, &ingested, &planned, spent);
     print(&render_plan(&report, config.summary_format))?;
     Ok(if ingested.n_problems > 0 {
         EXIT_INVALID

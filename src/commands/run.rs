@@ -80,7 +80,7 @@ pub async fn run(
         spend: Spend {
             this_run: summary_data.spent.saturating_sub(spent_before),
             total: summary_data.spent,
-            cap: args.spending.max_spend,
+            cap: config.max_spend(),
             n_left: summary_data.left.n_jobs(),
             cost_to_finish: summary_data.left.total(),
         },
@@ -130,6 +130,29 @@ fn report_problems(config: &RunConfig, ingested: &IngestReport) -> Result<(), Er
     }
 }
 
+/// What `config` would do with the ledger's `planned` jobs (`plan` too).
+pub(super) fn plan_report<'a>(
+    config: &'a RunConfig,
+    endpoint: &'a str,
+    ingested: &'a IngestReport,
+    planned: &'a Planned,
+    spent: Usd,
+) -> PlanReport<'a> {
+    PlanReport {
+        manifest: &config.manifest,
+        ledger: &config.ledger_path,
+        endpoint,
+        ingested,
+        planned,
+        prices_source: config.prices.source().to_string(),
+        spent,
+        cap: config.max_spend(),
+        submit_per_minute: config.settings.submit_per_minute,
+        max_in_flight: config.settings.max_in_flight,
+        task_time: config.endpoint.typical_task_time(),
+    }
+}
+
 /// Logs the one-line plan before the first request; on a terminal, with no
 /// cap and no `--yes`, asks before spending. False: the user said no.
 async fn plan_and_confirm(
@@ -140,19 +163,7 @@ async fn plan_and_confirm(
     spent: Usd,
 ) -> bool {
     let endpoint = config.endpoint.name();
-    let plan = PlanReport {
-        manifest: &config.manifest,
-        ledger: &config.ledger_path,
-        endpoint: &endpoint,
-        ingested,
-        planned,
-        prices_source: config.prices.source().to_string(),
-        spent,
-        cap: config.settings.max_spend_micros.map(Usd::from_micros),
-        submit_per_minute: config.settings.submit_per_minute,
-        max_in_flight: config.settings.max_in_flight,
-        task_time: config.endpoint.typical_task_time(),
-    };
+    let plan = plan_report(config, &endpoint, ingested, planned, spent);
     info!("{}", plan_line(&plan));
     let total = planned.breakdown.total();
     if !config.ask_before_spending || total == Usd::ZERO || !terminal.can_ask {
