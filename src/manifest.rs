@@ -56,6 +56,7 @@ impl Format {
 pub struct Manifest {
     path: PathBuf,
     rows: Rows,
+    has_bom: bool,
 }
 
 enum Rows {
@@ -77,6 +78,11 @@ impl Manifest {
             path: path.to_owned(),
             source,
         })?;
+        let has_bom = starts_with_bom(&file).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            line: 1,
+            source,
+        })?;
         let rows = match format {
             Format::Csv => Rows::Csv(CsvRows::new(file).map_err(|problem| match problem {
                 HeaderError::Problem(problem) => ManifestError::Header {
@@ -94,7 +100,20 @@ impl Manifest {
         Ok(Manifest {
             path: path.to_owned(),
             rows,
+            has_bom,
         })
+    }
+
+    /// Whether the file starts with a byte-order mark: results written
+    /// for it get one too, so Excel reads them as Unicode.
+    pub fn has_bom(&self) -> bool {
+        self.has_bom
+    }
+
+    /// Whether the manifest is a spreadsheet workbook (its results get a
+    /// workbook beside the CSV).
+    pub fn is_workbook(&self) -> bool {
+        false
     }
 
     pub fn path(&self) -> &Path {
@@ -122,6 +141,20 @@ impl Manifest {
             source,
         })
     }
+}
+
+fn starts_with_bom(file: &File) -> std::io::Result<bool> {
+    let mut file = file.try_clone()?;
+    let mut head = [0u8; 3];
+    let mut n_read = 0;
+    while n_read < head.len() {
+        match file.read(&mut head[n_read..])? {
+            0 => break,
+            n => n_read += n,
+        }
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(head[..n_read] == *b"\xEF\xBB\xBF")
 }
 
 enum HeaderError {
@@ -478,6 +511,23 @@ mod tests {
             rows.push(row);
         }
         (manifest.columns().to_vec(), rows)
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        for (bytes, expected) in [
+            (&b"\xEF\xBB\xBFid\na\n"[..], true),
+            (b"id\na\n", false),
+            (b"", false),
+        ] {
+            let path = dir.path().join("m.csv");
+            File::create(&path).unwrap().write_all(bytes).unwrap();
+            match Manifest::open(&path) {
+                Ok(manifest) => assert_eq!(manifest.has_bom(), expected),
+                Err(_) => assert!(bytes.is_empty()),
+            }
+        }
     }
 
     fn text(row: &RawRow, name: &str) -> String {
