@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 use crate::config::parse_size;
-use crate::export::ResultsFormat;
+use crate::export::{ExportFormat, ResultsFormat};
 use crate::price::Usd;
 
 /// The API's default base URL.
@@ -122,8 +122,10 @@ pub enum Command {
         after_help = "Examples:\n  pixbatch retry shots.csv                 failed rows (a new, paid submission each)\n  pixbatch retry --ambiguous shots.csv     also rows whose outcome is unknown"
     )]
     Retry(RetryArgs),
-    /// Write the results table (CSV or JSONL).
-    #[command(after_help = "Example:\n  pixbatch export shots.csv --format jsonl --output -")]
+    /// Write the results table (CSV or JSONL), or the gallery (HTML).
+    #[command(
+        after_help = "Examples:\n  pixbatch export shots.csv --format jsonl --output -\n  pixbatch export shots.csv --format html    the gallery, shots-out/index.html"
+    )]
     Export(ExportArgs),
     /// Run a local stand-in for the API on 127.0.0.1, for trials and tests.
     #[command(after_help = "Example:\n  pixbatch simulator --port 8787 --sim-failure-rate 0.1")]
@@ -367,10 +369,10 @@ pub struct RetryArgs {
 pub struct ExportArgs {
     #[command(flatten)]
     pub target: LedgerArgs,
-    /// The table's format.
-    #[arg(long, value_enum, default_value_t = ResultsFormat::Csv)]
-    pub format: ResultsFormat,
-    /// Where to write; `-` is stdout [default: results.FORMAT in the output folder].
+    /// The table's format, or `html` for the gallery.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+    pub format: ExportFormat,
+    /// Where to write; `-` is stdout [default: results.FORMAT, or index.html, in the output folder].
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
 }

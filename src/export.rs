@@ -26,6 +26,26 @@ impl ResultsFormat {
     }
 }
 
+/// What `pixbatch export` writes: the results table, or the gallery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Jsonl,
+    /// The gallery (index.html).
+    Html,
+}
+
+impl ExportFormat {
+    /// The results table's format; `None` for the gallery.
+    pub fn results_format(self) -> Option<ResultsFormat> {
+        match self {
+            ExportFormat::Csv => Some(ResultsFormat::Csv),
+            ExportFormat::Jsonl => Some(ResultsFormat::Jsonl),
+            ExportFormat::Html => None,
+        }
+    }
+}
+
 /// The columns pixbatch adds after the input columns.
 pub const RESULT_COLUMNS: [&str; 14] = [
     "job_id",
@@ -228,6 +248,36 @@ pub fn write_results_file(
     temp.persist(path)
         .map_err(|error| Error::io("write", path)(error.error))?;
     Ok(n_rows)
+}
+
+/// Writes `path` atomically: `write` fills a temporary file in the same
+/// folder (named `{prefix}...`), which is synced and renamed over `path`,
+/// so a reader never sees half a file.
+pub fn write_atomically<T>(
+    path: &Path,
+    prefix: &str,
+    write: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+    let temp = tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(Error::io("create a file in", dir))?;
+    let mut writer = std::io::BufWriter::new(temp.as_file());
+    let written = write(&mut writer)?;
+    writer.flush().map_err(Error::io("write", path))?;
+    drop(writer);
+    temp.as_file()
+        .sync_all()
+        .map_err(Error::io("write", path))?;
+    temp.persist(path)
+        .map_err(|error| Error::io("write", path)(error.error))?;
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod gallery;
 pub mod image;
 pub mod ingest;
 pub mod job;

@@ -1,11 +1,13 @@
-//! `pixbatch export`: the results table from the ledger, to a file or stdout.
+//! `pixbatch export`: the results table or the gallery from the ledger, to
+//! a file or stdout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cli::ExportArgs;
 use crate::config::{default_out_dir, existing_ledger_path};
 use crate::error::{EXIT_OK, Error};
-use crate::export::{write_results, write_results_file};
+use crate::export::{ResultsFormat, write_results, write_results_file};
+use crate::gallery::{GALLERY_FILE, Places, write_gallery, write_gallery_file};
 use crate::ledger::Ledger;
 use crate::report::{print, stdout_writer};
 
@@ -17,16 +19,73 @@ pub fn export(args: ExportArgs) -> Result<i32, Error> {
         (None, Some(manifest)) => default_out_dir(manifest, args.target.simulate),
         (None, None) => PathBuf::from("."),
     };
-    match &args.output {
+    match args.format.results_format() {
+        Some(format) => export_results(&ledger, &out_dir, format, args.output.as_deref()),
+        None => {
+            // Recorded by `run`; else the manifest named on the command line.
+            let manifest = ledger
+                .meta("manifest")?
+                .map(PathBuf::from)
+                .or(args.target.manifest);
+            export_gallery(
+                &ledger,
+                &out_dir,
+                manifest.as_deref(),
+                args.output.as_deref(),
+            )
+        }
+    }
+}
+
+fn export_results(
+    ledger: &Ledger,
+    out_dir: &Path,
+    format: ResultsFormat,
+    output: Option<&Path>,
+) -> Result<i32, Error> {
+    match output {
         Some(output) if output.as_os_str() == "-" => {
-            write_results(&ledger, &out_dir, args.format, stdout_writer())?;
+            write_results(ledger, out_dir, format, stdout_writer())?;
         }
         output => {
-            let output = output
-                .clone()
-                .unwrap_or_else(|| out_dir.join(format!("results.{}", args.format.extension())));
-            let n_rows = write_results_file(&ledger, &out_dir, args.format, &output)?;
+            let output = output.map_or_else(
+                || out_dir.join(format!("results.{}", format.extension())),
+                Path::to_owned,
+            );
+            let n_rows = write_results_file(ledger, out_dir, format, &output)?;
             print(&format!("wrote {n_rows} row(s) to {}\n", output.display()))?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// The gallery; on stdout its links are relative to the output folder, as
+/// if it were `OUT/index.html`.
+fn export_gallery(
+    ledger: &Ledger,
+    out_dir: &Path,
+    manifest: Option<&Path>,
+    output: Option<&Path>,
+) -> Result<i32, Error> {
+    let title = manifest
+        .and_then(Path::file_name)
+        .unwrap_or_default()
+        .to_string_lossy();
+    let manifest_dir = manifest.and_then(Path::parent);
+    match output {
+        Some(output) if output.as_os_str() == "-" => {
+            let page = out_dir.join(GALLERY_FILE);
+            let places = Places::new(&page, out_dir, manifest_dir)
+                .map_err(Error::io("find the folder of", &page))?;
+            write_gallery(ledger, &places, &title, stdout_writer())?;
+        }
+        output => {
+            let output = output.map_or_else(|| out_dir.join(GALLERY_FILE), Path::to_owned);
+            let n_cards = write_gallery_file(ledger, out_dir, manifest_dir, &title, &output)?;
+            print(&format!(
+                "wrote a gallery of {n_cards} row(s) to {}\n",
+                output.display()
+            ))?;
         }
     }
     Ok(EXIT_OK)

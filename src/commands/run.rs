@@ -16,6 +16,7 @@ use crate::config::{Endpoint, Purpose, RunConfig};
 use crate::error::EXIT_PENDING;
 use crate::error::Error;
 use crate::export::write_results_file;
+use crate::gallery::{GALLERY_FILE, write_gallery_file};
 use crate::ingest::{IngestReport, Planned, ingest_in_background};
 use crate::job::{Counts, JobState};
 use crate::ledger::{Ledger, LedgerHandle, RunLock};
@@ -46,6 +47,10 @@ pub async fn run(
     let out_dir = &config.settings.out_dir;
     prepare_out_dir(out_dir)?;
     ledger.set_meta("out_dir", &out_dir.display().to_string())?;
+    // `export --format html` finds local images from the manifest's folder.
+    if let Ok(manifest) = std::path::absolute(&config.manifest) {
+        ledger.set_meta("manifest", &manifest.to_string_lossy())?;
+    }
     let planned = Planned::from_ledger(&ledger, &config.prices)?;
     let had_work = ingested.n_new + ingested.n_replaced > 0 || planned.counts.unfinished() > 0;
     let spent_before = Usd::from_micros(ledger.spent_micros()?);
@@ -72,6 +77,7 @@ pub async fn run(
         simulated: config.endpoint.is_simulated(),
         out_dir,
         results_path: summary_data.results_path.as_deref(),
+        gallery_path: summary_data.gallery_path.as_deref(),
         counts: &summary_data.counts,
         n_edited: summary_data.n_edited,
         failures: &summary_data.failures,
@@ -274,6 +280,7 @@ async fn api_client(config: &RunConfig) -> Result<(ApiClient, Option<SimHandle>)
 /// What the summary needs from the ledger after the engine stopped.
 struct Finished {
     results_path: Option<std::path::PathBuf>,
+    gallery_path: Option<std::path::PathBuf>,
     counts: Counts,
     n_edited: u64,
     failures: Vec<crate::ledger::JobRecord>,
@@ -283,8 +290,8 @@ struct Finished {
     left: CostBreakdown,
 }
 
-/// Writes the results table and reads the final counts; the ledger thread
-/// ends when `ledger` is dropped here.
+/// Writes the results table and the gallery and reads the final counts;
+/// the ledger thread ends when `ledger` is dropped here.
 async fn finish(config: &RunConfig, ledger: LedgerHandle) -> Result<Finished, Error> {
     let out_dir = config.settings.out_dir.clone();
     let format = config.results_format;
@@ -293,15 +300,25 @@ async fn finish(config: &RunConfig, ledger: LedgerHandle) -> Result<Finished, Er
     let exported = ledger
         .with(move |ledger| write_results_file(ledger, &out_dir, format, &path))
         .await?;
-    let results_path = match exported {
-        Ok(_) => Some(results_path),
+    let gallery_path = config.settings.out_dir.join(GALLERY_FILE);
+    let (out_dir, path) = (config.settings.out_dir.clone(), gallery_path.clone());
+    let manifest = config.manifest.clone();
+    let gallery = ledger
+        .with(move |ledger| {
+            let title = manifest.file_name().unwrap_or_default().to_string_lossy();
+            write_gallery_file(ledger, &out_dir, manifest.parent(), &title, &path)
+        })
+        .await?;
+    let written = |result: Result<u64, Error>, path| match result {
+        Ok(_) => Some(path),
         Err(error) => {
             warn!("{error}");
             None
         }
     };
     Ok(Finished {
-        results_path,
+        results_path: written(exported, results_path),
+        gallery_path: written(gallery, gallery_path),
         counts: Counts(ledger.call(|ledger| ledger.counts(true)).await?),
         n_edited: ledger.call(|ledger| ledger.n_edited()).await?,
         failures: ledger

@@ -99,6 +99,8 @@ pub struct JobRecord {
     pub downloaded_at_ms: Option<i64>,
     /// What the job has cost so far (estimated, micro-dollars).
     pub charged_micros: u64,
+    /// The request as sent (or to be sent); `None` if it no longer reads.
+    pub request: Option<VideoRequest>,
 }
 
 /// A row the next run would submit, with what one submission of it costs.

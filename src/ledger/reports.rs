@@ -12,7 +12,7 @@ use crate::job::{JobId, JobState};
 
 const JOB_COLUMNS: &str = "job_id, manifest_row, manifest_line, input_json, state, attempts, task_id, \
     remote_status, error_kind, error_message, error_body, edited_request_json IS NOT NULL, video_url, \
-    file_name, bytes, sha256, created_at, submitted_at, finished_at, downloaded_at, charged_micros";
+    file_name, bytes, sha256, created_at, submitted_at, finished_at, downloaded_at, charged_micros, request_json";
 
 /// The rows of the manifest ingested last (or being ingested: its
 /// generation is the highest) that are waiting to be submitted.
@@ -184,6 +184,7 @@ impl Ledger {
                 finished_at_ms: row.get(18)?,
                 downloaded_at_ms: row.get(19)?,
                 charged_micros: row.get::<_, i64>(20)?.max(0) as u64,
+                request: serde_json::from_str(&row.get::<_, String>(21)?).ok(),
             };
             if let Err(error) = visit(record) {
                 return Ok(Err(error));

@@ -27,6 +27,10 @@ pub struct Spend {
     pub cost_to_finish: Usd,
 }
 
+/// Said by the summary of a simulated run, whose videos are all one clip.
+pub const PLACEHOLDER_NOTE: &str =
+    "videos are placeholders from the simulator (a 1-second test clip), not generated";
+
 /// Everything the final summary is made from.
 pub struct Summary<'a> {
     pub manifest: &'a Path,
@@ -38,6 +42,8 @@ pub struct Summary<'a> {
     pub simulated: bool,
     pub out_dir: &'a Path,
     pub results_path: Option<&'a Path>,
+    /// The gallery (`index.html`), when it was written.
+    pub gallery_path: Option<&'a Path>,
     pub counts: &'a Counts,
     pub n_edited: u64,
     pub failures: &'a [JobRecord],
@@ -125,7 +131,13 @@ pub fn render_summary(summary: &Summary<'_>) -> String {
     if let Some(results) = summary.results_path {
         let _ = write!(out, " · results: {}", results.display());
     }
+    if let Some(gallery) = summary.gallery_path {
+        let _ = write!(out, " · gallery: {}", gallery.display());
+    }
     out.push('\n');
+    if summary.simulated {
+        let _ = writeln!(out, "  {PLACEHOLDER_NOTE}");
+    }
     let spend = &summary.spend;
     let spent = if summary.simulated {
         "simulated spend (nothing paid)"
@@ -231,6 +243,9 @@ impl Summary<'_> {
             "ledger": path_json(self.ledger),
             "out_dir": path_json(self.out_dir),
             "results": self.results_path.map(path_json),
+            "gallery": self.gallery_path.map(path_json),
+            "simulated": self.simulated,
+            "note": self.simulated.then_some(PLACEHOLDER_NOTE),
             "rows": self.counts.total(),
             "counts": counts_json(self.counts),
             "unfinished": self.counts.unfinished(),
@@ -289,6 +304,7 @@ mod tests {
             simulated: false,
             out_dir: Path::new("jobs/x-out"),
             results_path: Some(Path::new("jobs/x-out/results.csv")),
+            gallery_path: Some(Path::new("jobs/x-out/index.html")),
             counts,
             n_edited: 0,
             failures: &[],
@@ -376,5 +392,24 @@ mod tests {
             "{}",
             render_summary(&idle)
         );
+    }
+
+    #[test]
+    fn a_simulated_run_says_its_videos_are_placeholders() {
+        let counts = counts(&[(JobState::Downloaded, 2)]);
+        let report = RunReport::default();
+        let mut rehearsal = summary(&counts, &report, Path::new("x.csv"));
+        assert!(!render_summary(&rehearsal).contains(PLACEHOLDER_NOTE));
+        assert_eq!(rehearsal.to_json(0)["note"], Value::Null);
+        rehearsal.simulated = true;
+        let text = render_summary(&rehearsal);
+        assert!(
+            text.contains(&format!("\n  {PLACEHOLDER_NOTE}\n")),
+            "{text}"
+        );
+        assert!(text.contains(" · gallery: jobs/x-out/index.html"), "{text}");
+        let json = rehearsal.to_json(0);
+        assert_eq!(json["note"], PLACEHOLDER_NOTE);
+        assert_eq!(json["gallery"], "jobs/x-out/index.html");
     }
 }

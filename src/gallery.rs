@@ -1,0 +1,603 @@
+//! The gallery: `index.html`, one card per manifest row (the input image,
+//! the video, the prompt, what became of the job), self-contained and safe
+//! against any manifest content. Written from the ledger, streamed.
+//!
+//! Safety comes twice: every value is escaped ([`Escaped`]), and the page's
+//! Content-Security-Policy runs only its own script and style (by hash), so
+//! markup that slipped through could neither run nor load anything remote
+//! but images. Speed with 10,000 rows: cards off screen are not laid out
+//! (`content-visibility`), images load lazily, and a video is given its
+//! file only when its card comes near the viewport; `index.html#all` loads
+//! every video at once (for tests and screenshots).
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::error::Error;
+use crate::export::write_atomically;
+use crate::job::JobState;
+use crate::ledger::{JobRecord, Ledger};
+use crate::price::Usd;
+
+/// The gallery's file name in the output folder.
+pub const GALLERY_FILE: &str = "index.html";
+
+/// The state of a row that was not taken in (`--skip-invalid`).
+pub const INVALID_STATE: &str = "invalid";
+
+/// What one card shows. Built from a job ([`Card::from_job`]) or from a
+/// row that was not taken in ([`Card::invalid`]); every text is raw here
+/// and escaped when written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Card {
+    /// The job id; for a row not taken in, `line N`.
+    pub id: String,
+    /// The row's line in the manifest.
+    pub line: i64,
+    /// A job state's name, or [`INVALID_STATE`].
+    pub state: &'static str,
+    pub prompt: Option<String>,
+    /// The input image: a local file's path relative to the page, or an
+    /// http(s) URL.
+    pub image: Option<String>,
+    /// The downloaded video's path relative to the page, URL-encoded.
+    pub video: Option<String>,
+    pub cost: Option<Usd>,
+    /// Why the job failed (or why the row was not taken in).
+    pub reason: Option<String>,
+}
+
+/// Where the page is and where what it links to lies, as absolute paths,
+/// so links can be made relative to the page.
+#[derive(Debug, Clone)]
+pub struct Places {
+    page_dir: PathBuf,
+    out_dir: PathBuf,
+    manifest_dir: Option<PathBuf>,
+}
+
+impl Places {
+    /// `page` is the HTML file; `manifest_dir`, when known, is where local
+    /// image paths in the manifest start.
+    pub fn new(page: &Path, out_dir: &Path, manifest_dir: Option<&Path>) -> io::Result<Places> {
+        let page = std::path::absolute(page)?;
+        Ok(Places {
+            page_dir: page.parent().map_or_else(|| page.clone(), Path::to_owned),
+            out_dir: std::path::absolute(out_dir)?,
+            manifest_dir: manifest_dir
+                .map(|dir| match dir.as_os_str().is_empty() {
+                    true => std::path::absolute("."),
+                    false => std::path::absolute(dir),
+                })
+                .transpose()?,
+        })
+    }
+
+    /// `target` as a link from the page: relative, each part URL-encoded.
+    fn href(&self, target: &Path) -> String {
+        relative_href(&self.page_dir, target)
+    }
+
+    /// The image to show for a job sent with the URL `sent`: the local
+    /// file, when a cell of the row names one that `--image-base-url`
+    /// turned into `sent`, else `sent` itself.
+    fn image_src(&self, input: &Map<String, Value>, sent: &str) -> Option<String> {
+        match self.local_image(input, sent) {
+            Some(path) => Some(self.href(&path)),
+            None => web_url(sent),
+        }
+    }
+
+    fn local_image(&self, input: &Map<String, Value>, sent: &str) -> Option<PathBuf> {
+        let dir = self.manifest_dir.as_ref()?;
+        let sent = Url::parse(sent).ok()?;
+        input.values().filter_map(Value::as_str).find_map(|text| {
+            let parts = local_path_parts(text)?;
+            // The same encoding validation used to append the path to the
+            // base URL, so a match is exact.
+            let mut expected = Url::parse("http://localhost/").expect("a valid URL");
+            expected.path_segments_mut().ok()?.extend(&parts);
+            let path = parts.iter().fold(dir.clone(), |path, part| path.join(part));
+            (sent.path().ends_with(expected.path()) && path.is_file()).then_some(path)
+        })
+    }
+}
+
+/// The parts of a cell that reads as a relative local path (as validation
+/// reads one), or `None` for a URL, an empty cell or a path leaving its
+/// folder.
+fn local_path_parts(text: &str) -> Option<Vec<&str>> {
+    let text = text.trim();
+    if Url::parse(text).is_ok_and(|url| url.scheme().len() > 1) || text.starts_with(['/', '\\']) {
+        return None;
+    }
+    let parts: Vec<&str> = text
+        .split(['/', '\\'])
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect();
+    (!parts.is_empty() && !parts.contains(&"..")).then_some(parts)
+}
+
+/// `url` if it is an http(s) URL (nothing else may reach an `src`).
+fn web_url(url: &str) -> Option<String> {
+    let lower = url.trim_start().to_ascii_lowercase();
+    (lower.starts_with("http://") || lower.starts_with("https://")).then(|| url.trim().to_owned())
+}
+
+/// `target` relative to the folder `from` (both absolute), as a URL path:
+/// each part percent-encoded, joined with `/`.
+pub fn relative_href(from: &Path, target: &Path) -> String {
+    let relative = pathdiff::diff_paths(target, from).unwrap_or_else(|| target.to_owned());
+    relative
+        .components()
+        .map(|part| encode_path_part(&part.as_os_str().to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Percent-encodes all but the unreserved characters of RFC 3986, so a
+/// file name with `#`, `?`, `%` or spaces still links to itself.
+fn encode_path_part(part: &str) -> String {
+    let mut encoded = String::with_capacity(part.len());
+    for byte in part.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+impl Card {
+    pub fn from_job(job: &JobRecord, places: &Places) -> Card {
+        let video = match (job.state, &job.file_name) {
+            (JobState::Downloaded, Some(name)) => Some(places.href(&places.out_dir.join(name))),
+            _ => None,
+        };
+        let (prompt, image) = match &job.request {
+            Some(request) => (
+                Some(request.prompt.clone()),
+                places.image_src(&job.input, &request.image),
+            ),
+            None => (input_text(&job.input, "prompt"), None),
+        };
+        Card {
+            id: job.job_id.0.clone(),
+            line: job.manifest_line,
+            state: job.state.as_str(),
+            prompt,
+            image,
+            video,
+            cost: Some(Usd::from_micros(job.charged_micros)),
+            reason: failure_reason(job),
+        }
+    }
+
+    /// A row that was not taken in: its input cells as read (the prompt and
+    /// image found by their column names) and its problems.
+    pub fn invalid(line: i64, input: &Map<String, Value>, problems: &str) -> Card {
+        Card {
+            id: format!("line {line}"),
+            line,
+            state: INVALID_STATE,
+            prompt: input_text(input, "prompt"),
+            image: input_text(input, "image").and_then(|url| web_url(&url)),
+            video: None,
+            cost: None,
+            reason: Some(problems.to_owned()),
+        }
+    }
+}
+
+/// The text of the input cell named `name` (any case, spaces around).
+fn input_text(input: &Map<String, Value>, name: &str) -> Option<String> {
+    input
+        .iter()
+        .find(|(column, _)| column.trim().eq_ignore_ascii_case(name))
+        .and_then(|(_, value)| match value {
+            Value::String(text) => Some(text.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        })
+}
+
+/// Why a job failed or is held, as the results table's `error` says it.
+fn failure_reason(job: &JobRecord) -> Option<String> {
+    let message = match (&job.error_kind, &job.error_message) {
+        (Some(kind), Some(message)) => Some(format!("{kind}: {message}")),
+        (None, Some(message)) => Some(message.clone()),
+        _ => None,
+    };
+    if job.edited {
+        let held = "the row changed after it was submitted; the new version was not sent";
+        return Some(
+            message.map_or_else(|| held.to_owned(), |message| format!("{message}; {held}")),
+        );
+    }
+    message
+}
+
+/// Text made safe for HTML, in element content and in quoted attributes.
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
+            f.write_str(&rest[..at])?;
+            f.write_str(match rest.as_bytes()[at] {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'"' => "&quot;",
+                _ => "&#39;",
+            })?;
+            rest = &rest[at + 1..];
+        }
+        f.write_str(rest)
+    }
+}
+
+/// The states a card can be in, in the filter's order.
+fn card_states() -> impl Iterator<Item = &'static str> {
+    JobState::ALL
+        .into_iter()
+        .map(JobState::as_str)
+        .chain([INVALID_STATE])
+}
+
+/// The page's script: gives each video its file when its card comes near
+/// the viewport (all at once with `#all`), and marks the video
+/// `data-loaded="yes"` or `"error"` (a missing file shows a badge).
+const SCRIPT: &str = r##"
+"use strict";
+(function () {
+  var videos = Array.prototype.slice.call(document.querySelectorAll("video[data-src]"));
+  function load(video) {
+    if (video.hasAttribute("src")) return;
+    video.addEventListener("loadedmetadata", function () { video.dataset.loaded = "yes"; }, { once: true });
+    video.addEventListener("error", function () { video.dataset.loaded = "error"; }, { once: true });
+    video.src = video.dataset.src;
+  }
+  function loadAll() {
+    document.querySelectorAll("img[loading=lazy]").forEach(function (img) { img.loading = "eager"; });
+    videos.forEach(load);
+  }
+  window.addEventListener("hashchange", function () { if (location.hash === "#all") loadAll(); });
+  if (location.hash === "#all" || !("IntersectionObserver" in window)) { loadAll(); return; }
+  var observer = new IntersectionObserver(function (entries) {
+    entries.forEach(function (entry) {
+      if (entry.isIntersecting) { observer.unobserve(entry.target); load(entry.target); }
+    });
+  }, { rootMargin: "800px 0px" });
+  videos.forEach(function (video) { observer.observe(video); });
+})();
+"##;
+
+const BASE_STYLE: &str = "
+:root { color-scheme: light dark; font: 14px/1.4 system-ui, sans-serif; }
+body { margin: 0; display: flex; flex-direction: column; }
+.f { position: absolute; opacity: 0; pointer-events: none; }
+nav { order: -1; position: sticky; top: 0; z-index: 1; display: flex; flex-wrap: wrap; gap: .4em;
+  align-items: center; padding: .6em 1em; background: Canvas; border-bottom: 1px solid #8886; }
+nav h1 { font-size: 1.1em; margin: 0 1em 0 0; }
+nav label { padding: .15em .7em; border: 1px solid #8886; border-radius: 1em; cursor: pointer; }
+main { display: grid; grid-template-columns: repeat(auto-fill, minmax(280px, 1fr)); gap: 1em; padding: 1em; }
+.card { content-visibility: auto; contain-intrinsic-size: auto 420px; border: 1px solid #8886;
+  border-radius: 8px; padding: .6em; overflow-wrap: anywhere; }
+.media { display: grid; grid-template-columns: 1fr 1fr; gap: .4em; }
+.media img, .media video, .none { width: 100%; aspect-ratio: 1; object-fit: contain; background: #8882; }
+.none { display: grid; place-items: center; color: #888; }
+.broken { display: none; color: #d22; font-weight: bold; margin: .3em 0 0; }
+.card:has(video[data-loaded=error]) .broken { display: block; }
+.prompt { white-space: pre-wrap; max-height: 9em; overflow: auto; margin: .5em 0; }
+dl { display: grid; grid-template-columns: auto 1fr; gap: 0 .6em; margin: .3em 0; }
+dt { color: #888; } dd { margin: 0; }
+.reason { color: #d22; white-space: pre-wrap; margin: .3em 0; }
+[data-state=downloaded] .state { color: #2a2; }
+[data-state=failed] .state, [data-state=invalid] .state, [data-state=ambiguous] .state { color: #d22; }
+.empty { color: #888; }
+";
+
+/// The style: the base, then for each state a rule that hides the other
+/// cards when its filter is chosen, and one that marks the chosen filter.
+fn style() -> String {
+    let mut style = String::from(BASE_STYLE);
+    style.push_str("#f-all:checked ~ nav label[for=f-all]");
+    for state in card_states() {
+        style.push_str(&format!(", #f-{state}:checked ~ nav label[for=f-{state}]"));
+    }
+    style.push_str(" { background: #8884; font-weight: bold; }\n");
+    for state in card_states() {
+        style.push_str(&format!(
+            "#f-{state}:checked ~ main .card:not([data-state={state}]) {{ display: none; }}\n"
+        ));
+    }
+    style
+}
+
+/// A CSP source for an inline script or style: its SHA-256, base64.
+fn csp_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// Writes the page one card at a time: the head and the filter's inputs
+/// first, the cards, then the filter's labels with the counts (shown at
+/// the top by the style), so nothing is held but the counts.
+pub struct GalleryWriter<W: Write> {
+    out: W,
+    title: String,
+    counts: Vec<(&'static str, u64)>,
+    n_cards: u64,
+}
+
+impl<W: Write> GalleryWriter<W> {
+    pub fn begin(mut out: W, title: &str) -> io::Result<GalleryWriter<W>> {
+        let style = style();
+        let policy = format!(
+            "default-src 'none'; img-src 'self' file: data: http: https:; media-src 'self' file:; \
+             style-src {}; script-src {}; base-uri 'none'; form-action 'none'",
+            csp_hash(&style),
+            csp_hash(SCRIPT)
+        );
+        let title = Escaped(title);
+        write!(
+            out,
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+             <meta http-equiv=\"Content-Security-Policy\" content=\"{policy}\">\n\
+             <meta name=\"referrer\" content=\"no-referrer\">\n\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+             <title>{title}</title>\n<style>{style}</style>\n</head>\n<body>\n\
+             <input type=\"radio\" class=\"f\" name=\"filter\" id=\"f-all\" checked>\n"
+        )?;
+        for state in card_states() {
+            writeln!(
+                out,
+                "<input type=\"radio\" class=\"f\" name=\"filter\" id=\"f-{state}\">"
+            )?;
+        }
+        out.write_all(b"<main>\n")?;
+        Ok(GalleryWriter {
+            out,
+            title: title.0.to_owned(),
+            counts: card_states().map(|state| (state, 0)).collect(),
+            n_cards: 0,
+        })
+    }
+
+    pub fn card(&mut self, card: &Card) -> io::Result<()> {
+        if let Some((_, n)) = self
+            .counts
+            .iter_mut()
+            .find(|(state, _)| *state == card.state)
+        {
+            *n += 1;
+        }
+        self.n_cards += 1;
+        let out = &mut self.out;
+        write!(
+            out,
+            "<article class=\"card\" data-state=\"{}\">\n<div class=\"media\">",
+            Escaped(card.state)
+        )?;
+        match &card.image {
+            Some(src) => write!(
+                out,
+                "<img loading=\"lazy\" decoding=\"async\" alt=\"input image\" src=\"{}\">",
+                Escaped(src)
+            )?,
+            None => out.write_all(b"<div class=\"none\">no image</div>")?,
+        }
+        match &card.video {
+            Some(href) => write!(
+                out,
+                "<video controls preload=\"metadata\" playsinline data-src=\"{}\"></video></div>\n\
+                 <p class=\"broken\">video file missing</p>\n",
+                Escaped(href)
+            )?,
+            None => out.write_all(b"<div class=\"none\">no video</div></div>\n")?,
+        }
+        self.card_text(card)
+    }
+
+    fn card_text(&mut self, card: &Card) -> io::Result<()> {
+        let out = &mut self.out;
+        if let Some(prompt) = &card.prompt {
+            writeln!(out, "<p class=\"prompt\">{}</p>", Escaped(prompt))?;
+        }
+        write!(
+            out,
+            "<dl><dt>id</dt><dd>{}</dd><dt>line</dt><dd>{}</dd><dt>state</dt><dd class=\"state\">{}</dd>",
+            Escaped(&card.id),
+            card.line,
+            Escaped(card.state)
+        )?;
+        if let Some(cost) = card.cost {
+            write!(out, "<dt>cost</dt><dd>{cost}</dd>")?;
+        }
+        out.write_all(b"</dl>\n")?;
+        if let Some(reason) = &card.reason {
+            writeln!(out, "<p class=\"reason\">{}</p>", Escaped(reason))?;
+        }
+        if let Some(href) = &card.video {
+            writeln!(out, "<a href=\"{}\">open the video</a>", Escaped(href))?;
+        }
+        out.write_all(b"</article>\n")
+    }
+
+    /// Writes the filter with the counts and the script; returns the
+    /// number of cards and the writer.
+    pub fn finish(mut self) -> io::Result<(u64, W)> {
+        let out = &mut self.out;
+        if self.n_cards == 0 {
+            out.write_all(b"<p class=\"empty\">no rows</p>\n")?;
+        }
+        write!(
+            out,
+            "</main>\n<nav aria-label=\"filter by state\"><h1>{}</h1>\
+             <label for=\"f-all\">all {}</label>",
+            Escaped(&self.title),
+            self.n_cards
+        )?;
+        for (state, n) in self.counts.iter().filter(|(_, n)| *n > 0) {
+            write!(out, "<label for=\"f-{state}\">{state} {n}</label>")?;
+        }
+        write!(out, "</nav>\n<script>{SCRIPT}</script>\n</body>\n</html>\n")?;
+        out.flush()?;
+        Ok((self.n_cards, self.out))
+    }
+}
+
+/// Writes the gallery of the current manifest's rows to `out`, in manifest
+/// order. Returns the number of cards.
+pub fn write_gallery(
+    ledger: &Ledger,
+    places: &Places,
+    title: &str,
+    out: impl Write,
+) -> Result<u64, Error> {
+    let written = GalleryWriter::begin(out, title).and_then(|mut gallery| {
+        ledger
+            .for_each_job(true, |job| gallery.card(&Card::from_job(&job, places)))
+            .map_err(|error| io::Error::other(error.to_string()))??;
+        gallery.finish()
+    });
+    match written {
+        Ok((n_cards, _)) => Ok(n_cards),
+        Err(error) => Err(Error::Other(format!(
+            "failed to write the gallery: {error}"
+        ))),
+    }
+}
+
+/// Writes the gallery to `page` atomically; links are relative to its
+/// folder. Returns the number of cards.
+pub fn write_gallery_file(
+    ledger: &Ledger,
+    out_dir: &Path,
+    manifest_dir: Option<&Path>,
+    title: &str,
+    page: &Path,
+) -> Result<u64, Error> {
+    let places =
+        Places::new(page, out_dir, manifest_dir).map_err(Error::io("find the folder of", page))?;
+    write_atomically(page, ".index.", |writer| {
+        write_gallery(ledger, &places, title, writer)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_leaves_no_markup() {
+        let hostile = r#"<script>alert(1)</script> "><img src=x onerror='alert(1)'> & done"#;
+        let escaped = Escaped(hostile).to_string();
+        assert_eq!(
+            escaped,
+            "&lt;script&gt;alert(1)&lt;/script&gt; &quot;&gt;&lt;img src=x onerror=&#39;alert(1)&#39;&gt; &amp; done"
+        );
+        assert!(!escaped.contains(['<', '>', '"', '\'']));
+        assert_eq!(Escaped("Café ✓").to_string(), "Café ✓");
+    }
+
+    #[test]
+    fn links_are_relative_to_the_page_and_encoded() {
+        let href = |from: &str, to: &str| relative_href(Path::new(from), Path::new(to));
+        assert_eq!(href("/w/out", "/w/out/a.mp4"), "a.mp4");
+        assert_eq!(href("/w/out", "/w/images/a b.png"), "../images/a%20b.png");
+        assert_eq!(href("/w/site/g", "/w/out/x.mp4"), "../../out/x.mp4");
+        assert_eq!(href("/w/out", "/w/out/50%#?.mp4"), "50%25%23%3F.mp4");
+        assert_eq!(href("/w/out", "/w/out/café.mp4"), "caf%C3%A9.mp4");
+    }
+
+    #[test]
+    fn only_relative_paths_inside_the_folder_are_local_images() {
+        assert_eq!(local_path_parts("img/a.png"), Some(vec!["img", "a.png"]));
+        assert_eq!(
+            local_path_parts(" .\\img\\a.png "),
+            Some(vec!["img", "a.png"])
+        );
+        assert_eq!(local_path_parts("https://x.test/a.png"), None);
+        assert_eq!(local_path_parts("../a.png"), None);
+        assert_eq!(local_path_parts("/etc/a.png"), None);
+        assert_eq!(local_path_parts(""), None);
+    }
+
+    #[test]
+    fn a_local_image_sent_under_the_base_url_is_shown_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("img")).unwrap();
+        std::fs::write(dir.path().join("img/a b.png"), b"png").unwrap();
+        let out = dir.path().join("out");
+        let places = Places::new(&out.join("index.html"), &out, Some(dir.path())).unwrap();
+        let input: Map<String, Value> =
+            serde_json::from_str(r#"{"notes": "x", "Image": "img/a b.png"}"#).unwrap();
+        let sent = "https://cdn.test/base/img/a%20b.png";
+        assert_eq!(
+            places.image_src(&input, sent).as_deref(),
+            Some("../img/a%20b.png")
+        );
+        // Sent from elsewhere, or a file that is not there: the URL.
+        let other = "https://cdn.test/base/img/other.png";
+        assert_eq!(places.image_src(&input, other).as_deref(), Some(other));
+        std::fs::remove_file(dir.path().join("img/a b.png")).unwrap();
+        assert_eq!(places.image_src(&input, sent).as_deref(), Some(sent));
+        assert_eq!(web_url("javascript:alert(1)"), None);
+    }
+
+    fn page(cards: &[Card]) -> String {
+        let mut gallery = GalleryWriter::begin(Vec::new(), "jobs <1>.csv").unwrap();
+        for card in cards {
+            gallery.card(card).unwrap();
+        }
+        let (n, bytes) = gallery.finish().unwrap();
+        assert_eq!(n, cards.len() as u64);
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn a_hostile_row_shows_as_text() {
+        let mut input = Map::new();
+        input.insert("prompt".into(), "<script>alert(1)</script>".into());
+        input.insert(
+            "image".into(),
+            r#"https://x.test/"><img src=x onerror=alert(1)>"#.into(),
+        );
+        let html = page(&[Card::invalid(7, &input, r#""><b>bad</b>"#)]);
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(
+            html.contains("src=\"https://x.test/&quot;&gt;&lt;img src=x onerror=alert(1)&gt;\"")
+        );
+        assert!(html.contains("&quot;&gt;&lt;b&gt;bad&lt;/b&gt;"));
+        assert!(html.contains("<title>jobs &lt;1&gt;.csv</title>"));
+        assert_eq!(
+            html.matches("<script>").count(),
+            1,
+            "only the page's own script"
+        );
+        assert!(html.contains("<label for=\"f-invalid\">invalid 1</label>"));
+    }
+
+    #[test]
+    fn the_policy_allows_exactly_the_page_own_script_and_style() {
+        let html = page(&[]);
+        assert!(html.contains(&csp_hash(SCRIPT)));
+        assert!(html.contains(&format!("<script>{SCRIPT}</script>")));
+        assert!(html.contains(&format!("<style>{}</style>", style())));
+        assert!(html.contains(&csp_hash(&style())));
+        assert!(html.contains("no rows"));
+    }
+}
