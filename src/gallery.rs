@@ -255,14 +255,17 @@ fn card_states() -> impl Iterator<Item = &'static str> {
 
 /// The page's script: gives each video its file when its card comes near
 /// the viewport (all at once with `#all`), and marks the video
-/// `data-loaded="yes"` or `"error"` (a missing file shows a badge).
+/// `data-loaded="yes"` once it has a picture and a duration, or `"error"`
+/// (a missing or unplayable file shows a badge).
 const SCRIPT: &str = r##"
 "use strict";
 (function () {
   var videos = Array.prototype.slice.call(document.querySelectorAll("video[data-src]"));
   function load(video) {
     if (video.hasAttribute("src")) return;
-    video.addEventListener("loadedmetadata", function () { video.dataset.loaded = "yes"; }, { once: true });
+    video.addEventListener("loadedmetadata", function () {
+      video.dataset.loaded = video.videoWidth > 0 && video.duration > 0 ? "yes" : "error";
+    }, { once: true });
     video.addEventListener("error", function () { video.dataset.loaded = "error"; }, { once: true });
     video.src = video.dataset.src;
   }

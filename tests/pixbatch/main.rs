@@ -12,6 +12,7 @@ mod binary;
 mod codebase;
 mod crash;
 mod faults;
+mod gallery;
 mod hostile;
 mod pipeline;
 mod secrets;
