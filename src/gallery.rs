@@ -6,9 +6,12 @@
 //! Content-Security-Policy runs only its own script and style (by hash), so
 //! markup that slipped through could neither run nor load anything remote
 //! but images. Speed with 10,000 rows: cards off screen are not laid out
-//! (`content-visibility`), images load lazily, and a video is given its
-//! file only when its card comes near the viewport; `index.html#all` loads
-//! every video at once (for tests and screenshots).
+//! (`content-visibility`), and each card's `<img loading="lazy">` and
+//! `<video controls preload="metadata">` wait in an inert `<template>` until
+//! the card comes near the viewport (10,000 live media elements take
+//! Chromium seconds to build); `index.html#all` shows every one at once
+//! (for tests and screenshots). Without JavaScript the cards show their
+//! text and a link to each video.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -253,34 +256,39 @@ fn card_states() -> impl Iterator<Item = &'static str> {
         .chain([INVALID_STATE])
 }
 
-/// The page's script: gives each video its file when its card comes near
-/// the viewport (all at once with `#all`), and marks the video
-/// `data-loaded="yes"` once it has a picture and a duration, or `"error"`
-/// (a missing or unplayable file shows a badge).
+/// The page's script. Each card's image and video wait in a `<template>`
+/// (inert: nothing loads, no player is made) until the card comes near the
+/// viewport, or all at once with `#all`; then they are put in place. A
+/// video is marked `data-loaded="yes"` once it has a picture and a
+/// duration, or `"error"` (a missing or unplayable file shows a badge).
 const SCRIPT: &str = r##"
 "use strict";
 (function () {
-  var videos = Array.prototype.slice.call(document.querySelectorAll("video[data-src]"));
-  function load(video) {
-    if (video.hasAttribute("src")) return;
+  var all = false;
+  function mark(video) {
     video.addEventListener("loadedmetadata", function () {
       video.dataset.loaded = video.videoWidth > 0 && video.duration > 0 ? "yes" : "error";
     }, { once: true });
     video.addEventListener("error", function () { video.dataset.loaded = "error"; }, { once: true });
-    video.src = video.dataset.src;
   }
-  function loadAll() {
-    document.querySelectorAll("img[loading=lazy]").forEach(function (img) { img.loading = "eager"; });
-    videos.forEach(load);
+  function show(slot) {
+    var template = slot.querySelector("template");
+    if (!template) return;
+    var content = document.importNode(template.content, true);
+    content.querySelectorAll("video").forEach(mark);
+    if (all) content.querySelectorAll("img").forEach(function (img) { img.loading = "eager"; });
+    slot.replaceWith(content);
   }
-  window.addEventListener("hashchange", function () { if (location.hash === "#all") loadAll(); });
-  if (location.hash === "#all" || !("IntersectionObserver" in window)) { loadAll(); return; }
+  var slots = Array.prototype.slice.call(document.querySelectorAll(".slot"));
+  function showAll() { all = true; slots.forEach(show); }
+  window.addEventListener("hashchange", function () { if (location.hash === "#all") showAll(); });
+  if (location.hash === "#all" || !("IntersectionObserver" in window)) { showAll(); return; }
   var observer = new IntersectionObserver(function (entries) {
     entries.forEach(function (entry) {
-      if (entry.isIntersecting) { observer.unobserve(entry.target); load(entry.target); }
+      if (entry.isIntersecting) { observer.unobserve(entry.target); show(entry.target); }
     });
   }, { rootMargin: "800px 0px" });
-  videos.forEach(function (video) { observer.observe(video); });
+  slots.forEach(function (slot) { observer.observe(slot); });
 })();
 "##;
 
@@ -296,7 +304,7 @@ main { display: grid; grid-template-columns: repeat(auto-fill, minmax(280px, 1fr
 .card { content-visibility: auto; contain-intrinsic-size: auto 420px; border: 1px solid #8886;
   border-radius: 8px; padding: .6em; overflow-wrap: anywhere; }
 .media { display: grid; grid-template-columns: 1fr 1fr; gap: .4em; }
-.media img, .media video, .none { width: 100%; aspect-ratio: 1; object-fit: contain; background: #8882; }
+.media img, .media video, .none, .slot { width: 100%; aspect-ratio: 1; object-fit: contain; background: #8882; }
 .none { display: grid; place-items: center; color: #888; }
 .broken { display: none; color: #d22; font-weight: bold; margin: .3em 0 0; }
 .card:has(video[data-loaded=error]) .broken { display: block; }
@@ -397,7 +405,8 @@ impl<W: Write> GalleryWriter<W> {
         match &card.image {
             Some(src) => write!(
                 out,
-                "<img loading=\"lazy\" decoding=\"async\" alt=\"input image\" src=\"{}\">",
+                "<div class=\"slot\"><template><img loading=\"lazy\" decoding=\"async\" \
+                 alt=\"input image\" src=\"{}\"></template></div>",
                 Escaped(src)
             )?,
             None => out.write_all(b"<div class=\"none\">no image</div>")?,
@@ -405,7 +414,8 @@ impl<W: Write> GalleryWriter<W> {
         match &card.video {
             Some(href) => write!(
                 out,
-                "<video controls preload=\"metadata\" playsinline data-src=\"{}\"></video></div>\n\
+                "<div class=\"slot\"><template><video controls preload=\"metadata\" playsinline \
+                 src=\"{}\"></video></template></div></div>\n\
                  <p class=\"broken\">video file missing</p>\n",
                 Escaped(href)
             )?,

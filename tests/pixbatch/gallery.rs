@@ -130,6 +130,7 @@ async fn the_gallery_shows_every_row_plays_every_video_and_runs_no_manifest_mark
     let Visit { dom, console } = visit(&browser, &file_url(&page, "all"), None).await;
     assert!(console.is_empty(), "console messages: {console:#?}");
     assert_eq!(dom.matches("<article class=\"card\"").count(), 4, "{dom}");
+    assert_eq!(dom.matches("<template").count(), 0, "#all shows everything");
     assert_eq!(dom.matches("<video").count(), 3, "{dom}");
     assert_eq!(dom.matches("data-loaded=\"yes\"").count(), 3, "{dom}");
     assert_eq!(dom.matches("data-state=\"failed\"").count(), 1, "{dom}");
@@ -182,8 +183,42 @@ async fn an_exported_gallery_links_from_its_own_folder_and_flags_a_missing_video
 
     let Visit { dom, console } = visit(&browser, &file_url(&page, "all"), None).await;
     assert!(console.is_empty(), "console messages: {console:#?}");
-    assert!(dom.contains("data-src=\"../../jobs-out/sun.mp4\""), "{dom}");
+    assert!(dom.contains("<video controls=\"\" preload=\"metadata\" playsinline=\"\" src=\"../../jobs-out/sun.mp4\""), "{dom}");
     assert!(dom.contains("src=\"../../img/sun%20rise.png\""), "{dom}");
     assert_eq!(dom.matches("data-loaded=\"yes\"").count(), 3, "{dom}");
     assert_eq!(dom.matches("data-loaded=\"error\"").count(), 1, "{dom}");
+}
+
+#[tokio::test]
+async fn a_plain_visit_loads_only_the_cards_near_the_screen() {
+    let Some(browser) = chromium() else { return };
+    let scratch = Scratch::new(fast_sim()).await;
+    std::fs::create_dir(scratch.path("img")).unwrap();
+    std::fs::copy(
+        "sample-data/images/square-cat.jpeg",
+        scratch.path("img/cat.jpeg"),
+    )
+    .unwrap();
+    let rows: String = (1..=80)
+        .map(|i| format!("row-{i},img/cat.jpeg,Shot {i}\n"))
+        .collect();
+    scratch.write_manifest(&format!("id,image,prompt\n{rows}"));
+    let base = ["--image-base-url", "http://127.0.0.1:9/batch/"];
+    assert_eq!(scratch.run(&base).await, 0);
+
+    let page = scratch.out().join("index.html");
+    let url = url::Url::from_file_path(std::path::absolute(&page).unwrap()).unwrap();
+    let Visit { dom, console } = visit(&browser, url.as_str(), None).await;
+    assert!(console.is_empty(), "console messages: {console:#?}");
+    assert_eq!(dom.matches("<article class=\"card\"").count(), 80);
+    let n_loaded = dom.matches("data-loaded=\"yes\"").count();
+    assert!(
+        (4..80).contains(&n_loaded),
+        "the first cards' videos load, not all 80: {n_loaded}"
+    );
+    assert_eq!(
+        dom.matches("<template><video").count(),
+        80 - n_loaded,
+        "the others wait, and no video shown failed"
+    );
 }
