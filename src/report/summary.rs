@@ -127,17 +127,7 @@ pub fn render_summary(summary: &Summary<'_>) -> String {
         counts.get(JobState::Ambiguous),
         counts.unfinished(),
     );
-    let _ = write!(out, "  videos: {}", summary.out_dir.display());
-    if let Some(results) = summary.results_path {
-        let _ = write!(out, " · results: {}", results.display());
-    }
-    if let Some(gallery) = summary.gallery_path {
-        let _ = write!(out, " · gallery: {}", gallery.display());
-    }
-    out.push('\n');
-    if summary.simulated {
-        let _ = writeln!(out, "  {PLACEHOLDER_NOTE}");
-    }
+    write_outputs(&mut out, summary);
     let spend = &summary.spend;
     let spent = if summary.simulated {
         "simulated spend (nothing paid)"
@@ -194,6 +184,22 @@ pub fn render_summary(summary: &Summary<'_>) -> String {
         let _ = writeln!(out, "  next: {line}");
     }
     out
+}
+
+/// Where the videos, the results table and the gallery are; for a
+/// rehearsal, that its videos are placeholders.
+fn write_outputs(out: &mut String, summary: &Summary<'_>) {
+    let _ = write!(out, "  videos: {}", summary.out_dir.display());
+    if let Some(results) = summary.results_path {
+        let _ = write!(out, " · results: {}", results.display());
+    }
+    if let Some(gallery) = summary.gallery_path {
+        let _ = write!(out, " · gallery: {}", gallery.display());
+    }
+    out.push('\n');
+    if summary.simulated {
+        let _ = writeln!(out, "  {PLACEHOLDER_NOTE}");
+    }
 }
 
 /// `line L (job J): kind: message` for a failed or ambiguous job.

@@ -15,7 +15,7 @@ use crate::job::hex_sha256;
 /// ```
 pub const CLIP: &[u8] = include_bytes!("clip.mp4");
 
-/// A deterministic stand-in video for a task: [`CLIP`] followed by a `free`
+/// A deterministic stand-in video for a task: `CLIP` followed by a `free`
 /// box (which players skip) holding the task id and bytes derived from it,
 /// so every task's video has its own checksum. The box fills the video to
 /// `len` bytes; a shorter `len` gives the shortest such video, the clip and
