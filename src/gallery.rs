@@ -480,14 +480,20 @@ pub fn write_gallery(
     title: &str,
     out: impl Write,
 ) -> Result<u64, Error> {
+    let mut n_cards = 0;
     let written = GalleryWriter::begin(out, title).and_then(|mut gallery| {
         ledger
-            .for_each_job(true, |job| gallery.card(&Card::from_job(&job, places)))
+            .for_each_job(true, |job| {
+                n_cards += 1;
+                gallery.card(&Card::from_job(&job, places))
+            })
             .map_err(|error| io::Error::other(error.to_string()))??;
         gallery.finish()
     });
     match written {
-        Ok((n_cards, _)) => Ok(n_cards),
+        Ok(_) => Ok(n_cards),
+        // A closed pipe (`pixbatch export --format html -o - | head`) is not an error.
+        Err(error) if crate::report::is_broken_pipe(&error) => Ok(n_cards),
         Err(error) => Err(Error::Other(format!(
             "failed to write the gallery: {error}"
         ))),

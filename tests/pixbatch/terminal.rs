@@ -183,7 +183,7 @@ fn a_closed_pipe_ends_output_quietly() {
     )
     .unwrap();
     drop(ledger);
-    for format in ["csv", "jsonl"] {
+    for format in ["csv", "jsonl", "html"] {
         let (code, stderr) = first_of_pipe(&format!(
             "{bin} export {} --format {format} -o - | head -1",
             good.display()
