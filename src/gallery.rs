@@ -362,7 +362,7 @@ impl<W: Write> GalleryWriter<W> {
             csp_hash(&style),
             csp_hash(SCRIPT)
         );
-        let title = Escaped(title);
+        let title = Escaped(if title.is_empty() { "pixbatch" } else { title });
         write!(
             out,
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
