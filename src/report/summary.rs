@@ -2,7 +2,7 @@
 //! then what to do next, as commands that paste into a shell as they are.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -37,9 +37,12 @@ pub struct Summary<'a> {
     /// A rehearsal against the built-in simulator (its own ledger).
     pub simulated: bool,
     pub out_dir: &'a Path,
-    pub results_path: Option<&'a Path>,
+    /// The results tables written (none when writing failed).
+    pub results_paths: &'a [PathBuf],
     pub counts: &'a Counts,
     pub n_edited: u64,
+    /// Manifest rows skipped as invalid (`--skip-invalid`); not jobs.
+    pub n_invalid: u64,
     pub failures: &'a [JobRecord],
     pub report: &'a RunReport,
     /// The run found nothing new and nothing left to do.
@@ -96,6 +99,13 @@ impl Summary<'_> {
                 counts.get(JobState::Ambiguous)
             ));
         }
+        if self.n_invalid > 0 {
+            next.push(format!(
+                "{} invalid row(s) were skipped; the results table shows each as `invalid` with its problem: \
+                 fix them in the manifest and run again",
+                self.n_invalid
+            ));
+        }
         if self.n_edited > 0 {
             next.push(format!(
                 "{} row(s) changed after they were submitted and were not sent again: \
@@ -122,8 +132,13 @@ pub fn render_summary(summary: &Summary<'_>) -> String {
         counts.unfinished(),
     );
     let _ = write!(out, "  videos: {}", summary.out_dir.display());
-    if let Some(results) = summary.results_path {
-        let _ = write!(out, " · results: {}", results.display());
+    if !summary.results_paths.is_empty() {
+        let paths: Vec<String> = summary
+            .results_paths
+            .iter()
+            .map(|path| path.display().to_string())
+            .collect();
+        let _ = write!(out, " · results: {}", paths.join(", "));
     }
     out.push('\n');
     let spend = &summary.spend;
@@ -230,7 +245,9 @@ impl Summary<'_> {
             "manifest": path_json(self.manifest),
             "ledger": path_json(self.ledger),
             "out_dir": path_json(self.out_dir),
-            "results": self.results_path.map(path_json),
+            "results": self.results_paths.first().map(|path| path_json(path)),
+            "results_files": self.results_paths.iter().map(|path| path_json(path)).collect::<Vec<_>>(),
+            "invalid_rows": self.n_invalid,
             "rows": self.counts.total(),
             "counts": counts_json(self.counts),
             "unfinished": self.counts.unfinished(),
@@ -288,9 +305,10 @@ mod tests {
             ledger_named: false,
             simulated: false,
             out_dir: Path::new("jobs/x-out"),
-            results_path: Some(Path::new("jobs/x-out/results.csv")),
+            results_paths: &[],
             counts,
             n_edited: 0,
+            n_invalid: 0,
             failures: &[],
             report,
             nothing_to_do: false,
