@@ -14,5 +14,6 @@ mod crash;
 mod faults;
 mod hostile;
 mod pipeline;
+mod results;
 mod secrets;
 mod spending;
