@@ -282,6 +282,100 @@ mod tests {
     use crate::job::{ErrorKind, TaskId};
     use crate::ledger::ErrorRecord;
 
+    /// Each result row as (line, job id or `invalid: problems`).
+    fn result_rows(ledger: &Ledger) -> Vec<(u64, String)> {
+        let mut rows = Vec::new();
+        ledger
+            .for_each_result_row(|row| {
+                let what = match &row {
+                    ResultRow::Job(job) => job.job_id.0.clone(),
+                    ResultRow::Invalid { problems, .. } => format!("invalid: {problems}"),
+                };
+                rows.push((row.line(), what));
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        rows
+    }
+
+    #[test]
+    fn result_rows_interleave_jobs_and_invalid_rows_in_manifest_order() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("gone", "p", 2)]);
+        {
+            let mut ingest = ledger.begin_ingest().unwrap();
+            ingest
+                .add_invalid(2, &serde_json::Map::new(), "first")
+                .unwrap();
+            ingest.add(&spec("a", "p", 3), None).unwrap();
+            ingest
+                .add_invalid(4, &serde_json::Map::new(), "second")
+                .unwrap();
+            ingest
+                .add_invalid(5, &serde_json::Map::new(), "third")
+                .unwrap();
+            ingest.add(&spec("b", "p", 6), None).unwrap();
+            ingest.finish(&["id".to_owned()]).unwrap();
+        }
+        let expected = [
+            (2, "invalid: first"),
+            (3, "a"),
+            (4, "invalid: second"),
+            (5, "invalid: third"),
+            (6, "b"),
+        ];
+        let expected: Vec<(u64, String)> = expected
+            .into_iter()
+            .map(|(line, what)| (line, what.to_owned()))
+            .collect();
+        assert_eq!(
+            result_rows(&ledger),
+            expected,
+            "the job left out of the manifest is not a row"
+        );
+        assert_eq!(ledger.n_invalid_rows().unwrap(), 3);
+        // Invalid rows are not jobs.
+        assert_eq!(ledger.counts(true).unwrap().values().sum::<u64>(), 2);
+
+        // The next ingest replaces them; one that is dropped keeps them.
+        {
+            let mut ingest = ledger.begin_ingest().unwrap();
+            ingest
+                .add_invalid(9, &serde_json::Map::new(), "dropped")
+                .unwrap();
+        }
+        assert_eq!(ledger.n_invalid_rows().unwrap(), 3);
+        ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "p", 3)]);
+        assert_eq!(
+            result_rows(&ledger),
+            [(2, "a".to_owned()), (3, "b".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_renamed_row_left_out_keeps_its_place_as_an_invalid_row() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "same", 2)]);
+        ledger.mark_submitting(&id("a"), None).unwrap();
+        ledger.mark_running(&id("a"), &TaskId("t1".into())).unwrap();
+        {
+            let mut ingest = ledger.begin_ingest().unwrap();
+            ingest.add(&spec("x", "other", 2), None).unwrap();
+            ingest.add(&spec("renamed-a", "same", 3), None).unwrap();
+            assert_eq!(ingest.drop_renamed().unwrap(), 1);
+            ingest.finish(&["id".to_owned()]).unwrap();
+        }
+        let rows = result_rows(&ledger);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0], (2, "x".to_owned()));
+        assert_eq!(rows[1].0, 3);
+        assert!(
+            rows[1].1.starts_with("invalid: already-submitted: "),
+            "{rows:?}"
+        );
+    }
+
     #[test]
     fn error_kinds_read_back_typed_and_unknown_ones_as_none() {
         let mut ledger = Ledger::open_temporary().unwrap();

@@ -389,7 +389,9 @@ async fn results_xlsx_has_typed_cells_links_and_a_frozen_filterable_header() {
 #[test]
 fn paths_on_stdout_and_in_relative_folders_follow_the_current_directory() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy("jobs/example.csv", dir.path().join("shots.csv")).unwrap();
+    let mut manifest = std::fs::read_to_string("jobs/example.csv").unwrap();
+    manifest.push_str("too-long,https://x.io/a.png,p,99,,,,,\n");
+    std::fs::write(dir.path().join("shots.csv"), manifest).unwrap();
     let pixbatch = || {
         let mut command = assert_cmd::Command::cargo_bin("pixbatch").unwrap();
         command
@@ -400,13 +402,45 @@ fn paths_on_stdout_and_in_relative_folders_follow_the_current_directory() {
         command
     };
     pixbatch()
-        .args(["run", "shots.csv", "--simulate", "--out", "renders"])
+        .args([
+            "run",
+            "shots.csv",
+            "--simulate",
+            "--skip-invalid",
+            "--out",
+            "renders",
+        ])
         .args(["--sim-task-time", "100ms", "--poll-interval", "50ms"])
         .assert()
         .code(0);
     let first_id = |table: &[csv::StringRecord]| cell(table, &table[1], "local_path").to_owned();
     let results = read_table(&dir.path().join("renders/results.csv"));
     assert_eq!(first_id(&results), "sunrise-01.mp4");
+    assert_eq!(
+        results.len(),
+        7,
+        "five jobs and an invalid row, under a header"
+    );
+    let last = results.last().unwrap();
+    assert_eq!(cell(&results, last, "state"), "invalid");
+
+    // The invalid row is no job: status counts five, and says so.
+    let status = pixbatch()
+        .args(["status", "shots.csv", "--simulate", "--format", "json"])
+        .assert()
+        .code(0);
+    let status: serde_json::Value = serde_json::from_slice(&status.get_output().stdout).unwrap();
+    assert_eq!(
+        (status["total"].as_u64(), status["invalid_rows"].as_u64()),
+        (Some(5), Some(1))
+    );
+    pixbatch()
+        .args(["status", "shots.csv", "--simulate"])
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains(
+            "1 invalid row(s) of the manifest were skipped",
+        ));
 
     pixbatch()
         .args(["export", "shots.csv", "--simulate", "-o", "tables/r.csv"])
