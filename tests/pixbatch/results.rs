@@ -266,17 +266,22 @@ async fn an_absolute_out_folder_gives_paths_beside_the_table() {
     assert_eq!(cell(&table, &table[1], "local_path"), "renders/row-1.mp4");
 }
 
-/// The XML of the first worksheet inside a workbook.
-fn sheet_xml(path: &Path) -> String {
+/// A file inside a workbook, as text.
+fn zip_entry(path: &Path, name: &str) -> String {
     let file = std::fs::File::open(path).unwrap();
     let mut archive = zip::ZipArchive::new(file).unwrap();
     let mut xml = String::new();
     archive
-        .by_name("xl/worksheets/sheet1.xml")
+        .by_name(name)
         .unwrap()
         .read_to_string(&mut xml)
         .unwrap();
     xml
+}
+
+/// The XML of the first worksheet inside a workbook.
+fn sheet_xml(path: &Path) -> String {
+    zip_entry(path, "xl/worksheets/sheet1.xml")
 }
 
 fn workbook_rows(path: &Path) -> Vec<Vec<Data>> {
@@ -359,6 +364,29 @@ async fn results_xlsx_has_typed_cells_links_and_a_frozen_filterable_header() {
     );
     assert!(xml.contains("state=\"frozen\""), "the header is frozen");
     assert!(xml.contains("<autoFilter ref=\"A1:"), "and filterable");
+    let header_style = xml
+        .split("<c r=\"A1\" s=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the header has a style");
+    let styles = zip_entry(&path, "xl/styles.xml");
+    let fonts = styles.split("<cellXfs").nth(1).unwrap();
+    let header_xf = fonts
+        .split("<xf ")
+        .nth(header_style.parse::<usize>().unwrap() + 1)
+        .unwrap();
+    let font_id: usize = header_xf
+        .split("fontId=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let font = styles.split("<font>").nth(font_id + 1).unwrap_or_default();
+    assert!(
+        font.starts_with("<b/>"),
+        "the header is bold: {header_xf} {font}"
+    );
 
     // Exported elsewhere, the link climbs out of that folder.
     let elsewhere = scratch.path("share/r.xlsx");
