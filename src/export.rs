@@ -125,12 +125,14 @@ impl LocalPaths {
 fn result_values(row: &ResultRow, paths: &LocalPaths) -> Vec<Value> {
     match row {
         ResultRow::Job(job) => job_values(job, paths),
-        ResultRow::Invalid { problems, .. } => {
-            let mut values = vec![Value::Null; RESULT_COLUMNS.len()];
-            values[1] = Value::String(INVALID_STATE.to_owned());
-            values[2] = Value::String(problems.clone());
-            values
-        }
+        ResultRow::Invalid { problems, .. } => RESULT_COLUMNS
+            .iter()
+            .map(|&column| match column {
+                "state" => Value::String(INVALID_STATE.to_owned()),
+                "error" => Value::String(problems.clone()),
+                _ => Value::Null,
+            })
+            .collect(),
     }
 }
 

@@ -180,7 +180,7 @@ impl Ledger {
         mut visit: impl FnMut(ResultRow) -> std::io::Result<()>,
     ) -> Result<std::io::Result<()>> {
         let mut jobs_stmt = self.conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS}, manifest_row FROM jobs {JOBS_OF_MANIFEST}"
+            "SELECT {JOB_COLUMNS} FROM jobs {JOBS_OF_MANIFEST}"
         ))?;
         let mut jobs = jobs_stmt.query([])?;
         let mut invalid_stmt = self.conn.prepare(
@@ -188,12 +188,12 @@ impl Ledger {
         )?;
         let mut invalid = invalid_stmt.query([])?;
         // Two streams, each in manifest order, merged by row number.
-        let mut next_job = jobs.next()?.map(numbered_job).transpose()?;
+        let mut next_job = jobs.next()?.map(job_record).transpose()?;
         let mut next_invalid = invalid.next()?.map(numbered_invalid).transpose()?;
         loop {
             let invalid_first = match (&next_job, &next_invalid) {
                 (None, None) => return Ok(Ok(())),
-                (Some((job_row, _)), Some((invalid_row, _))) => invalid_row < job_row,
+                (Some(job), Some((invalid_row, _))) => Some(*invalid_row) < job.manifest_row,
                 (None, Some(_)) => true,
                 (Some(_), None) => false,
             };
@@ -202,8 +202,8 @@ impl Ledger {
                 next_invalid = invalid.next()?.map(numbered_invalid).transpose()?;
                 row
             } else {
-                let (_, job) = next_job.take().expect("checked above");
-                next_job = jobs.next()?.map(numbered_job).transpose()?;
+                let job = next_job.take().expect("checked above");
+                next_job = jobs.next()?.map(job_record).transpose()?;
                 ResultRow::Job(Box::new(job))
             };
             if let Err(error) = visit(row) {
@@ -255,11 +255,6 @@ fn job_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         charged_micros: row.get::<_, i64>(20)?.max(0) as u64,
         video_expires_at_ms: row.get(21)?,
     })
-}
-
-/// A job of the current manifest with its row number (selected last).
-fn numbered_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, JobRecord)> {
-    Ok((row.get(22)?, job_record(row)?))
 }
 
 /// A row of `invalid_rows` with its row number.
