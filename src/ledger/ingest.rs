@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params, params_from_iter};
 use super::error::Result;
 use super::paid::PaidContext;
 use super::records::{IngestOutcome, PendingCost, Renamed};
-use super::store::{Ledger, now_ms};
+use super::store::{Ledger, now_ms, write_meta};
 use crate::job::{JobId, JobSpec, JobState};
 
 impl Ledger {
@@ -145,11 +145,7 @@ impl Ingest<'_> {
     /// Writes a `meta` entry as part of this ingest (what the manifest was
     /// like, for commands that run without it, such as `export`).
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.tx.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [key, value],
-        )?;
-        Ok(())
+        write_meta(&self.tx, key, value)
     }
 
     /// What the ledger already holds under `job_id`, if anything.
@@ -227,10 +223,7 @@ impl Ingest<'_> {
             [self.generation],
         )?;
         let columns = serde_json::to_string(columns).expect("strings always serialize");
-        self.tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('columns', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [columns],
-        )?;
+        write_meta(&self.tx, "columns", &columns)?;
         backfill_spend(&self.tx)?;
         self.tx.commit()?;
         Ok(())

@@ -15,9 +15,6 @@ const JOB_COLUMNS: &str = "job_id, manifest_row, manifest_line, input_json, stat
     file_name, bytes, sha256, created_at, submitted_at, finished_at, downloaded_at, charged_micros, \
     video_expires_at";
 
-/// The jobs of the current manifest, in manifest order.
-const JOBS_OF_MANIFEST: &str = "WHERE manifest_row IS NOT NULL ORDER BY manifest_row";
-
 /// The rows of the manifest ingested last (or being ingested: its
 /// generation is the highest) that are waiting to be submitted.
 const PENDING_OF_MANIFEST: &str = "SELECT manifest_line, request_json, cost_micros FROM jobs \
@@ -180,7 +177,7 @@ impl Ledger {
         mut visit: impl FnMut(ResultRow) -> std::io::Result<()>,
     ) -> Result<std::io::Result<()>> {
         let mut jobs_stmt = self.conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs {JOBS_OF_MANIFEST}"
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE manifest_row IS NOT NULL ORDER BY manifest_row"
         ))?;
         let mut jobs = jobs_stmt.query([])?;
         let mut invalid_stmt = self.conn.prepare(
