@@ -30,6 +30,18 @@ pub(super) fn write_workbook(
     file: &File,
     path: &Path,
 ) -> Result<u64, Error> {
+    write_sheet(ledger, table, file, path, MAX_ROWS)
+}
+
+/// `write_workbook` for a sheet of at most `max_rows` rows, the header
+/// included.
+fn write_sheet(
+    ledger: &Ledger,
+    table: &Table,
+    file: &File,
+    path: &Path,
+    max_rows: u64,
+) -> Result<u64, Error> {
     let failed =
         |error: XlsxError| Error::Other(format!("failed to write {}: {error}", path.display()));
     let mut workbook = Workbook::new();
@@ -49,11 +61,11 @@ pub(super) fn write_workbook(
     let mut n_rows = 0u64;
     let written = ledger.for_each_result_row(|row| {
         n_rows += 1;
-        if n_rows >= MAX_ROWS {
+        if n_rows >= max_rows {
             return Err(std::io::Error::other(format!(
                 "the results have more rows than an Excel worksheet holds ({} after the header); \
                  use the CSV table",
-                MAX_ROWS - 1
+                max_rows - 1
             )));
         }
         let input = row.input();
@@ -196,6 +208,36 @@ fn fit(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A ledger whose manifest had `n` rows, all invalid.
+    fn ledger_of_invalid_rows(n: u64) -> Ledger {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        let mut ingest = ledger.begin_ingest().unwrap();
+        let mut input = serde_json::Map::new();
+        input.insert("prompt".into(), Value::from("p"));
+        for line in 2..n + 2 {
+            ingest.add_invalid(line, &input, "duration-range").unwrap();
+        }
+        ingest.finish(&["prompt".to_owned()]).unwrap();
+        ledger
+    }
+
+    #[test]
+    fn more_rows_than_a_sheet_holds_is_an_error_that_names_the_csv() {
+        let ledger = ledger_of_invalid_rows(3);
+        let table = Table::new(&ledger, Path::new("."), Path::new(".")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.xlsx");
+        let file = File::create(&path).unwrap();
+        assert_eq!(write_sheet(&ledger, &table, &file, &path, 4).unwrap(), 3);
+        let error = write_sheet(&ledger, &table, &file, &path, 3).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("more rows than an Excel worksheet holds (2 after the header)"),
+            "{message}"
+        );
+        assert!(message.contains("CSV"), "{message}");
+    }
 
     #[test]
     fn long_text_is_cut_to_the_cell_limit_with_a_note() {
