@@ -122,9 +122,9 @@ pub enum Command {
         after_help = "Examples:\n  pixbatch retry shots.csv                 failed rows (a new, paid submission each)\n  pixbatch retry --ambiguous shots.csv     also rows whose outcome is unknown"
     )]
     Retry(RetryArgs),
-    /// Write the results table (CSV or JSONL), or the gallery (HTML).
+    /// Write the results table (CSV, JSONL or an Excel workbook), or the gallery (HTML).
     #[command(
-        after_help = "Examples:\n  pixbatch export shots.csv --format jsonl --output -\n  pixbatch export shots.csv --format html    the gallery, shots-out/index.html"
+        after_help = "Examples:\n  pixbatch export shots.csv --format jsonl --output -\n  pixbatch export shots.csv --format xlsx\n  pixbatch export shots.csv --format html    the gallery, shots-out/index.html"
     )]
     Export(ExportArgs),
     /// Run a local stand-in for the API on 127.0.0.1, for trials and tests.
@@ -154,6 +154,10 @@ pub struct RunArgs {
     /// Results table format.
     #[arg(long, value_enum, default_value_t = ResultsFormat::Csv, help_heading = "Files")]
     pub results_format: ResultsFormat,
+    /// Results for Excel: a byte-order mark on results.csv, and results.xlsx
+    /// beside it (both automatic when the manifest had a mark, or was a workbook).
+    #[arg(long, help_heading = "Files")]
+    pub excel: bool,
     /// The final summary's format on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text, help_heading = "Files")]
     pub format: OutputFormat,
@@ -373,8 +377,13 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
     pub format: ExportFormat,
     /// Where to write; `-` is stdout [default: results.FORMAT, or index.html, in the output folder].
+    /// Video paths are relative to this file's folder (to the current one for stdout).
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// Start a CSV with a byte-order mark, so Excel reads it as UTF-8
+    /// (automatic when the manifest had one).
+    #[arg(long)]
+    pub excel: bool,
 }
 
 #[derive(Debug, Args)]

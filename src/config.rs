@@ -207,6 +207,9 @@ pub struct RunConfig {
     /// Use a ledger made against another endpoint.
     pub allow_endpoint_change: bool,
     pub results_format: ResultsFormat,
+    /// Results for Excel too (`--excel`): a byte-order mark on the CSV and
+    /// a workbook beside it.
+    pub excel: bool,
     pub summary_format: OutputFormat,
     pub progress_every: Duration,
     pub settings: RunSettings,
@@ -259,6 +262,7 @@ impl RunConfig {
                 && args.spending.max_spend.is_none(),
             endpoint,
             results_format: args.results_format,
+            excel: args.excel,
             summary_format: args.format,
             progress_every: args.tuning.progress_every,
             settings: engine_settings(out_dir, args),

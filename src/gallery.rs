@@ -23,16 +23,13 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::error::Error;
-use crate::export::write_atomically;
+use crate::export::{INVALID_STATE, job_error, write_atomically};
 use crate::job::JobState;
-use crate::ledger::{JobRecord, Ledger};
+use crate::ledger::{JobRecord, Ledger, ResultRow};
 use crate::price::Usd;
 
 /// The gallery's file name in the output folder.
 pub const GALLERY_FILE: &str = "index.html";
-
-/// The state of a row that was not taken in (`--skip-invalid`).
-pub const INVALID_STATE: &str = "invalid";
 
 /// What one card shows. Built from a job ([`Card::from_job`]) or from a
 /// row that was not taken in ([`Card::invalid`]); every text is raw here
@@ -136,8 +133,7 @@ fn web_url(url: &str) -> Option<String> {
 /// `target` relative to the folder `from` (both absolute), as a URL path:
 /// each part percent-encoded, joined with `/`.
 pub fn relative_href(from: &Path, target: &Path) -> String {
-    let relative = pathdiff::diff_paths(target, from).unwrap_or_else(|| target.to_owned());
-    relative
+    crate::export::relative_path(target, from)
         .components()
         .map(|part| encode_path_part(&part.as_os_str().to_string_lossy()))
         .collect::<Vec<_>>()
@@ -179,7 +175,7 @@ impl Card {
             image,
             video,
             cost: Some(Usd::from_micros(job.charged_micros)),
-            reason: failure_reason(job),
+            reason: job_error(job),
         }
     }
 
@@ -209,22 +205,6 @@ fn input_text(input: &Map<String, Value>, name: &str) -> Option<String> {
             Value::Null => None,
             other => Some(other.to_string()),
         })
-}
-
-/// Why a job failed or is held, as the results table's `error` says it.
-fn failure_reason(job: &JobRecord) -> Option<String> {
-    let message = match (&job.error_kind, &job.error_message) {
-        (Some(kind), Some(message)) => Some(format!("{kind}: {message}")),
-        (None, Some(message)) => Some(message.clone()),
-        _ => None,
-    };
-    if job.edited {
-        let held = "the row changed after it was submitted; the new version was not sent";
-        return Some(
-            message.map_or_else(|| held.to_owned(), |message| format!("{message}; {held}")),
-        );
-    }
-    message
 }
 
 /// Text made safe for HTML, in element content and in quoted attributes.
@@ -483,9 +463,16 @@ pub fn write_gallery(
     let mut n_cards = 0;
     let written = GalleryWriter::begin(out, title).and_then(|mut gallery| {
         ledger
-            .for_each_job(true, |job| {
+            .for_each_result_row(|row| {
                 n_cards += 1;
-                gallery.card(&Card::from_job(&job, places))
+                gallery.card(&match row {
+                    ResultRow::Job(job) => Card::from_job(&job, places),
+                    ResultRow::Invalid {
+                        line,
+                        input,
+                        problems,
+                    } => Card::invalid(line as i64, &input, &problems),
+                })
             })
             .map_err(|error| io::Error::other(error.to_string()))??;
         gallery.finish()

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde_json::Map;
+
 use crate::error::Error;
 use crate::job::Counts;
 use crate::job::{JobId, JobSpec, JobState};
@@ -15,6 +17,13 @@ use crate::manifest::Manifest;
 use crate::price::{CostBreakdown, PriceTable, Usd};
 use crate::row::{Problem, RawRow};
 use crate::validate::{ColumnMapping, Columns, ValidationContext, validate_row};
+
+/// The ledger's `meta` key saying whether the manifest started with a
+/// byte-order mark (`yes`/`no`): its results CSV gets one too.
+pub const MANIFEST_BOM_KEY: &str = "manifest_bom";
+/// The `meta` key saying whether the manifest was a workbook (`yes`/`no`):
+/// its results get a workbook too.
+pub const MANIFEST_WORKBOOK_KEY: &str = "manifest_workbook";
 
 /// Problems kept for printing; the rest are only counted.
 const MAX_PROBLEMS_KEPT: usize = 1000;
@@ -92,7 +101,10 @@ pub fn ingest(
         let row = match row {
             Ok(row) => row,
             Err(problem) => {
-                report.problem(problem);
+                // A row that could not be read into cells: its place in
+                // the results table says why, without cells.
+                let line = problem.location.line;
+                record_invalid(&mut ingest, &mut report, line, &Map::new(), vec![problem])?;
                 continue;
             }
         };
@@ -104,20 +116,16 @@ pub fn ingest(
             );
         }
         match validate_row(&row, &columns, context) {
-            Ok(spec) => {
-                let request = &spec.request;
-                let cost = prices
-                    .cost(
-                        &request.resolution,
-                        request.duration,
-                        request.generate_audio_switch,
-                    )
-                    .map(Usd::micros);
-                record_row(&mut ingest, &mut report, &row, &spec, &columns, cost)?;
+            Ok(spec) => record_row(&mut ingest, &mut report, &row, &spec, &columns, prices)?,
+            Err(problems) => {
+                record_invalid(
+                    &mut ingest,
+                    &mut report,
+                    row.line,
+                    &row.input_map(),
+                    problems,
+                )?;
             }
-            Err(problems) => problems
-                .into_iter()
-                .for_each(|problem| report.problem(problem)),
         }
     }
     report.header_problems(columns.unused_mappings());
@@ -148,21 +156,30 @@ pub fn ingest(
         }
         report.planned = Some(Planned::read(&ingest, prices)?);
     } else if report.n_problems == 0 || skippable {
+        remember_kind(&ingest, manifest)?;
         ingest.finish(manifest.columns())?;
         report.committed = true;
     }
     Ok(report)
 }
 
-/// Records one valid row and counts what that did.
+/// Records one valid row, priced, and counts what that did.
 fn record_row(
     ingest: &mut Ingest<'_>,
     report: &mut IngestReport,
     row: &RawRow,
     spec: &JobSpec,
     columns: &Columns,
-    cost_micros: Option<u64>,
+    prices: &PriceTable,
 ) -> Result<(), Error> {
+    let request = &spec.request;
+    let cost_micros = prices
+        .cost(
+            &request.resolution,
+            request.duration,
+            request.generate_audio_switch,
+        )
+        .map(Usd::micros);
     match ingest.add(spec, cost_micros)? {
         IngestOutcome::New => report.n_new += 1,
         IngestOutcome::Unchanged => report.n_unchanged += 1,
@@ -174,12 +191,54 @@ fn record_row(
             }
         }
         IngestOutcome::Duplicate { first_line } => {
-            report.problem(duplicate_problem(row, spec, first_line, columns));
-            return Ok(());
+            let problem = duplicate_problem(row, spec, first_line, columns);
+            return record_invalid(ingest, report, row.line, &spec.input, vec![problem]);
         }
     }
     report.n_valid += 1;
     Ok(())
+}
+
+/// What the results are written like, remembered for `export`, which runs
+/// without the manifest.
+fn remember_kind(ingest: &Ingest<'_>, manifest: &Manifest) -> Result<(), Error> {
+    let yes_no = |yes: bool| if yes { "yes" } else { "no" };
+    ingest.set_meta(MANIFEST_BOM_KEY, yes_no(manifest.has_bom()))?;
+    ingest.set_meta(MANIFEST_WORKBOOK_KEY, yes_no(manifest.is_workbook()))?;
+    Ok(())
+}
+
+/// Reports the `problems` of the row on `line`, and keeps the row's place
+/// in the results table (it is not a job).
+fn record_invalid(
+    ingest: &mut Ingest<'_>,
+    report: &mut IngestReport,
+    line: u64,
+    input: &Map<String, serde_json::Value>,
+    problems: Vec<Problem>,
+) -> Result<(), Error> {
+    ingest.add_invalid(line, input, &results_error(&problems))?;
+    problems
+        .into_iter()
+        .for_each(|problem| report.problem(problem));
+    Ok(())
+}
+
+/// What the results table says of an invalid row: each problem as
+/// `rule (column N, NAME): message`, joined with `; ` (the line is the
+/// row's own place, so it is left out).
+fn results_error(problems: &[Problem]) -> String {
+    let described: Vec<String> = problems
+        .iter()
+        .map(|problem| match &problem.location.column {
+            Some((index, name)) => format!(
+                "{} (column {index}, {name}): {}",
+                problem.rule, problem.message
+            ),
+            None => format!("{}: {}", problem.rule, problem.message),
+        })
+        .collect();
+    described.join("; ")
 }
 
 /// A second row with the identity of the row on `first_line`.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::ExportArgs;
 use crate::config::{default_out_dir, existing_ledger_path};
 use crate::error::{EXIT_OK, Error};
-use crate::export::{ResultsFormat, write_results, write_results_file};
+use crate::export::{TableOptions, write_results, write_results_file};
 use crate::gallery::{GALLERY_FILE, Places, write_gallery, write_gallery_file};
 use crate::ledger::Ledger;
 use crate::report::{print, stdout_writer};
@@ -20,7 +20,13 @@ pub fn export(args: ExportArgs) -> Result<i32, Error> {
         (None, None) => PathBuf::from("."),
     };
     match args.format.results_format() {
-        Some(format) => export_results(&ledger, &out_dir, format, args.output.as_deref()),
+        Some(format) => {
+            let options = TableOptions {
+                format,
+                excel: args.excel,
+            };
+            export_results(&ledger, &out_dir, options, args.output.as_deref())
+        }
         None => {
             // Recorded by `run`; else the manifest named on the command line.
             let manifest = ledger
@@ -40,27 +46,28 @@ pub fn export(args: ExportArgs) -> Result<i32, Error> {
 fn export_results(
     ledger: &Ledger,
     out_dir: &Path,
-    format: ResultsFormat,
+    options: TableOptions,
     output: Option<&Path>,
 ) -> Result<i32, Error> {
     match output {
+        // On stdout, video paths are relative to the current directory.
         Some(output) if output.as_os_str() == "-" => {
-            write_results(ledger, out_dir, format, stdout_writer())?;
+            write_results(ledger, out_dir, Path::new("."), options, stdout_writer())?;
         }
         output => {
             let output = output.map_or_else(
-                || out_dir.join(format!("results.{}", format.extension())),
+                || out_dir.join(format!("results.{}", options.format.extension())),
                 Path::to_owned,
             );
-            let n_rows = write_results_file(ledger, out_dir, format, &output)?;
+            let n_rows = write_results_file(ledger, out_dir, options, &output)?;
             print(&format!("wrote {n_rows} row(s) to {}\n", output.display()))?;
         }
     }
     Ok(EXIT_OK)
 }
 
-/// The gallery; on stdout its links are relative to the output folder, as
-/// if it were `OUT/index.html`.
+/// The gallery; on stdout, like the table, its links are relative to the
+/// current directory.
 fn export_gallery(
     ledger: &Ledger,
     out_dir: &Path,
@@ -74,7 +81,7 @@ fn export_gallery(
     let manifest_dir = manifest.and_then(Path::parent);
     match output {
         Some(output) if output.as_os_str() == "-" => {
-            let page = out_dir.join(GALLERY_FILE);
+            let page = Path::new(".").join(GALLERY_FILE);
             let places = Places::new(&page, out_dir, manifest_dir)
                 .map_err(Error::io("find the folder of", &page))?;
             write_gallery(ledger, &places, &title, stdout_writer())?;

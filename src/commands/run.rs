@@ -2,7 +2,7 @@
 //! the engine run with progress, the results table written, the summary
 //! printed. Wiring only: each step lives in its own module.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,9 +15,9 @@ use crate::config::Environment;
 use crate::config::{Endpoint, Purpose, RunConfig};
 use crate::error::EXIT_PENDING;
 use crate::error::Error;
-use crate::export::write_results_file;
+use crate::export::{ResultsFormat, TableOptions, write_results_file};
 use crate::gallery::{GALLERY_FILE, write_gallery_file};
-use crate::ingest::{IngestReport, Planned, ingest_in_background};
+use crate::ingest::{IngestReport, MANIFEST_WORKBOOK_KEY, Planned, ingest_in_background};
 use crate::job::{Counts, JobState};
 use crate::ledger::{Ledger, LedgerHandle, RunLock};
 use crate::manifest::Manifest;
@@ -46,7 +46,9 @@ pub async fn run(
     log_ingest(&config.manifest, &ingested);
     let out_dir = &config.settings.out_dir;
     prepare_out_dir(out_dir)?;
-    ledger.set_meta("out_dir", &out_dir.display().to_string())?;
+    // Absolute, so that `export` finds the videos from any folder.
+    let out_dir_absolute = std::path::absolute(out_dir).map_err(Error::io("find", out_dir))?;
+    ledger.set_meta("out_dir", &out_dir_absolute.display().to_string())?;
     // `export --format html` finds local images from the manifest's folder.
     if let Ok(manifest) = std::path::absolute(&config.manifest) {
         ledger.set_meta("manifest", &manifest.to_string_lossy())?;
@@ -76,10 +78,11 @@ pub async fn run(
         ledger_named: config.ledger_named,
         simulated: config.endpoint.is_simulated(),
         out_dir,
-        results_path: summary_data.results_path.as_deref(),
+        results_paths: &summary_data.results_paths,
         gallery_path: summary_data.gallery_path.as_deref(),
         counts: &summary_data.counts,
         n_edited: summary_data.n_edited,
+        n_invalid: summary_data.n_invalid,
         failures: &summary_data.failures,
         report: &report,
         nothing_to_do: !had_work,
@@ -279,10 +282,14 @@ async fn api_client(config: &RunConfig) -> Result<(ApiClient, Option<SimHandle>)
 
 /// What the summary needs from the ledger after the engine stopped.
 struct Finished {
-    results_path: Option<std::path::PathBuf>,
-    gallery_path: Option<std::path::PathBuf>,
+    /// The results tables written.
+    results_paths: Vec<PathBuf>,
+    /// The gallery, when it was written.
+    gallery_path: Option<PathBuf>,
     counts: Counts,
     n_edited: u64,
+    /// Manifest rows skipped as invalid (not jobs).
+    n_invalid: u64,
     failures: Vec<crate::ledger::JobRecord>,
     /// The ledger's estimated spend after the run.
     spent: Usd,
@@ -290,16 +297,10 @@ struct Finished {
     left: CostBreakdown,
 }
 
-/// Writes the results table and the gallery and reads the final counts;
+/// Writes the results tables and the gallery and reads the final counts;
 /// the ledger thread ends when `ledger` is dropped here.
 async fn finish(config: &RunConfig, ledger: LedgerHandle) -> Result<Finished, Error> {
-    let out_dir = config.settings.out_dir.clone();
-    let format = config.results_format;
-    let results_path = out_dir.join(format!("results.{}", format.extension()));
-    let path = results_path.clone();
-    let exported = ledger
-        .with(move |ledger| write_results_file(ledger, &out_dir, format, &path))
-        .await?;
+    let results_paths = write_tables(config, &ledger).await?;
     let gallery_path = config.settings.out_dir.join(GALLERY_FILE);
     let (out_dir, path) = (config.settings.out_dir.clone(), gallery_path.clone());
     let manifest = config.manifest.clone();
@@ -309,18 +310,20 @@ async fn finish(config: &RunConfig, ledger: LedgerHandle) -> Result<Finished, Er
             write_gallery_file(ledger, &out_dir, manifest.parent(), &title, &path)
         })
         .await?;
-    let written = |result: Result<u64, Error>, path| match result {
-        Ok(_) => Some(path),
+    // The videos are safe whatever happens to the gallery: say so and go on.
+    let gallery_path = match gallery {
+        Ok(_) => Some(gallery_path),
         Err(error) => {
             warn!("{error}");
             None
         }
     };
     Ok(Finished {
-        results_path: written(exported, results_path),
-        gallery_path: written(gallery, gallery_path),
+        results_paths,
+        gallery_path,
         counts: Counts(ledger.call(|ledger| ledger.counts(true)).await?),
         n_edited: ledger.call(|ledger| ledger.n_edited()).await?,
+        n_invalid: ledger.call(|ledger| ledger.n_invalid_rows()).await?,
         failures: ledger
             .call(|ledger| ledger.jobs_in_state(JobState::Failed, MAX_LISTED))
             .await?,
@@ -333,4 +336,36 @@ async fn finish(config: &RunConfig, ledger: LedgerHandle) -> Result<Finished, Er
                 .breakdown
         },
     })
+}
+
+/// Writes the results table, and the workbook beside it when the manifest
+/// was one or `--excel` asks; returns the tables written.
+async fn write_tables(config: &RunConfig, ledger: &LedgerHandle) -> Result<Vec<PathBuf>, Error> {
+    let excel = config.excel;
+    let mut formats = vec![config.results_format];
+    let workbook_manifest = ledger
+        .call(|ledger| ledger.meta(MANIFEST_WORKBOOK_KEY))
+        .await?
+        .is_some_and(|workbook| workbook == "yes");
+    if (excel || workbook_manifest) && !formats.contains(&ResultsFormat::Xlsx) {
+        formats.push(ResultsFormat::Xlsx);
+    }
+    let mut results_paths = Vec::new();
+    for format in formats {
+        let out_dir = config.settings.out_dir.clone();
+        let path = out_dir.join(format!("results.{}", format.extension()));
+        let options = TableOptions { format, excel };
+        let written = {
+            let path = path.clone();
+            ledger
+                .with(move |ledger| write_results_file(ledger, &out_dir, options, &path))
+                .await?
+        };
+        // The videos are safe whatever happens to a table: say so and go on.
+        match written {
+            Ok(_) => results_paths.push(path),
+            Err(error) => warn!("{error}"),
+        }
+    }
+    Ok(results_paths)
 }

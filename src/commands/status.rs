@@ -23,6 +23,7 @@ pub fn status(args: StatusArgs) -> Result<i32, Error> {
         failed: ledger.jobs_in_state(JobState::Failed, MAX_LISTED)?,
         ambiguous: ledger.jobs_in_state(JobState::Ambiguous, MAX_LISTED)?,
         edited: ledger.edited_jobs(MAX_LISTED)?,
+        n_invalid: ledger.n_invalid_rows()?,
         now_ms: now_ms(),
         spent: Usd::from_micros(ledger.spent_micros()?),
         simulated: ledger.endpoint()?.as_deref() == Some(SIMULATOR),

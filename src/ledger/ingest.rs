@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params, params_from_iter};
 use super::error::Result;
 use super::paid::PaidContext;
 use super::records::{IngestOutcome, PendingCost, Renamed};
-use super::store::{Ledger, now_ms};
+use super::store::{Ledger, now_ms, write_meta};
 use crate::job::{JobId, JobSpec, JobState};
 
 impl Ledger {
@@ -15,6 +15,8 @@ impl Ledger {
     /// that `Ingest::finish` commits or drops.
     pub fn begin_ingest(&mut self) -> Result<Ingest<'_>> {
         let tx = self.conn.transaction()?;
+        // The invalid rows are those of the manifest being taken in.
+        tx.execute("DELETE FROM invalid_rows", [])?;
         let generation: i64 = tx.query_row(
             "SELECT COALESCE(MAX(seen_generation), 0) + 1 FROM jobs",
             [],
@@ -99,6 +101,53 @@ impl Ingest<'_> {
         Ok(outcome)
     }
 
+    /// Records a row that is not a job: invalid (or a duplicate), skipped
+    /// with `--skip-invalid`. It takes the next row number, so the results
+    /// table shows it in its place; `problems` is what the table says.
+    pub fn add_invalid(
+        &mut self,
+        line: u64,
+        input: &serde_json::Map<String, serde_json::Value>,
+        problems: &str,
+    ) -> Result<()> {
+        let input_json = serde_json::to_string(input).expect("JSON values always serialize");
+        self.tx
+            .prepare_cached(
+                "INSERT INTO invalid_rows (manifest_row, manifest_line, input_json, problems) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![self.n_rows + 1, line as i64, input_json, problems])?;
+        self.n_rows += 1;
+        Ok(())
+    }
+
+    /// Moves the jobs `job_ids` (a `SELECT` of job ids taking `params`) of
+    /// this ingest to the invalid rows, keeping their place, with `problem`
+    /// as what the results table says (`--skip-invalid`). Returns how many.
+    pub(super) fn set_aside(
+        &self,
+        job_ids: &str,
+        params: impl rusqlite::Params + Copy,
+        problem: &'static str,
+    ) -> Result<u64> {
+        let rows = format!("FROM jobs WHERE job_id IN ({job_ids})");
+        self.tx.execute(
+            &format!(
+                "INSERT INTO invalid_rows (manifest_row, manifest_line, input_json, problems) \
+                 SELECT manifest_row, manifest_line, input_json, '{}' {rows}",
+                problem.replace('\'', "''")
+            ),
+            params,
+        )?;
+        Ok(self.tx.execute(&format!("DELETE {rows}"), params)? as u64)
+    }
+
+    /// Writes a `meta` entry as part of this ingest (what the manifest was
+    /// like, for commands that run without it, such as `export`).
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        write_meta(&self.tx, key, value)
+    }
+
     /// What the ledger already holds under `job_id`, if anything.
     fn existing(&self, job_id: &JobId) -> Result<Option<Existing>> {
         Ok(self
@@ -158,11 +207,12 @@ impl Ingest<'_> {
 
     /// Leaves the `renamed` rows out of this ingest (`--skip-invalid`).
     pub fn drop_renamed(&self) -> Result<u64> {
-        let n = self.tx.execute(
-            &format!("DELETE FROM jobs WHERE job_id IN (SELECT new.job_id {RENAMED_FROM})"),
+        self.set_aside(
+            &format!("SELECT new.job_id {RENAMED_FROM}"),
             [self.generation],
-        )?;
-        Ok(n as u64)
+            "already-submitted: this exact request was already submitted under another job id; \
+             keep the old id, or pass --allow-renamed to submit it anew",
+        )
     }
 
     /// Commits the manifest: rows not seen this time leave the current
@@ -173,10 +223,7 @@ impl Ingest<'_> {
             [self.generation],
         )?;
         let columns = serde_json::to_string(columns).expect("strings always serialize");
-        self.tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('columns', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [columns],
-        )?;
+        write_meta(&self.tx, "columns", &columns)?;
         backfill_spend(&self.tx)?;
         self.tx.commit()?;
         Ok(())

@@ -22,6 +22,6 @@ pub use ingest::Ingest;
 pub use lock::{LockHolder, RunLock};
 pub use records::{
     CheckedFile, ErrorRecord, IngestOutcome, JobRecord, LiveTask, PaidElsewhere, PendingCost,
-    PendingJob, Renamed, Reservation, RetryCounts, RetrySelection,
+    PendingJob, Renamed, Reservation, ResultRow, RetryCounts, RetrySelection,
 };
 pub use store::{Ledger, SIMULATOR, now_ms};

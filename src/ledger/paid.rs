@@ -237,11 +237,12 @@ impl Ingest<'_> {
     /// Leaves the `paid_elsewhere` rows out of this ingest (`--skip-invalid`).
     pub fn drop_paid_elsewhere(&self) -> Result<u64> {
         let Some(paid) = &self.paid else { return Ok(0) };
-        let n = self.tx.execute(
-            &format!("DELETE FROM jobs WHERE job_id IN (SELECT new.job_id {PAID_FROM})"),
+        self.set_aside(
+            &format!("SELECT new.job_id {PAID_FROM}"),
             params![self.generation, paid.endpoint, paid.ledger_id],
-        )?;
-        Ok(n as u64)
+            "paid-elsewhere: this exact request was already paid for by another ledger; \
+             pass --allow-repeat for a deliberate second take",
+        )
     }
 }
 

@@ -97,10 +97,49 @@ pub struct JobRecord {
     pub submitted_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
     pub downloaded_at_ms: Option<i64>,
+    /// When `video_url` stops working (the provider signs it for a while).
+    pub video_expires_at_ms: Option<i64>,
     /// What the job has cost so far (estimated, micro-dollars).
     pub charged_micros: u64,
     /// The request as sent (or to be sent); `None` if it no longer reads.
     pub request: Option<VideoRequest>,
+}
+
+/// One row of the current manifest as the results table shows it, in
+/// manifest order (`Ledger::for_each_result_row`): a valid row and the job
+/// it became, or a row that was invalid and skipped (`--skip-invalid`),
+/// which never became a job.
+#[derive(Debug, Clone)]
+pub enum ResultRow {
+    Job(Box<JobRecord>),
+    Invalid {
+        /// 1-based line (or spreadsheet row) where the row starts.
+        line: u64,
+        /// The row's cells as read; empty when the row could not be read
+        /// into cells at all (a ragged CSV row, a line that is not JSON).
+        input: serde_json::Map<String, serde_json::Value>,
+        /// Every problem of the row, one `rule (column): message` each,
+        /// joined with `; `.
+        problems: String,
+    },
+}
+
+impl ResultRow {
+    /// The line (or spreadsheet row) the row starts on.
+    pub fn line(&self) -> u64 {
+        match self {
+            ResultRow::Job(job) => job.manifest_line.max(0) as u64,
+            ResultRow::Invalid { line, .. } => *line,
+        }
+    }
+
+    /// The row's input cells, by column name.
+    pub fn input(&self) -> &serde_json::Map<String, serde_json::Value> {
+        match self {
+            ResultRow::Job(job) => &job.input,
+            ResultRow::Invalid { input, .. } => input,
+        }
+    }
 }
 
 /// A row the next run would submit, with what one submission of it costs.

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, params};
 
 use super::error::Result;
-use super::records::{JobRecord, PendingCost};
+use super::records::{JobRecord, PendingCost, ResultRow};
 use super::store::Ledger;
 use crate::job::{JobId, JobState};
 
 const JOB_COLUMNS: &str = "job_id, manifest_row, manifest_line, input_json, state, attempts, task_id, \
     remote_status, error_kind, error_message, error_body, edited_request_json IS NOT NULL, video_url, \
-    file_name, bytes, sha256, created_at, submitted_at, finished_at, downloaded_at, charged_micros, request_json";
+    file_name, bytes, sha256, created_at, submitted_at, finished_at, downloaded_at, charged_micros, \
+    video_expires_at, request_json";
 
 /// The rows of the manifest ingested last (or being ingested: its
 /// generation is the highest) that are waiting to be submitted.
@@ -156,42 +157,115 @@ impl Ledger {
         let mut stmt = self.conn.prepare(sql)?;
         let mut rows = stmt.query(params)?;
         while let Some(row) = rows.next()? {
-            let state: String = row.get(4)?;
-            let input: String = row.get(3)?;
-            let record = JobRecord {
-                job_id: JobId(row.get(0)?),
-                manifest_row: row.get(1)?,
-                manifest_line: row.get(2)?,
-                input: serde_json::from_str(&input).unwrap_or_default(),
-                state: state.parse().unwrap_or(JobState::Failed),
-                attempts: row.get(5)?,
-                task_id: row.get(6)?,
-                remote_status: row.get(7)?,
-                // An unknown spelling (a newer or older build's) reads as no
-                // kind rather than failing the whole listing.
-                error_kind: row
-                    .get::<_, Option<String>>(8)?
-                    .and_then(|kind| kind.parse().ok()),
-                error_message: row.get(9)?,
-                error_body: row.get(10)?,
-                edited: row.get(11)?,
-                video_url: row.get(12)?,
-                file_name: row.get(13)?,
-                bytes: row.get(14)?,
-                sha256: row.get(15)?,
-                created_at_ms: row.get(16)?,
-                submitted_at_ms: row.get(17)?,
-                finished_at_ms: row.get(18)?,
-                downloaded_at_ms: row.get(19)?,
-                charged_micros: row.get::<_, i64>(20)?.max(0) as u64,
-                request: serde_json::from_str(&row.get::<_, String>(21)?).ok(),
-            };
-            if let Err(error) = visit(record) {
+            if let Err(error) = visit(job_record(row)?) {
                 return Ok(Err(error));
             }
         }
         Ok(Ok(()))
     }
+
+    /// Every row of the current manifest, in manifest order, handed to
+    /// `visit` one at a time so memory stays flat: each valid row as its
+    /// job, each row skipped as invalid as such. This is what the results
+    /// table (and anything else that shows one entry per manifest row)
+    /// reads. Jobs of rows no longer in the manifest are not visited.
+    ///
+    /// The outer `Result` is the ledger's; the inner one is the first
+    /// error `visit` returned, which stops the walk.
+    pub fn for_each_result_row(
+        &self,
+        mut visit: impl FnMut(ResultRow) -> std::io::Result<()>,
+    ) -> Result<std::io::Result<()>> {
+        let mut jobs_stmt = self.conn.prepare(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE manifest_row IS NOT NULL ORDER BY manifest_row"
+        ))?;
+        let mut jobs = jobs_stmt.query([])?;
+        let mut invalid_stmt = self.conn.prepare(
+            "SELECT manifest_row, manifest_line, input_json, problems FROM invalid_rows ORDER BY manifest_row",
+        )?;
+        let mut invalid = invalid_stmt.query([])?;
+        // Two streams, each in manifest order, merged by row number.
+        let mut next_job = jobs.next()?.map(job_record).transpose()?;
+        let mut next_invalid = invalid.next()?.map(numbered_invalid).transpose()?;
+        loop {
+            let invalid_first = match (&next_job, &next_invalid) {
+                (None, None) => return Ok(Ok(())),
+                (Some(job), Some((invalid_row, _))) => Some(*invalid_row) < job.manifest_row,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+            };
+            let row = if invalid_first {
+                let (_, row) = next_invalid.take().expect("checked above");
+                next_invalid = invalid.next()?.map(numbered_invalid).transpose()?;
+                row
+            } else {
+                let job = next_job.take().expect("checked above");
+                next_job = jobs.next()?.map(job_record).transpose()?;
+                ResultRow::Job(Box::new(job))
+            };
+            if let Err(error) = visit(row) {
+                return Ok(Err(error));
+            }
+        }
+    }
+
+    /// How many rows of the current manifest were invalid and skipped.
+    pub fn n_invalid_rows(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM invalid_rows", [], |row| {
+                row.get::<_, i64>(0)
+            })?
+            .max(0) as u64)
+    }
+}
+
+/// A row of `SELECT {JOB_COLUMNS}` as a record.
+fn job_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
+    let state: String = row.get(4)?;
+    let input: String = row.get(3)?;
+    Ok(JobRecord {
+        job_id: JobId(row.get(0)?),
+        manifest_row: row.get(1)?,
+        manifest_line: row.get(2)?,
+        input: serde_json::from_str(&input).unwrap_or_default(),
+        state: state.parse().unwrap_or(JobState::Failed),
+        attempts: row.get(5)?,
+        task_id: row.get(6)?,
+        remote_status: row.get(7)?,
+        // An unknown spelling (a newer or older build's) reads as no
+        // kind rather than failing the whole listing.
+        error_kind: row
+            .get::<_, Option<String>>(8)?
+            .and_then(|kind| kind.parse().ok()),
+        error_message: row.get(9)?,
+        error_body: row.get(10)?,
+        edited: row.get(11)?,
+        video_url: row.get(12)?,
+        file_name: row.get(13)?,
+        bytes: row.get(14)?,
+        sha256: row.get(15)?,
+        created_at_ms: row.get(16)?,
+        submitted_at_ms: row.get(17)?,
+        finished_at_ms: row.get(18)?,
+        downloaded_at_ms: row.get(19)?,
+        charged_micros: row.get::<_, i64>(20)?.max(0) as u64,
+        video_expires_at_ms: row.get(21)?,
+        request: serde_json::from_str(&row.get::<_, String>(22)?).ok(),
+    })
+}
+
+/// A row of `invalid_rows` with its row number.
+fn numbered_invalid(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ResultRow)> {
+    let input: String = row.get(2)?;
+    Ok((
+        row.get(0)?,
+        ResultRow::Invalid {
+            line: row.get::<_, i64>(1)?.max(0) as u64,
+            input: serde_json::from_str(&input).unwrap_or_default(),
+            problems: row.get(3)?,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -200,6 +274,100 @@ mod tests {
     use super::*;
     use crate::job::{ErrorKind, TaskId};
     use crate::ledger::ErrorRecord;
+
+    /// Each result row as (line, job id or `invalid: problems`).
+    fn result_rows(ledger: &Ledger) -> Vec<(u64, String)> {
+        let mut rows = Vec::new();
+        ledger
+            .for_each_result_row(|row| {
+                let what = match &row {
+                    ResultRow::Job(job) => job.job_id.0.clone(),
+                    ResultRow::Invalid { problems, .. } => format!("invalid: {problems}"),
+                };
+                rows.push((row.line(), what));
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        rows
+    }
+
+    #[test]
+    fn result_rows_interleave_jobs_and_invalid_rows_in_manifest_order() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("gone", "p", 2)]);
+        {
+            let mut ingest = ledger.begin_ingest().unwrap();
+            ingest
+                .add_invalid(2, &serde_json::Map::new(), "first")
+                .unwrap();
+            ingest.add(&spec("a", "p", 3), None).unwrap();
+            ingest
+                .add_invalid(4, &serde_json::Map::new(), "second")
+                .unwrap();
+            ingest
+                .add_invalid(5, &serde_json::Map::new(), "third")
+                .unwrap();
+            ingest.add(&spec("b", "p", 6), None).unwrap();
+            ingest.finish(&["id".to_owned()]).unwrap();
+        }
+        let expected = [
+            (2, "invalid: first"),
+            (3, "a"),
+            (4, "invalid: second"),
+            (5, "invalid: third"),
+            (6, "b"),
+        ];
+        let expected: Vec<(u64, String)> = expected
+            .into_iter()
+            .map(|(line, what)| (line, what.to_owned()))
+            .collect();
+        assert_eq!(
+            result_rows(&ledger),
+            expected,
+            "the job left out of the manifest is not a row"
+        );
+        assert_eq!(ledger.n_invalid_rows().unwrap(), 3);
+        // Invalid rows are not jobs.
+        assert_eq!(ledger.counts(true).unwrap().values().sum::<u64>(), 2);
+
+        // The next ingest replaces them; one that is dropped keeps them.
+        {
+            let mut ingest = ledger.begin_ingest().unwrap();
+            ingest
+                .add_invalid(9, &serde_json::Map::new(), "dropped")
+                .unwrap();
+        }
+        assert_eq!(ledger.n_invalid_rows().unwrap(), 3);
+        ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "p", 3)]);
+        assert_eq!(
+            result_rows(&ledger),
+            [(2, "a".to_owned()), (3, "b".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_renamed_row_left_out_keeps_its_place_as_an_invalid_row() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "same", 2)]);
+        ledger.mark_submitting(&id("a"), None).unwrap();
+        ledger.mark_running(&id("a"), &TaskId("t1".into())).unwrap();
+        {
+            let mut ingest = ledger.begin_ingest().unwrap();
+            ingest.add(&spec("x", "other", 2), None).unwrap();
+            ingest.add(&spec("renamed-a", "same", 3), None).unwrap();
+            assert_eq!(ingest.drop_renamed().unwrap(), 1);
+            ingest.finish(&["id".to_owned()]).unwrap();
+        }
+        let rows = result_rows(&ledger);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0], (2, "x".to_owned()));
+        assert_eq!(rows[1].0, 3);
+        assert!(
+            rows[1].1.starts_with("invalid: already-submitted: "),
+            "{rows:?}"
+        );
+    }
 
     #[test]
     fn error_kinds_read_back_typed_and_unknown_ones_as_none() {

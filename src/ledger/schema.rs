@@ -80,6 +80,18 @@ const MIGRATIONS: &[&str] = &[
         SELECT RAISE(ABORT, 'this task id already belongs to a job of this ledger');
     END;
     ",
+    // 4: the current manifest's invalid rows (skipped with --skip-invalid),
+    // so the results table has a row for every manifest row. Replaced at
+    // each ingest; `manifest_row` is numbered in the same sequence as the
+    // jobs' `manifest_row`, so the two interleave in manifest order.
+    "
+    CREATE TABLE invalid_rows (
+        manifest_row  INTEGER PRIMARY KEY,
+        manifest_line INTEGER NOT NULL,
+        input_json    TEXT NOT NULL,
+        problems      TEXT NOT NULL
+    );
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -19,6 +19,15 @@ pub fn now_ms() -> i64 {
         })
 }
 
+/// Sets a `meta` entry (on a connection or inside a transaction).
+pub(super) fn write_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )?;
+    Ok(())
+}
+
 /// The `meta` key of the endpoint a ledger is tied to.
 const ENDPOINT_KEY: &str = "endpoint";
 
@@ -115,11 +124,7 @@ impl Ledger {
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [key, value],
-        )?;
-        Ok(())
+        write_meta(&self.conn, key, value)
     }
 
     /// Ties the ledger to the endpoint its tasks were made against (a base

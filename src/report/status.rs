@@ -25,6 +25,9 @@ pub struct StatusReport {
     pub failed: Vec<JobRecord>,
     pub ambiguous: Vec<JobRecord>,
     pub edited: Vec<JobRecord>,
+    /// Rows of the manifest skipped as invalid (not jobs, so not counted
+    /// above).
+    pub n_invalid: u64,
     /// Milliseconds since the epoch, for "waiting since".
     pub now_ms: i64,
     /// What the ledger's jobs have cost so far (estimated).
@@ -74,6 +77,9 @@ fn status_text(status: &StatusReport) -> String {
             "({gone} more job(s) from rows no longer in the manifest)"
         );
     }
+    if status.n_invalid > 0 {
+        let _ = writeln!(out, "{}", invalid_line(status.n_invalid));
+    }
     if let Some(oldest) = &status.oldest_pending {
         let _ = writeln!(
             out,
@@ -122,6 +128,14 @@ fn status_text(status: &StatusReport) -> String {
     out
 }
 
+/// Invalid rows are not jobs, so they are not in the counts above.
+fn invalid_line(n_invalid: u64) -> String {
+    format!(
+        "({n_invalid} invalid row(s) of the manifest were skipped: the results table shows each as \
+         `invalid` with its problem)"
+    )
+}
+
 fn status_json(status: &StatusReport) -> Value {
     json!({
         "ledger": path_json(&status.ledger),
@@ -129,6 +143,7 @@ fn status_json(status: &StatusReport) -> Value {
         "total": status.current.total(),
         "spent_usd_micros": status.spent.micros(),
         "not_in_manifest": status.all.total() - status.current.total(),
+        "invalid_rows": status.n_invalid,
         "oldest_pending": status.oldest_pending.as_ref().map(|job| json!({
             "line": job.manifest_line,
             "job_id": job.job_id.0,

@@ -2,7 +2,7 @@
 //! then what to do next, as commands that paste into a shell as they are.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -41,11 +41,14 @@ pub struct Summary<'a> {
     /// A rehearsal against the built-in simulator (its own ledger).
     pub simulated: bool,
     pub out_dir: &'a Path,
-    pub results_path: Option<&'a Path>,
+    /// The results tables written (none when writing failed).
+    pub results_paths: &'a [PathBuf],
     /// The gallery (`index.html`), when it was written.
     pub gallery_path: Option<&'a Path>,
     pub counts: &'a Counts,
     pub n_edited: u64,
+    /// Manifest rows skipped as invalid (`--skip-invalid`); not jobs.
+    pub n_invalid: u64,
     pub failures: &'a [JobRecord],
     pub report: &'a RunReport,
     /// The run found nothing new and nothing left to do.
@@ -100,6 +103,13 @@ impl Summary<'_> {
                 "{} submission(s) may or may not have been accepted (and charged): check your HighwayAPI dashboard, \
                  then `pixbatch retry --ambiguous {target}` to send them again",
                 counts.get(JobState::Ambiguous)
+            ));
+        }
+        if self.n_invalid > 0 {
+            next.push(format!(
+                "{} invalid row(s) were skipped; the results table shows each as `invalid` with its problem: \
+                 fix them in the manifest and run again",
+                self.n_invalid
             ));
         }
         if self.n_edited > 0 {
@@ -190,8 +200,13 @@ pub fn render_summary(summary: &Summary<'_>) -> String {
 /// rehearsal, that its videos are placeholders.
 fn write_outputs(out: &mut String, summary: &Summary<'_>) {
     let _ = write!(out, "  videos: {}", summary.out_dir.display());
-    if let Some(results) = summary.results_path {
-        let _ = write!(out, " · results: {}", results.display());
+    if !summary.results_paths.is_empty() {
+        let paths: Vec<String> = summary
+            .results_paths
+            .iter()
+            .map(|path| path.display().to_string())
+            .collect();
+        let _ = write!(out, " · results: {}", paths.join(", "));
     }
     if let Some(gallery) = summary.gallery_path {
         let _ = write!(out, " · gallery: {}", gallery.display());
@@ -248,8 +263,10 @@ impl Summary<'_> {
             "manifest": path_json(self.manifest),
             "ledger": path_json(self.ledger),
             "out_dir": path_json(self.out_dir),
-            "results": self.results_path.map(path_json),
+            "results": self.results_paths.first().map(|path| path_json(path)),
+            "results_files": self.results_paths.iter().map(|path| path_json(path)).collect::<Vec<_>>(),
             "gallery": self.gallery_path.map(path_json),
+            "invalid_rows": self.n_invalid,
             "simulated": self.simulated,
             "note": self.simulated.then_some(PLACEHOLDER_NOTE),
             "rows": self.counts.total(),
@@ -309,10 +326,11 @@ mod tests {
             ledger_named: false,
             simulated: false,
             out_dir: Path::new("jobs/x-out"),
-            results_path: Some(Path::new("jobs/x-out/results.csv")),
+            results_paths: &[],
             gallery_path: Some(Path::new("jobs/x-out/index.html")),
             counts,
             n_edited: 0,
+            n_invalid: 0,
             failures: &[],
             report,
             nothing_to_do: false,

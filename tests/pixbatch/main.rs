@@ -15,5 +15,6 @@ mod faults;
 mod gallery;
 mod hostile;
 mod pipeline;
+mod results;
 mod secrets;
 mod spending;

@@ -30,7 +30,20 @@ async fn a_manifest_becomes_videos_and_a_results_table() {
         ["id", "image", "prompt", "duration", "notes"],
         "input columns come first"
     );
-    assert_eq!(&header[5..8], ["job_id", "task_id", "state"]);
+    assert_eq!(
+        &header[5..12],
+        [
+            "job_id",
+            "state",
+            "error",
+            "local_path",
+            "video_url",
+            "video_url_expires_at",
+            "cost_usd"
+        ],
+        "then what people read"
+    );
+    assert_eq!(header.last(), Some(&"error_body"), "technical ones last");
     assert_eq!(table.len(), 5, "one row per manifest row");
     for (i, row) in table[1..].iter().enumerate() {
         assert_eq!(&row[0], format!("row-{}", i + 1), "manifest order");
