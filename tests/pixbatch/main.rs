@@ -16,3 +16,4 @@ mod hostile;
 mod pipeline;
 mod secrets;
 mod spending;
+mod spreadsheets;
