@@ -124,7 +124,7 @@ pub fn ingest(
                 .for_each(|problem| report.problem(problem)),
         }
     }
-    report.header_problems(columns.unused_mappings());
+    report.header_problems(columns.unused_mappings(manifest.header_line()));
     if report.n_rows == 0 {
         report.problem(Problem::new(
             manifest.header_line(),

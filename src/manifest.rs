@@ -1020,10 +1020,14 @@ mod properties {
     use proptest::prelude::*;
 
     fn read_everything(ext: &str, bytes: &[u8]) -> u64 {
+        read_with(ext, bytes, &ReadOptions::default())
+    }
+
+    fn read_with(ext: &str, bytes: &[u8], options: &ReadOptions) -> u64 {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("m.{ext}"));
         std::fs::write(&path, bytes).unwrap();
-        let Ok(mut manifest) = Manifest::open(&path) else {
+        let Ok(mut manifest) = Manifest::open_with(&path, options) else {
             return 0;
         };
         let mut n_rows = 0;
@@ -1036,6 +1040,23 @@ mod properties {
             n_rows += 1;
         }
         n_rows
+    }
+
+    /// A small workbook to damage, written once.
+    fn valid_workbook() -> &'static [u8] {
+        static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        BYTES.get_or_init(|| {
+            let mut workbook = rust_xlsxwriter::Workbook::new();
+            let sheet = workbook.add_worksheet();
+            for (row, values) in [["image", "prompt"], ["https://x/a.png", "Café"]].iter().enumerate() {
+                for (col, value) in values.iter().enumerate() {
+                    sheet.write_string(row as u32, col as u16, *value).unwrap();
+                }
+            }
+            sheet.write_number(2, 0, 5.5).unwrap();
+            sheet.write_boolean(2, 1, true).unwrap();
+            workbook.save_to_buffer().unwrap()
+        })
     }
 
     fn csvish() -> impl Strategy<Value = Vec<u8>> {
@@ -1062,6 +1083,41 @@ mod properties {
             bytes.push(b'\n');
             bytes.extend(body);
             read_everything("csv", &bytes);
+        }
+
+        #[test]
+        fn the_text_readers_never_panic_in_any_encoding(
+            body in csvish(),
+            bom in prop_oneof![Just(&b""[..]), Just(&b"\xFF\xFE"[..]), Just(&b"\xFE\xFF"[..]), Just(&b"\xEF\xBB\xBF"[..])],
+            ext in prop_oneof![Just("csv"), Just("tsv"), Just("txt"), Just("jsonl"), Just("bin")],
+            legacy in any::<bool>(),
+            delimiter in prop_oneof![Just(None), Just(Some(b';')), Just(Some(b'\t'))],
+        ) {
+            let mut bytes = bom.to_vec();
+            bytes.extend(body);
+            let options = ReadOptions {
+                encoding: legacy.then_some(encoding_rs::WINDOWS_1252),
+                delimiter: delimiter.filter(|_| ext != "jsonl"),
+                ..ReadOptions::default()
+            };
+            read_with(ext, &bytes, &options);
+        }
+
+        #[test]
+        fn the_workbook_reader_never_panics_on_damaged_files(
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in any::<usize>(),
+            ext in prop_oneof![Just("xlsx"), Just("xls"), Just("ods"), Just("csv")],
+        ) {
+            let mut bytes = valid_workbook().to_vec();
+            for (offset, byte) in flips {
+                let offset = offset % bytes.len();
+                bytes[offset] = byte;
+            }
+            if cut % 3 == 0 {
+                bytes.truncate(cut % bytes.len());
+            }
+            read_everything(ext, &bytes);
         }
 
         #[test]
