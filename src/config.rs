@@ -413,22 +413,22 @@ pub fn read_options(reading: &ManifestReading) -> Result<ReadOptions, Error> {
 /// A delimiter by its character or its name: `,` `;` `|` `tab` (or `\t`,
 /// or a tab character), `comma`, `semicolon`, `pipe`.
 fn parse_delimiter(text: &str) -> Result<u8, Error> {
-    let delimiter = match text.to_ascii_lowercase().as_str() {
-        "tab" | "\\t" | "\t" => b'\t',
-        "comma" | "," => b',',
-        "semicolon" | ";" => b';',
-        "pipe" | "|" => b'|',
-        other => match other.as_bytes() {
-            [byte] if byte.is_ascii_punctuation() && *byte != b'"' => *byte,
-            _ => 0,
-        },
+    let named = match text.to_ascii_lowercase().as_str() {
+        "tab" | "\\t" | "\t" => Some(b'\t'),
+        "comma" => Some(b','),
+        "semicolon" => Some(b';'),
+        "pipe" => Some(b'|'),
+        _ => None,
     };
-    if delimiter == 0 {
-        return Err(Error::Usage(format!(
+    let character = match text.as_bytes() {
+        [byte] if byte.is_ascii_punctuation() && *byte != b'"' => Some(*byte),
+        _ => None,
+    };
+    named.or(character).ok_or_else(|| {
+        Error::Usage(format!(
             "--delimiter {text:?} is not a delimiter: use , ; tab or | (or one other punctuation character)"
-        )));
-    }
-    Ok(delimiter)
+        ))
+    })
 }
 
 /// An encoding by any of its WHATWG labels (`windows-1252`, `latin1`,
