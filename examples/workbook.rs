@@ -23,15 +23,50 @@ fn sample(path: &str) -> Result<(), XlsxError> {
     let mut workbook = Workbook::new();
     let bold = Format::new().set_bold();
     let shots = workbook.add_worksheet().set_name("Shots")?;
-    let header = ["Image URL", "Prompt", "Duration", "Audio", "Resolution", "Owner"];
+    let header = [
+        "Image URL",
+        "Prompt",
+        "Duration",
+        "Audio",
+        "Resolution",
+        "Owner",
+    ];
     for (col, name) in header.into_iter().enumerate() {
         shots.write_string_with_format(0, col as u16, name, &bold)?;
     }
     let rows = [
-        ("images/sunrise-landscape.png", "Waves roll in, slowly; the sun climbs", 5.0, true, "720p", "Ana"),
-        ("images/harbor-portrait.jpg", "A boat drifts out of the \"harbor\"", 8.0, false, "1080p", "Ben"),
-        ("images/square-cat.jpeg", "Le chat bâille au café, crème et croissant", 5.0, false, "540p", "Zoë"),
-        ("images/edge-2.5to1.png", "A panorama of the coast at dusk", 0.0, false, "720p", "Ana"),
+        (
+            "images/sunrise-landscape.png",
+            "Waves roll in, slowly; the sun climbs",
+            5.0,
+            true,
+            "720p",
+            "Ana",
+        ),
+        (
+            "images/harbor-portrait.jpg",
+            "A boat drifts out of the \"harbor\"",
+            8.0,
+            false,
+            "1080p",
+            "Ben",
+        ),
+        (
+            "images/square-cat.jpeg",
+            "Le chat bâille au café, crème et croissant",
+            5.0,
+            false,
+            "540p",
+            "Zoë",
+        ),
+        (
+            "images/edge-2.5to1.png",
+            "A panorama of the coast at dusk",
+            0.0,
+            false,
+            "720p",
+            "Ana",
+        ),
     ];
     for (idx, (image, prompt, duration, audio, resolution, owner)) in rows.into_iter().enumerate() {
         let row = idx as u32 + 1;
@@ -51,7 +86,11 @@ fn sample(path: &str) -> Result<(), XlsxError> {
     shots.set_column_width(1, 45)?;
     shots.set_freeze_panes(1, 0)?;
     let notes = workbook.add_worksheet().set_name("Read me")?;
-    notes.write_string(0, 0, "pixbatch reads the first sheet (Shots); pick another with --sheet NAME.")?;
+    notes.write_string(
+        0,
+        0,
+        "pixbatch reads the first sheet (Shots); pick another with --sheet NAME.",
+    )?;
     notes.write_string(
         1,
         0,

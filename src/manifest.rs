@@ -360,10 +360,7 @@ impl Manifest {
     }
 }
 
-fn numbered<'a>(
-    numbers: impl Iterator<Item = usize>,
-    names: &'a [String],
-) -> Vec<(usize, &'a str)> {
+fn numbered(numbers: impl Iterator<Item = usize>, names: &[String]) -> Vec<(usize, &str)> {
     numbers.zip(names.iter().map(String::as_str)).collect()
 }
 
@@ -1048,7 +1045,10 @@ mod properties {
         BYTES.get_or_init(|| {
             let mut workbook = rust_xlsxwriter::Workbook::new();
             let sheet = workbook.add_worksheet();
-            for (row, values) in [["image", "prompt"], ["https://x/a.png", "Café"]].iter().enumerate() {
+            for (row, values) in [["image", "prompt"], ["https://x/a.png", "Café"]]
+                .iter()
+                .enumerate()
+            {
                 for (col, value) in values.iter().enumerate() {
                     sheet.write_string(row as u32, col as u16, *value).unwrap();
                 }
