@@ -170,7 +170,12 @@ async fn every_export_of_one_sheet_submits_the_same_jobs() {
         .encode(&delimited(';'))
         .0
         .into_owned();
-    let variants: [(&str, Vec<u8>, &[&str]); 4] = [
+    // A LibreOffice spreadsheet of the same sheet (a small committed
+    // fixture, made with Python's zipfile: no LibreOffice here).
+    let ods = std::fs::read("tests/fixtures/shots.ods").unwrap();
+    let variants: [(&str, Vec<u8>, &[&str]); 6] = [
+        ("shots.ods", ods.clone(), &[]),
+        ("ods-under-a-csv-name.csv", ods, &[]),
         ("semicolon.csv", delimited(';').into_bytes(), &[]),
         ("tabs.tsv", delimited('\t').into_bytes(), &[]),
         ("unicode.txt", utf16le_with_bom(&delimited('\t')), &[]),
@@ -338,4 +343,13 @@ fn unknown_sheets_and_misnamed_files_say_what_to_do() {
         .code(EXIT_INVALID)
         .stdout(predicates::str::contains("line 2, column 2 (Prompt)"))
         .stdout(predicates::str::contains("--encoding windows-1252"));
+}
+
+#[test]
+fn the_sample_workbook_is_valid_with_its_image_base() {
+    pixbatch()
+        .args(["validate", "sample-data/shots.xlsx", "--image-base-url", BASE])
+        .assert()
+        .code(EXIT_OK)
+        .stdout("sample-data/shots.xlsx: 4 row(s), all valid\n");
 }
