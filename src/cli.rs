@@ -37,6 +37,8 @@ Examples:
   pixbatch run shots.csv --submit-rate 120 --poll-rate 600
   pixbatch run shots.csv --deadline 14m --quiet        (from cron)
   pixbatch run shots.csv --no-wait                     (submit now, collect later)
+  pixbatch run shots.xlsx --sheet Takes                (a workbook: any sheet)
+  pixbatch run export.csv --encoding windows-1252      (an older Excel CSV)
 
 Re-running the same command does only the work that is left; nothing is paid twice.";
 

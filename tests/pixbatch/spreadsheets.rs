@@ -348,7 +348,12 @@ fn unknown_sheets_and_misnamed_files_say_what_to_do() {
 #[test]
 fn the_sample_workbook_is_valid_with_its_image_base() {
     pixbatch()
-        .args(["validate", "sample-data/shots.xlsx", "--image-base-url", BASE])
+        .args([
+            "validate",
+            "sample-data/shots.xlsx",
+            "--image-base-url",
+            BASE,
+        ])
         .assert()
         .code(EXIT_OK)
         .stdout("sample-data/shots.xlsx: 4 row(s), all valid\n");
