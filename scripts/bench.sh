@@ -35,6 +35,13 @@ for n in "${sizes[@]}"; do
   timed "$bin" validate "$work/m$n.csv"
 done
 
+echo "## workbooks: validate an .xlsx of distinct rows (streamed; the shared strings stay in memory)"
+for n in 100000 300000; do
+  cargo run --release --quiet --example workbook -- rows "$n" "$work/w$n.xlsx"
+  printf '%s rows (%s): ' "$n" "$(du -h "$work/w$n.xlsx" | cut -f1)"
+  timed "$bin" validate "$work/w$n.xlsx"
+done
+
 echo "## ledger scale: ingest into a ledger, then status and export"
 for n in "${sizes[@]}"; do
   printf '%s rows, run --no-wait --max-in-flight 1 (ingest + 1 submit): ' "$n"

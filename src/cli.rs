@@ -37,6 +37,8 @@ Examples:
   pixbatch run shots.csv --submit-rate 120 --poll-rate 600
   pixbatch run shots.csv --deadline 14m --quiet        (from cron)
   pixbatch run shots.csv --no-wait                     (submit now, collect later)
+  pixbatch run shots.xlsx --sheet Takes                (a workbook: any sheet)
+  pixbatch run export.csv --encoding windows-1252      (an older Excel CSV)
 
 Re-running the same command does only the work that is left; nothing is paid twice.";
 
@@ -144,7 +146,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The manifest: a .csv with a header row, or .jsonl/.ndjson (one object a line).
+    /// The manifest: a workbook (.xlsx, .xlsm, .xls, .ods), delimited text
+    /// with a header row (.csv, .tsv, .txt), or .jsonl/.ndjson (one object a line).
     pub manifest: PathBuf,
     #[command(flatten)]
     pub ledger: LedgerPath,
@@ -182,6 +185,8 @@ pub struct RunArgs {
         help_heading = "Manifest"
     )]
     pub columns: Vec<String>,
+    #[command(flatten)]
+    pub reading: ManifestReading,
     /// Record the valid rows and go on when some rows are invalid.
     #[arg(long, help_heading = "Manifest")]
     pub skip_invalid: bool,
@@ -306,10 +311,32 @@ pub struct SimKnobs {
     pub sim_seed: u64,
 }
 
+/// How to read the manifest, where its name and first bytes do not say
+/// (shared by `run`, `plan` and `validate`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Manifest")]
+pub struct ManifestReading {
+    /// The worksheet to read from a workbook [default: the first visible one].
+    #[arg(long, value_name = "NAME")]
+    pub sheet: Option<String>,
+    /// The delimiter of a text manifest: `,` `;` `tab` or `|` [default:
+    /// whichever of comma, semicolon and tab the header line uses].
+    #[arg(long, value_name = "CHAR")]
+    pub delimiter: Option<String>,
+    /// The encoding of a text manifest without a byte-order mark, e.g.
+    /// windows-1252 for an older Excel "CSV" [default: UTF-8; UTF-16 is
+    /// recognised by its byte-order mark].
+    #[arg(long, value_name = "NAME")]
+    pub encoding: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// The manifest to check: .csv with a header row, or .jsonl/.ndjson.
+    /// The manifest to check: a workbook (.xlsx, .xlsm, .xls, .ods),
+    /// delimited text (.csv, .tsv, .txt), or .jsonl/.ndjson.
     pub manifest: PathBuf,
+    #[command(flatten)]
+    pub reading: ManifestReading,
     /// Local image paths are allowed and checked, as for `run`.
     #[arg(long, value_name = "URL")]
     pub image_base_url: Option<Url>,

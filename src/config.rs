@@ -10,10 +10,11 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use url::Url;
 
 use crate::api::{ApiKey, Timeouts};
-use crate::cli::{LedgerArgs, OutputFormat, RunArgs, SimKnobs, Spending, Tuning};
+use crate::cli::{LedgerArgs, ManifestReading, OutputFormat, RunArgs, SimKnobs, Spending, Tuning};
 use crate::error::Error;
 use crate::export::ResultsFormat;
 use crate::ingest::IngestOptions;
+use crate::manifest::ReadOptions;
 use crate::price::{PriceTable, Usd};
 use crate::simulator::SimConfig;
 use crate::validate::ColumnMapping;
@@ -195,6 +196,8 @@ pub struct RunConfig {
     pub image_base_url: Option<Url>,
     /// `--column FIELD=HEADER` mappings, checked.
     pub columns: Vec<ColumnMapping>,
+    /// `--sheet`, `--delimiter`, `--encoding`, checked.
+    pub read_options: ReadOptions,
     pub ingest: IngestOptions,
     /// Prices per second of video, built in or from `--prices`.
     pub prices: Arc<PriceTable>,
@@ -245,6 +248,7 @@ impl RunConfig {
             allow_endpoint_change: args.allow_endpoint_change,
             image_base_url: args.image_base_url.clone(),
             columns: column_mappings(&args.columns)?,
+            read_options: read_options(&args.reading)?,
             ingest: IngestOptions {
                 skip_invalid: args.skip_invalid,
                 allow_renamed: args.allow_renamed,
@@ -393,6 +397,55 @@ pub fn column_mappings(raw: &[String]) -> Result<Vec<ColumnMapping>, Error> {
     ColumnMapping::parse_all(raw).map_err(Error::Usage)
 }
 
+/// `--sheet`, `--delimiter` and `--encoding`, checked.
+pub fn read_options(reading: &ManifestReading) -> Result<ReadOptions, Error> {
+    Ok(ReadOptions {
+        sheet: reading.sheet.clone(),
+        delimiter: reading
+            .delimiter
+            .as_deref()
+            .map(parse_delimiter)
+            .transpose()?,
+        encoding: reading
+            .encoding
+            .as_deref()
+            .map(parse_encoding)
+            .transpose()?,
+    })
+}
+
+/// A delimiter by its character or its name: `,` `;` `|` `tab` (or `\t`,
+/// or a tab character), `comma`, `semicolon`, `pipe`.
+fn parse_delimiter(text: &str) -> Result<u8, Error> {
+    let named = match text.to_ascii_lowercase().as_str() {
+        "tab" | "\\t" | "\t" => Some(b'\t'),
+        "comma" => Some(b','),
+        "semicolon" => Some(b';'),
+        "pipe" => Some(b'|'),
+        _ => None,
+    };
+    let character = match text.as_bytes() {
+        [byte] if byte.is_ascii_punctuation() && *byte != b'"' => Some(*byte),
+        _ => None,
+    };
+    named.or(character).ok_or_else(|| {
+        Error::Usage(format!(
+            "--delimiter {text:?} is not a delimiter: use , ; tab or | (or one other punctuation character)"
+        ))
+    })
+}
+
+/// An encoding by any of its WHATWG labels (`windows-1252`, `latin1`,
+/// `utf-16le`, `shift_jis`...).
+fn parse_encoding(label: &str) -> Result<&'static encoding_rs::Encoding, Error> {
+    encoding_rs::Encoding::for_label_no_replacement(label.trim().as_bytes()).ok_or_else(|| {
+        Error::Usage(format!(
+            "--encoding {label:?} is not an encoding pixbatch knows: try windows-1252 (Western \
+             Europe's older Excel \"CSV\"), iso-8859-15, utf-16le or shift_jis"
+        ))
+    })
+}
+
 /// The ledger a command on an existing ledger uses: `--ledger`, or the one
 /// next to the manifest.
 pub fn existing_ledger_path(target: &LedgerArgs) -> Result<PathBuf, Error> {
@@ -513,6 +566,34 @@ fn sibling(manifest: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delimiters_and_encodings_are_named_as_people_name_them() {
+        for (text, expected) in [
+            (",", b','),
+            (";", b';'),
+            ("tab", b'\t'),
+            ("TAB", b'\t'),
+            ("\\t", b'\t'),
+            ("\t", b'\t'),
+            ("|", b'|'),
+            ("semicolon", b';'),
+            ("^", b'^'),
+        ] {
+            assert_eq!(parse_delimiter(text).unwrap(), expected, "{text:?}");
+        }
+        for bad in ["", "ab", "\"", "x"] {
+            assert!(parse_delimiter(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_encoding("Windows-1252").unwrap(),
+            encoding_rs::WINDOWS_1252
+        );
+        assert_eq!(parse_encoding("latin1").unwrap(), encoding_rs::WINDOWS_1252);
+        assert_eq!(parse_encoding("utf-16le").unwrap(), encoding_rs::UTF_16LE);
+        let error = parse_encoding("klingon").unwrap_err().to_string();
+        assert!(error.contains("windows-1252"), "{error}");
+    }
 
     #[test]
     fn the_poll_budget_follows_the_submit_rate_unless_given() {

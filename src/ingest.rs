@@ -53,13 +53,15 @@ pub struct IngestReport {
     pub n_renamed: u64,
     /// With `dry_run`: what the ledger would hold.
     pub planned: Option<Planned>,
+    /// The worksheet read, for a workbook: every problem is placed in it.
+    pub sheet: Option<Arc<str>>,
 }
 
 impl IngestReport {
     fn problem(&mut self, problem: Problem) {
         self.n_problems += 1;
         if self.problems.len() < MAX_PROBLEMS_KEPT {
-            self.problems.push(problem);
+            self.problems.push(problem.in_sheet(self.sheet.as_ref()));
         }
     }
 
@@ -91,11 +93,13 @@ pub fn ingest(
     options: IngestOptions,
     prices: &PriceTable,
 ) -> Result<IngestReport, Error> {
-    let mut report = IngestReport::default();
+    let mut report = IngestReport {
+        sheet: manifest.sheet().cloned(),
+        ..IngestReport::default()
+    };
     let mut ingest = ledger.begin_ingest()?;
     let mut columns = Columns::new(context);
-    let header = manifest.columns().iter().enumerate();
-    report.header_problems(columns.learn(1, header.map(|(idx, name)| (idx + 1, name.as_str()))));
+    report.header_problems(columns.learn(manifest.header_line(), manifest.header()));
     while let Some(row) = manifest.next_row()? {
         report.n_rows += 1;
         let row = match row {
@@ -128,10 +132,10 @@ pub fn ingest(
             }
         }
     }
-    report.header_problems(columns.unused_mappings());
+    report.header_problems(columns.unused_mappings(manifest.header_line()));
     if report.n_rows == 0 {
         report.problem(Problem::new(
-            1,
+            manifest.header_line(),
             "no-rows",
             "the manifest has no rows, only a header (or nothing): there is nothing to run",
         ));

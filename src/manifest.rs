@@ -1,14 +1,27 @@
-//! Reads manifest rows from CSV or JSONL, streamed one row at a time. This
-//! module knows file formats and spreadsheet quirks, not the API's rules:
-//! it hands raw cells to `validate`.
+//! Reads manifest rows, streamed one row at a time: delimited text (comma,
+//! semicolon or tab; UTF-8, UTF-16 by its byte-order mark, or a legacy
+//! encoding on request), JSONL, and workbooks (.xlsx, .xlsm, .xlsb, .xls,
+//! .ods). This module knows file formats and spreadsheet quirks, not the
+//! API's rules: it hands raw cells to `validate`.
+
+mod delimited;
+mod jsonl;
+mod text;
+mod workbook;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use serde_json::Value;
+use encoding_rs::Encoding;
 
-use crate::row::{Cell, Problem, RawRow};
+use crate::row::{Problem, RawRow};
+use delimited::CsvRows;
+use jsonl::JsonlRows;
+use text::{byte_order_mark, looks_like_bomless_utf16, open_text};
+pub use workbook::WorkbookKind;
+use workbook::{OpenFailure, WorkbookRows};
 
 /// A problem that stops the whole manifest from being read.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +34,8 @@ pub enum ManifestError {
     #[error("manifest {path} is a directory, not a file")]
     IsDirectory { path: PathBuf },
     #[error(
-        "manifest {path} has an unknown extension: use .csv, .jsonl or .ndjson (a spreadsheet can be saved as CSV)"
+        "manifest {path} has an unknown extension: use .csv, .tsv or .txt (delimited text), \
+         .jsonl or .ndjson, or a workbook (.xlsx, .xlsm, .xlsb, .xls, .ods)"
     )]
     UnknownFormat { path: PathBuf },
     #[error("failed to read manifest {path}: {problem}")]
@@ -32,23 +46,176 @@ pub enum ManifestError {
         line: u64,
         source: std::io::Error,
     },
+    #[error("failed to read manifest {path} as an {kind}: {message}", kind = kind.name())]
+    Workbook {
+        path: PathBuf,
+        kind: WorkbookKind,
+        message: String,
+    },
+    #[error(
+        "manifest {path} has no sheet {sheet:?}; its sheets are {}",
+        quoted_list(available)
+    )]
+    NoSuchSheet {
+        path: PathBuf,
+        sheet: String,
+        available: Vec<String>,
+    },
+    #[error(
+        "manifest {path} is named as a workbook but is not one (it does not start like a workbook \
+         file): if it is CSV or tab-separated text, give it a .csv or .tsv name"
+    )]
+    NotAWorkbook { path: PathBuf },
+    #[error(
+        "manifest {path} looks like UTF-16 text without a byte-order mark: pass --encoding {}",
+        encoding.name().to_ascii_lowercase()
+    )]
+    BomlessUtf16 {
+        path: PathBuf,
+        encoding: &'static Encoding,
+    },
+    #[error("{option} applies to {applies_to}, and manifest {path} is {is}")]
+    OptionNotApplicable {
+        path: PathBuf,
+        option: &'static str,
+        applies_to: &'static str,
+        is: &'static str,
+    },
+}
+
+fn quoted_list(names: &[String]) -> String {
+    if names.is_empty() {
+        return "none".to_owned();
+    }
+    names
+        .iter()
+        .map(|name| format!("{name:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How to read a manifest beyond what its name and first bytes say.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// The worksheet of a workbook [default: the first visible one].
+    pub sheet: Option<String>,
+    /// The delimiter of a text file [default: detected from the header].
+    pub delimiter: Option<u8>,
+    /// The encoding of a text file without a byte-order mark [default: UTF-8].
+    pub encoding: Option<&'static Encoding>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    Csv,
+    /// Delimited text; the delimiter used when the header shows none.
+    Delimited {
+        default_delimiter: u8,
+    },
     Jsonl,
+    Workbook(WorkbookKind),
 }
 
 impl Format {
+    /// The format a file's name says it has.
     pub fn from_path(path: &Path) -> Option<Format> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         match ext.as_str() {
-            "csv" => Some(Format::Csv),
+            "csv" => Some(Format::Delimited {
+                default_delimiter: b',',
+            }),
+            // Excel's "Text (Tab delimited)" and "Unicode Text" are .txt.
+            "tsv" | "tab" | "txt" => Some(Format::Delimited {
+                default_delimiter: b'\t',
+            }),
             "jsonl" | "ndjson" => Some(Format::Jsonl),
+            "xlsx" | "xlsm" => Some(Format::Workbook(WorkbookKind::Xlsx)),
+            "xlsb" => Some(Format::Workbook(WorkbookKind::Xlsb)),
+            "xls" => Some(Format::Workbook(WorkbookKind::Xls)),
+            "ods" => Some(Format::Workbook(WorkbookKind::Ods)),
             _ => None,
         }
     }
+
+    fn what(self) -> &'static str {
+        match self {
+            Format::Delimited { .. } => "delimited text",
+            Format::Jsonl => "JSONL",
+            Format::Workbook(_) => "a workbook",
+        }
+    }
+}
+
+/// What a file's first bytes say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Content {
+    /// A zip archive: .xlsx/.xlsm/.xlsb, or .ods (which names its type first).
+    Zip {
+        ods: bool,
+    },
+    /// An OLE compound file: .xls (or a password-protected .xlsx).
+    Ole,
+    Text,
+}
+
+/// How many bytes are read to tell what a file is.
+const HEAD_LEN: usize = 128;
+
+impl Content {
+    fn sniff(head: &[u8]) -> Content {
+        if head.starts_with(b"PK\x03\x04") {
+            // An OpenDocument file stores its media type, uncompressed, as
+            // the first entry ("mimetype"), so it shows in the first bytes.
+            let ods = head.get(30..38) == Some(b"mimetype")
+                && head
+                    .windows(24)
+                    .any(|window| window == b"opendocument.spreadsheet");
+            Content::Zip { ods }
+        } else if head.starts_with(b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1") {
+            Content::Ole
+        } else {
+            Content::Text
+        }
+    }
+}
+
+/// The format to read `path` as: its first bytes win over its name when
+/// they show a workbook, so a workbook saved under a .csv name is read as
+/// the workbook it is.
+fn decide_format(path: &Path, head: &[u8]) -> Result<Format, ManifestError> {
+    let by_name = Format::from_path(path);
+    let by_content = match Content::sniff(head) {
+        Content::Zip { ods: true } => WorkbookKind::Ods,
+        Content::Zip { ods: false } => match by_name {
+            Some(Format::Workbook(WorkbookKind::Xlsb)) => WorkbookKind::Xlsb,
+            _ => WorkbookKind::Xlsx,
+        },
+        Content::Ole => WorkbookKind::Xls,
+        Content::Text => {
+            return match by_name {
+                Some(Format::Workbook(_)) => Err(ManifestError::NotAWorkbook {
+                    path: path.to_owned(),
+                }),
+                Some(format) => Ok(format),
+                // Unicode text (a byte-order mark) needs no name to be read.
+                None if byte_order_mark(head).is_some() => Ok(Format::Delimited {
+                    default_delimiter: b'\t',
+                }),
+                None => Err(ManifestError::UnknownFormat {
+                    path: path.to_owned(),
+                }),
+            };
+        }
+    };
+    if !matches!(by_name, Some(Format::Workbook(_))) {
+        tracing::warn!(
+            "{} is an {} saved under another name: reading it as a workbook \
+             (rename it to {} to say so)",
+            path.display(),
+            by_content.name(),
+            path.with_extension(by_content.extension()).display()
+        );
+    }
+    Ok(Format::Workbook(by_content))
 }
 
 /// A streaming reader over a manifest's rows. Each item is a row or a
@@ -62,40 +229,53 @@ pub struct Manifest {
 enum Rows {
     Csv(CsvRows),
     Jsonl(JsonlRows),
+    Workbook(WorkbookRows),
 }
 
 impl Manifest {
+    /// Opens a manifest with the default options.
     pub fn open(path: &Path) -> Result<Manifest, ManifestError> {
+        Manifest::open_with(path, &ReadOptions::default())
+    }
+
+    pub fn open_with(path: &Path, options: &ReadOptions) -> Result<Manifest, ManifestError> {
         if path.is_dir() {
             return Err(ManifestError::IsDirectory {
                 path: path.to_owned(),
             });
         }
-        let format = Format::from_path(path).ok_or_else(|| ManifestError::UnknownFormat {
-            path: path.to_owned(),
-        })?;
-        let file = File::open(path).map_err(|source| ManifestError::Open {
+        let open_error = |source| ManifestError::Open {
             path: path.to_owned(),
             source,
-        })?;
-        let has_bom = starts_with_bom(&file).map_err(|source| ManifestError::Read {
+        };
+        let mut file = File::open(path).map_err(open_error)?;
+        let head = read_head(&mut file).map_err(|source| ManifestError::Read {
             path: path.to_owned(),
             line: 1,
             source,
         })?;
-        let rows = match format {
-            Format::Csv => Rows::Csv(CsvRows::new(file).map_err(|problem| match problem {
-                HeaderError::Problem(problem) => ManifestError::Header {
-                    path: path.to_owned(),
-                    problem,
-                },
-                HeaderError::Io(source) => ManifestError::Read {
-                    path: path.to_owned(),
-                    line: 1,
-                    source,
-                },
-            })?),
-            Format::Jsonl => Rows::Jsonl(JsonlRows::new(file)),
+        let format = decide_format(path, &head)?;
+        check_options(path, format, options)?;
+        let (rows, has_bom) = match format {
+            Format::Workbook(kind) => {
+                drop(file);
+                let rows = WorkbookRows::open(path, kind, options.sheet.clone())
+                    .map_err(|failure| open_failure(path, kind, failure))?;
+                (Rows::Workbook(rows), false)
+            }
+            Format::Delimited { default_delimiter } => {
+                let text = text_stream(path, file, &head, options)?;
+                let rows = CsvRows::new(text, options.delimiter, default_delimiter)
+                    .map_err(|error| header_error(path, error))?;
+                (Rows::Csv(rows), byte_order_mark(&head).is_some())
+            }
+            Format::Jsonl => {
+                let text = text_stream(path, file, &head, options)?;
+                (
+                    Rows::Jsonl(JsonlRows::new(text)),
+                    byte_order_mark(&head).is_some(),
+                )
+            }
         };
         Ok(Manifest {
             path: path.to_owned(),
@@ -104,8 +284,8 @@ impl Manifest {
         })
     }
 
-    /// Whether the file starts with a byte-order mark: results written
-    /// for it get one too, so Excel reads them as Unicode.
+    /// Whether the file starts with a byte-order mark (UTF-8 or UTF-16):
+    /// results written for it get one too, so Excel reads them as Unicode.
     pub fn has_bom(&self) -> bool {
         self.has_bom
     }
@@ -113,7 +293,15 @@ impl Manifest {
     /// Whether the manifest is a spreadsheet workbook (its results get a
     /// workbook beside the CSV).
     pub fn is_workbook(&self) -> bool {
-        false
+        matches!(self.rows, Rows::Workbook(_))
+    }
+
+    /// The worksheet read, for a workbook.
+    pub fn sheet(&self) -> Option<&Arc<str>> {
+        match &self.rows {
+            Rows::Workbook(rows) => Some(&rows.sheet),
+            Rows::Csv(_) | Rows::Jsonl(_) => None,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -121,40 +309,141 @@ impl Manifest {
     }
 
     /// The input columns seen so far, in order of first appearance: the
-    /// CSV header, or the union of JSONL keys.
+    /// header, or the union of JSONL keys.
     pub fn columns(&self) -> &[String] {
         match &self.rows {
             Rows::Csv(rows) => &rows.headers,
             Rows::Jsonl(rows) => &rows.columns,
+            Rows::Workbook(rows) => &rows.headers,
+        }
+    }
+
+    /// The header's columns with their numbers (a workbook's count from
+    /// column A, wherever its table starts); empty for JSONL, whose keys
+    /// come with the rows.
+    pub fn header(&self) -> Vec<(usize, &str)> {
+        match &self.rows {
+            Rows::Csv(rows) => numbered(1.., &rows.headers),
+            Rows::Jsonl(_) => Vec::new(),
+            Rows::Workbook(rows) => numbered(rows.numbers.iter().copied(), &rows.headers),
+        }
+    }
+
+    /// The line (or sheet row) the header is on.
+    pub fn header_line(&self) -> u64 {
+        match &self.rows {
+            Rows::Workbook(rows) => rows.header_line,
+            Rows::Csv(_) | Rows::Jsonl(_) => 1,
         }
     }
 
     /// The next row, a problem with one row, or `None` at the end.
     pub fn next_row(&mut self) -> Result<Option<Result<RawRow, Problem>>, ManifestError> {
-        let next = match &mut self.rows {
-            Rows::Csv(rows) => rows.next_row(),
-            Rows::Jsonl(rows) => rows.next_row(),
-        };
-        next.map_err(|(line, source)| ManifestError::Read {
-            path: self.path.clone(),
+        let path = &self.path;
+        let read_error = |(line, source)| ManifestError::Read {
+            path: path.clone(),
             line,
             source,
-        })
+        };
+        match &mut self.rows {
+            Rows::Csv(rows) => rows.next_row().map_err(read_error),
+            Rows::Jsonl(rows) => rows.next_row().map_err(read_error),
+            Rows::Workbook(rows) => {
+                let kind = rows.kind;
+                rows.next_row().map_err(|message| ManifestError::Workbook {
+                    path: path.clone(),
+                    kind,
+                    message,
+                })
+            }
+        }
     }
 }
 
-fn starts_with_bom(file: &File) -> std::io::Result<bool> {
-    let mut file = file.try_clone()?;
-    let mut head = [0u8; 3];
-    let mut n_read = 0;
-    while n_read < head.len() {
-        match file.read(&mut head[n_read..])? {
-            0 => break,
-            n => n_read += n,
-        }
-    }
+fn numbered(numbers: impl Iterator<Item = usize>, names: &[String]) -> Vec<(usize, &str)> {
+    numbers.zip(names.iter().map(String::as_str)).collect()
+}
+
+/// The file's first bytes; the file is left at its start.
+fn read_head(file: &mut File) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(HEAD_LEN);
+    file.by_ref().take(HEAD_LEN as u64).read_to_end(&mut head)?;
     file.seek(SeekFrom::Start(0))?;
-    Ok(head[..n_read] == *b"\xEF\xBB\xBF")
+    Ok(head)
+}
+
+/// Options that make no sense for the file's format are refused, rather
+/// than silently ignored.
+fn check_options(path: &Path, format: Format, options: &ReadOptions) -> Result<(), ManifestError> {
+    let is_workbook = matches!(format, Format::Workbook(_));
+    let is_delimited = matches!(format, Format::Delimited { .. });
+    let refused = if options.sheet.is_some() && !is_workbook {
+        Some(("--sheet", "workbooks"))
+    } else if options.delimiter.is_some() && !is_delimited {
+        Some(("--delimiter", "delimited text"))
+    } else if options.encoding.is_some() && is_workbook {
+        Some(("--encoding", "text files"))
+    } else {
+        None
+    };
+    match refused {
+        Some((option, applies_to)) => Err(ManifestError::OptionNotApplicable {
+            path: path.to_owned(),
+            option,
+            applies_to,
+            is: format.what(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A text manifest's bytes as UTF-8, decoded as its byte-order mark or
+/// `--encoding` says.
+fn text_stream(
+    path: &Path,
+    file: File,
+    head: &[u8],
+    options: &ReadOptions,
+) -> Result<text::Counted, ManifestError> {
+    if options.encoding.is_none()
+        && byte_order_mark(head).is_none()
+        && let Some(encoding) = looks_like_bomless_utf16(head)
+    {
+        return Err(ManifestError::BomlessUtf16 {
+            path: path.to_owned(),
+            encoding,
+        });
+    }
+    Ok(open_text(file, text::decoding(head, options.encoding)))
+}
+
+fn open_failure(path: &Path, kind: WorkbookKind, failure: OpenFailure) -> ManifestError {
+    let path = path.to_owned();
+    match failure {
+        OpenFailure::NoSuchSheet {
+            requested,
+            available,
+        } => ManifestError::NoSuchSheet {
+            path,
+            sheet: requested,
+            available,
+        },
+        OpenFailure::Unreadable(message) => ManifestError::Workbook {
+            path,
+            kind,
+            message,
+        },
+        OpenFailure::EmptySheet(sheet) => ManifestError::Header {
+            path,
+            problem: Problem::new(
+                1,
+                "header-missing",
+                "the sheet is empty: its first row must name the columns (image, prompt, ...)",
+            )
+            .in_sheet(Some(&sheet)),
+        },
+        OpenFailure::Header(problem) => ManifestError::Header { path, problem },
+    }
 }
 
 enum HeaderError {
@@ -162,338 +451,50 @@ enum HeaderError {
     Io(std::io::Error),
 }
 
-struct CsvRows {
-    reader: csv::Reader<File>,
-    headers: Vec<String>,
-    record: csv::ByteRecord,
-    lines: LineCounter,
-}
-
-/// Works out the line a CSV record starts on. The csv crate reports the
-/// line where reading stopped, which depends on whether the record's line
-/// break was consumed: with `\n` endings it is, with `\r\n` only the `\r`
-/// is, and the file's last record may have no line break at all.
-struct LineCounter {
-    lf_consumed: bool,
-    file_len: u64,
-    ends_with_newline: bool,
-}
-
-impl LineCounter {
-    fn start_line(&self, record: &csv::ByteRecord, reader_position: &csv::Position) -> u64 {
-        let newlines_inside: u64 = record
-            .iter()
-            .map(|field| field.iter().filter(|&&byte| byte == b'\n').count() as u64)
-            .sum();
-        let at_end_without_newline =
-            reader_position.byte() >= self.file_len && !self.ends_with_newline;
-        let consumed = u64::from(self.lf_consumed && !at_end_without_newline);
-        reader_position
-            .line()
-            .saturating_sub(newlines_inside + consumed)
-            .max(1)
+fn header_error(path: &Path, error: HeaderError) -> ManifestError {
+    match error {
+        HeaderError::Problem(problem) => ManifestError::Header {
+            path: path.to_owned(),
+            problem,
+        },
+        HeaderError::Io(source) => ManifestError::Read {
+            path: path.to_owned(),
+            line: 1,
+            source,
+        },
     }
 }
 
-fn ends_with_newline(file: &File) -> std::io::Result<(u64, bool)> {
-    let mut file = file.try_clone()?;
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok((0, false));
-    }
-    file.seek(SeekFrom::Start(len - 1))?;
-    let mut last = [0u8; 1];
-    file.read_exact(&mut last)?;
-    file.seek(SeekFrom::Start(0))?;
-    Ok((len, last[0] == b'\n'))
-}
-
-impl CsvRows {
-    fn new(file: File) -> Result<CsvRows, HeaderError> {
-        let (file_len, ends_with_newline) = ends_with_newline(&file).map_err(HeaderError::Io)?;
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(file);
-        let mut header = csv::ByteRecord::new();
-        let found = reader
-            .read_byte_record(&mut header)
-            .map_err(csv_header_error)?;
-        if !found {
-            return Err(HeaderError::Problem(Problem::new(
-                1,
-                "header-missing",
-                "the file is empty: the first line must name the columns (image, prompt, ...)",
-            )));
-        }
-        let headers = column_names(&header).map_err(HeaderError::Problem)?;
-        let lines = LineCounter {
-            lf_consumed: reader.position().line() > 1,
-            file_len,
-            ends_with_newline,
-        };
-        Ok(CsvRows {
-            reader,
-            headers,
-            record: csv::ByteRecord::new(),
-            lines,
-        })
-    }
-
-    fn next_row(&mut self) -> Result<Option<Result<RawRow, Problem>>, (u64, std::io::Error)> {
-        loop {
-            let found = match self.reader.read_byte_record(&mut self.record) {
-                Ok(found) => found,
-                Err(error) => {
-                    let line = error.position().map_or(0, |pos| pos.line());
-                    match error.into_kind() {
-                        csv::ErrorKind::Io(source) => return Err((line, source)),
-                        other => {
-                            return Ok(Some(Err(Problem::new(
-                                line,
-                                "csv-syntax",
-                                format!("cannot parse this row: {other:?}"),
-                            ))));
-                        }
-                    }
-                }
-            };
-            if !found {
-                return Ok(None);
-            }
-            let line = self.lines.start_line(&self.record, self.reader.position());
-            if self
-                .record
-                .iter()
-                .all(|field| field.iter().all(u8::is_ascii_whitespace))
-            {
-                // Blank lines and rows of empty cells (",,,") carry nothing.
-                continue;
-            }
-            return Ok(Some(self.convert(line)));
-        }
-    }
-
-    fn convert(&self, line: u64) -> Result<RawRow, Problem> {
-        let n_fields = self.record.len();
-        let n_columns = self.headers.len();
-        if n_fields > n_columns
-            && self
-                .record
-                .iter()
-                .skip(n_columns)
-                .any(|field| !field.iter().all(u8::is_ascii_whitespace))
-        {
-            return Err(Problem::new(
-                line,
-                "ragged-row",
-                format!("this row has {n_fields} cells but the header names {n_columns} columns"),
-            ));
-        }
-        if n_fields < n_columns {
-            return Err(Problem::new(
-                line,
-                "ragged-row",
-                format!(
-                    "this row has {n_fields} cells but the header names {n_columns} columns \
-                     (a quote left open can swallow the line breaks that follow)"
-                ),
-            ));
-        }
-        let mut cells = Vec::with_capacity(n_columns);
-        for (idx, (name, field)) in self.headers.iter().zip(self.record.iter()).enumerate() {
-            let text = std::str::from_utf8(field).map_err(|error| {
-                Problem::new(
-                    line,
-                    "utf8",
-                    format!(
-                        "the cell is not valid UTF-8 (bad byte at offset {}); save the file as UTF-8",
-                        error.valid_up_to()
-                    ),
-                )
-                .at_column(idx + 1, name)
-            })?;
-            cells.push(Cell {
-                index: idx + 1,
-                name: name.clone(),
-                value: Value::String(text.to_owned()),
-            });
-        }
-        Ok(RawRow { line, cells })
-    }
-}
-
-/// The column names of a CSV header row: a byte-order mark dropped,
-/// whitespace trimmed, trailing empty cells ignored; an empty, duplicate or
-/// non-UTF-8 name is a problem.
-fn column_names(header: &csv::ByteRecord) -> Result<Vec<String>, Problem> {
-    let mut headers = Vec::with_capacity(header.len());
-    for (idx, field) in header.iter().enumerate() {
-        let field = if idx == 0 {
-            field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
-        } else {
-            field
-        };
-        let name = std::str::from_utf8(field).map_err(|_| {
-            Problem::new(
-                1,
-                "utf8",
-                "the header is not UTF-8 text: is this really a CSV file?",
-            )
-            .at_column(idx + 1, "?")
-        })?;
+/// Checks a header row's names, given with their column numbers: whitespace
+/// trimmed, trailing empty cells ignored; an empty name before a named
+/// column, or a name used twice (in any case), is a problem.
+fn header_names(cells: Vec<(usize, String)>, line: u64) -> Result<Vec<(usize, String)>, Problem> {
+    let n_named = cells
+        .iter()
+        .rposition(|(_, name)| !name.trim().is_empty())
+        .map_or(0, |last| last + 1);
+    let mut headers: Vec<(usize, String)> = Vec::with_capacity(n_named);
+    for (number, name) in cells.into_iter().take(n_named) {
         let name = name.trim().to_owned();
         if name.is_empty() {
-            if header
-                .iter()
-                .skip(idx)
-                .all(|rest| rest.iter().all(u8::is_ascii_whitespace))
-            {
-                // Spreadsheets often export trailing empty header cells.
-                break;
-            }
             return Err(
-                Problem::new(1, "header-empty", "a column has no name").at_column(idx + 1, "")
+                Problem::new(line, "header-empty", "a column has no name").at_column(number, "")
             );
         }
-        if let Some(first) = headers
+        if let Some((first, _)) = headers
             .iter()
-            .position(|seen: &String| seen.eq_ignore_ascii_case(&name))
+            .find(|(_, seen)| seen.to_lowercase() == name.to_lowercase())
         {
             return Err(Problem::new(
-                1,
+                line,
                 "header-duplicate",
-                format!(
-                    "column {name:?} appears twice (first as column {})",
-                    first + 1
-                ),
+                format!("column {name:?} appears twice (first as column {first})"),
             )
-            .at_column(idx + 1, &name));
+            .at_column(number, &name));
         }
-        headers.push(name);
+        headers.push((number, name));
     }
     Ok(headers)
-}
-
-fn csv_header_error(error: csv::Error) -> HeaderError {
-    match error.into_kind() {
-        csv::ErrorKind::Io(source) => HeaderError::Io(source),
-        other => HeaderError::Problem(Problem::new(
-            1,
-            "csv-syntax",
-            format!("cannot parse the header: {other:?}"),
-        )),
-    }
-}
-
-/// The longest JSONL line read whole; longer lines are reported, not read
-/// into memory.
-const MAX_JSONL_LINE: u64 = 64 * 1024 * 1024;
-
-struct JsonlRows {
-    reader: BufReader<File>,
-    line: u64,
-    columns: Vec<String>,
-    buffer: Vec<u8>,
-}
-
-impl JsonlRows {
-    fn new(file: File) -> JsonlRows {
-        JsonlRows {
-            reader: BufReader::new(file),
-            line: 0,
-            columns: Vec::new(),
-            buffer: Vec::new(),
-        }
-    }
-
-    fn next_row(&mut self) -> Result<Option<Result<RawRow, Problem>>, (u64, std::io::Error)> {
-        loop {
-            self.buffer.clear();
-            self.line += 1;
-            let line = self.line;
-            let n_read = (&mut self.reader)
-                .take(MAX_JSONL_LINE)
-                .read_until(b'\n', &mut self.buffer)
-                .map_err(|source| (line, source))?;
-            if n_read == 0 {
-                return Ok(None);
-            }
-            if n_read as u64 == MAX_JSONL_LINE && self.buffer.last() != Some(&b'\n') {
-                // Skip the rest of the oversized line without keeping it.
-                let mut sink = Vec::new();
-                loop {
-                    sink.clear();
-                    let n = (&mut self.reader)
-                        .take(MAX_JSONL_LINE)
-                        .read_until(b'\n', &mut sink)
-                        .map_err(|source| (line, source))?;
-                    if n == 0 || sink.last() == Some(&b'\n') {
-                        break;
-                    }
-                }
-                return Ok(Some(Err(Problem::new(
-                    line,
-                    "line-too-long",
-                    format!(
-                        "the line is longer than {} MiB",
-                        MAX_JSONL_LINE / 1024 / 1024
-                    ),
-                ))));
-            }
-            let mut bytes: &[u8] = &self.buffer;
-            if line == 1 {
-                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-            }
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            return Ok(Some(parse_json_line(&mut self.columns, line, bytes)));
-        }
-    }
-}
-
-/// Parses one JSONL line, adding any new keys to `columns`.
-fn parse_json_line(columns: &mut Vec<String>, line: u64, bytes: &[u8]) -> Result<RawRow, Problem> {
-    {
-        let text = std::str::from_utf8(bytes).map_err(|error| {
-            Problem::new(
-                line,
-                "utf8",
-                format!(
-                    "the line is not valid UTF-8 (bad byte at offset {})",
-                    error.valid_up_to()
-                ),
-            )
-        })?;
-        let value: Value = serde_json::from_str(text).map_err(|error| {
-            Problem::new(
-                line,
-                "json-syntax",
-                format!("invalid JSON at character {}: {error}", error.column()),
-            )
-        })?;
-        let Value::Object(object) = value else {
-            return Err(Problem::new(
-                line,
-                "json-object",
-                "each line must be a JSON object like {\"image\": ...}",
-            ));
-        };
-        let mut cells = Vec::with_capacity(object.len());
-        for (idx, (key, value)) in object.into_iter().enumerate() {
-            let name = key.trim().to_owned();
-            if !columns.contains(&name) {
-                columns.push(name.clone());
-            }
-            cells.push(Cell {
-                index: idx + 1,
-                name,
-                value,
-            });
-        }
-        Ok(RawRow { line, cells })
-    }
 }
 
 #[cfg(test)]
@@ -601,7 +602,7 @@ mod tests {
             (&b""[..], "header-missing"),
             (b"id,prompt,ID\n", "header-duplicate"),
             (b"id,,prompt\n", "header-empty"),
-            (b"\xff\xfe\x00i\n", "utf8"),
+            (b"\xc0\xffid\n", "utf8"),
         ] {
             let path = dir.path().join("m.csv");
             std::fs::write(&path, bytes).unwrap();
@@ -639,10 +640,374 @@ mod tests {
             Manifest::open(&as_dir),
             Err(ManifestError::IsDirectory { .. })
         ));
+        let unknown = dir.path().join("sheet.numbers");
+        std::fs::write(&unknown, "id\na\n").unwrap();
         assert!(matches!(
-            Manifest::open(&dir.path().join("sheet.xlsx")),
+            Manifest::open(&unknown),
             Err(ManifestError::UnknownFormat { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod encodings {
+    use super::*;
+
+    /// The sheet every export below holds: an accented prompt, a prompt
+    /// with the delimiters and a quote and a line break in it.
+    const SHEET: [[&str; 3]; 3] = [
+        ["id", "prompt", "duration"],
+        ["a", "Café crème, s'il vous plaît; merci", "5"],
+        ["b", "two\nlines \"quoted\"\tand a tab", "7"],
+    ];
+
+    fn delimited(delimiter: char) -> String {
+        let mut text = String::new();
+        for (idx, row) in SHEET.iter().enumerate() {
+            let fields: Vec<String> = row
+                .iter()
+                .map(|field| {
+                    if field.contains([delimiter, '"', '\n', ',', ';', '\t']) {
+                        format!("\"{}\"", field.replace('"', "\"\""))
+                    } else {
+                        (*field).to_owned()
+                    }
+                })
+                .collect();
+            text.push_str(&fields.join(&delimiter.to_string()));
+            // The second row has no line break at the end of the file.
+            if idx + 1 < SHEET.len() {
+                text.push_str("\r\n");
+            }
+        }
+        text
+    }
+
+    fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
+        let mut bytes = if big_endian {
+            vec![0xFE, 0xFF]
+        } else {
+            vec![0xFF, 0xFE]
+        };
+        for unit in text.encode_utf16() {
+            let pair = if big_endian {
+                unit.to_be_bytes()
+            } else {
+                unit.to_le_bytes()
+            };
+            bytes.extend(pair);
+        }
+        bytes
+    }
+
+    fn read(name: &str, bytes: &[u8], options: &ReadOptions) -> (bool, Vec<RawRow>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let mut manifest = Manifest::open_with(&path, options).unwrap();
+        let mut rows = Vec::new();
+        while let Some(row) = manifest.next_row().unwrap() {
+            rows.push(row.unwrap());
+        }
+        assert_eq!(manifest.columns(), ["id", "prompt", "duration"], "{name}");
+        (manifest.has_bom(), rows)
+    }
+
+    #[test]
+    fn every_export_of_one_sheet_gives_the_same_rows() {
+        let plain = ReadOptions::default();
+        let (_, expected) = read("m.csv", delimited(',').as_bytes(), &plain);
+        assert_eq!(expected.len(), 2);
+        assert_eq!(expected[1].line, 3);
+        assert_eq!(
+            expected[0].cells[1].value,
+            "Café crème, s'il vous plaît; merci"
+        );
+        let windows_1252 = encoding_rs::WINDOWS_1252
+            .encode(&delimited(';'))
+            .0
+            .into_owned();
+        let mut utf8_bom = b"\xEF\xBB\xBF".to_vec();
+        utf8_bom.extend(delimited(';').into_bytes());
+        let legacy = ReadOptions {
+            encoding: Some(encoding_rs::WINDOWS_1252),
+            ..ReadOptions::default()
+        };
+        let pipe = ReadOptions {
+            delimiter: Some(b'|'),
+            ..ReadOptions::default()
+        };
+        for (name, bytes, options, bom) in [
+            ("semicolon.csv", delimited(';').into_bytes(), &plain, false),
+            ("tab.tsv", delimited('\t').into_bytes(), &plain, false),
+            ("bom.csv", utf8_bom, &plain, true),
+            ("unicode.txt", utf16(&delimited('\t'), false), &plain, true),
+            ("utf16be.csv", utf16(&delimited(','), true), &plain, true),
+            ("no-extension", utf16(&delimited('\t'), false), &plain, true),
+            ("legacy.csv", windows_1252, &legacy, false),
+            ("pipe.csv", delimited('|').into_bytes(), &pipe, false),
+        ] {
+            let (has_bom, rows) = read(name, &bytes, options);
+            assert_eq!(rows, expected, "{name}");
+            assert_eq!(has_bom, bom, "{name}");
+        }
+    }
+
+    #[test]
+    fn legacy_bytes_without_encoding_point_at_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.csv");
+        let bytes = encoding_rs::WINDOWS_1252.encode("id;prompt\na;Café\n").0;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut manifest = Manifest::open(&path).unwrap();
+        let problem = manifest.next_row().unwrap().unwrap().unwrap_err();
+        assert_eq!((problem.location.line, problem.rule), (2, "utf8"));
+        assert_eq!(problem.location.column, Some((2, "prompt".to_owned())));
+        assert!(
+            problem.message.contains("--encoding windows-1252"),
+            "{}",
+            problem.message
+        );
+    }
+
+    #[test]
+    fn files_are_recognised_by_their_first_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let bomless = dir.path().join("m.csv");
+        let units: Vec<u8> = "id,prompt\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        std::fs::write(&bomless, units).unwrap();
+        let error = Manifest::open(&bomless).err().unwrap();
+        assert!(error.to_string().contains("--encoding utf-16le"), "{error}");
+        let text_as_workbook = dir.path().join("m.xlsx");
+        std::fs::write(&text_as_workbook, "id,prompt\n").unwrap();
+        let error = Manifest::open(&text_as_workbook).err().unwrap();
+        assert!(
+            matches!(error, ManifestError::NotAWorkbook { .. }),
+            "{error}"
+        );
+        let with_sheet = ReadOptions {
+            sheet: Some("Shots".to_owned()),
+            ..ReadOptions::default()
+        };
+        std::fs::write(&bomless, "id,prompt\n").unwrap();
+        let error = Manifest::open_with(&bomless, &with_sheet).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "--sheet applies to workbooks, and manifest {} is delimited text",
+                bomless.display()
+            )
+        );
+    }
+}
+
+#[cfg(test)]
+mod workbooks {
+    use super::*;
+    use rust_xlsxwriter::{ExcelDateTime, Format, Formula, Workbook};
+    use serde_json::json;
+
+    /// A workbook as people make them: a title row and a blank row above
+    /// the table, which starts in column B; typed cells; formulas with their
+    /// cached results; an error cell; a second sheet.
+    fn write_workbook(path: &Path) {
+        let mut workbook = Workbook::new();
+        let shots = workbook.add_worksheet();
+        shots.set_name("Shots").unwrap();
+        shots.write_string(0, 0, "My shots").unwrap();
+        for (col, name) in [
+            "Image URL",
+            "Prompt",
+            "Duration",
+            "Audio",
+            "cfg",
+            "Shot date",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            shots.write_string(2, col as u16 + 1, name).unwrap();
+        }
+        shots.write_string(3, 1, "https://x/a.png").unwrap();
+        shots.write_string(3, 2, "Café crème").unwrap();
+        shots.write_number(3, 3, 5.0).unwrap();
+        shots.write_boolean(3, 4, true).unwrap();
+        shots
+            .write_formula(
+                3,
+                5,
+                Formula::new("=0.1+0.2").set_result("0.30000000000000004"),
+            )
+            .unwrap();
+        let date = ExcelDateTime::from_ymd(2026, 11, 26).unwrap();
+        let date_format = Format::new().set_num_format("yyyy-mm-dd");
+        shots
+            .write_datetime_with_format(3, 6, &date, &date_format)
+            .unwrap();
+        // Row 5 is left empty; row 6 has an error cell.
+        shots.write_string(5, 1, "https://x/b.png").unwrap();
+        shots.write_string(5, 2, "second").unwrap();
+        shots
+            .write_formula(5, 3, Formula::new("=1/0").set_result("#DIV/0!"))
+            .unwrap();
+        let extra = workbook.add_worksheet();
+        extra.set_name("Extra takes").unwrap();
+        extra.write_string(0, 0, "prompt").unwrap();
+        extra.write_string(1, 0, "only this").unwrap();
+        workbook.add_worksheet().set_name("Empty").unwrap();
+        workbook.save(path).unwrap();
+    }
+
+    fn read_all(manifest: &mut Manifest) -> Vec<Result<RawRow, Problem>> {
+        let mut rows = Vec::new();
+        while let Some(row) = manifest.next_row().unwrap() {
+            rows.push(row);
+        }
+        rows
+    }
+
+    fn sheet(name: &str) -> ReadOptions {
+        ReadOptions {
+            sheet: Some(name.to_owned()),
+            ..ReadOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_workbook_reads_like_the_sheet_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("book.xlsx");
+        write_workbook(&path);
+        let mut manifest = Manifest::open(&path).unwrap();
+        assert!(manifest.is_workbook());
+        assert!(!manifest.has_bom());
+        assert_eq!(manifest.sheet().map(|s| &**s), Some("Shots"));
+        // The title row is the first row with anything in it: it is the
+        // header, a one-column one.
+        assert_eq!(manifest.header_line(), 1);
+        assert_eq!(manifest.header(), [(1, "My shots")]);
+        let rows = read_all(&mut manifest);
+        let problem = rows[0].as_ref().unwrap_err();
+        assert_eq!(problem.rule, "ragged-row");
+        assert_eq!(
+            problem.to_string().split(':').next(),
+            Some("Shots!B3 (no header)")
+        );
+        assert!(problem.message.contains("the header is row 1"), "{problem}");
+    }
+
+    #[test]
+    fn the_header_may_sit_below_blank_rows_and_cells_keep_their_types() {
+        let dir = tempfile::tempdir().unwrap();
+        // Without a title row, the header is on row 3 and starts in B.
+        let untitled = dir.path().join("untitled.xlsx");
+        let mut workbook = Workbook::new();
+        let shots = workbook.add_worksheet().set_name("Shots").unwrap();
+        for (col, name) in [
+            "Image URL",
+            "Prompt",
+            "Duration",
+            "Audio",
+            "cfg",
+            "Shot date",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            shots.write_string(2, col as u16 + 1, name).unwrap();
+        }
+        shots.write_string(3, 1, "https://x/a.png").unwrap();
+        shots.write_string(3, 2, "Café crème").unwrap();
+        shots.write_number(3, 3, 5.0).unwrap();
+        shots.write_boolean(3, 4, true).unwrap();
+        shots
+            .write_formula(
+                3,
+                5,
+                Formula::new("=0.1+0.2").set_result("0.30000000000000004"),
+            )
+            .unwrap();
+        let date = ExcelDateTime::from_ymd(2026, 11, 26).unwrap();
+        let date_format = Format::new().set_num_format("yyyy-mm-dd");
+        shots
+            .write_datetime_with_format(3, 6, &date, &date_format)
+            .unwrap();
+        shots.write_string(5, 1, "https://x/b.png").unwrap();
+        shots
+            .write_formula(5, 3, Formula::new("=1/0").set_result("#DIV/0!"))
+            .unwrap();
+        workbook.save(&untitled).unwrap();
+
+        let mut manifest = Manifest::open(&untitled).unwrap();
+        assert_eq!(manifest.header_line(), 3);
+        assert_eq!(manifest.header()[0], (2, "Image URL"));
+        let rows = read_all(&mut manifest);
+        assert_eq!(rows.len(), 2, "the empty row 5 is skipped");
+        let first = rows[0].as_ref().unwrap();
+        assert_eq!(first.line, 4);
+        let values: Vec<&serde_json::Value> = first.cells.iter().map(|cell| &cell.value).collect();
+        assert_eq!(
+            values,
+            [
+                &json!("https://x/a.png"),
+                &json!("Café crème"),
+                &json!(5),
+                &json!(true),
+                &json!(0.3),
+                &json!("2026-11-26")
+            ]
+        );
+        let error = rows[1].as_ref().unwrap_err();
+        assert_eq!(error.rule, "cell-error");
+        assert_eq!(error.location.cell().as_deref(), Some("D6"));
+        assert!(
+            error
+                .to_string()
+                .starts_with("Shots!D6 (Duration): the cell shows the error #DIV/0!"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn sheets_are_chosen_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("book.xlsx");
+        write_workbook(&path);
+        let mut manifest = Manifest::open_with(&path, &sheet("extra TAKES")).unwrap();
+        assert_eq!(manifest.sheet().map(|s| &**s), Some("Extra takes"));
+        let rows = read_all(&mut manifest);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].as_ref().unwrap().cells[0].value, json!("only this"));
+
+        let error = Manifest::open_with(&path, &sheet("Shot")).err().unwrap();
+        assert!(
+            error.to_string().ends_with(
+                "has no sheet \"Shot\"; its sheets are \"Shots\", \"Extra takes\", \"Empty\""
+            ),
+            "{error}"
+        );
+        let error = Manifest::open_with(&path, &sheet("Empty")).err().unwrap();
+        assert!(
+            error
+                .to_string()
+                .contains("Empty row 1: the sheet is empty"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_workbook_under_a_csv_name_is_read_as_a_workbook() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("book.xlsx");
+        write_workbook(&path);
+        let renamed = dir.path().join("shots.csv");
+        std::fs::rename(&path, &renamed).unwrap();
+        let manifest = Manifest::open(&renamed).unwrap();
+        assert!(manifest.is_workbook());
+        assert_eq!(manifest.columns(), ["My shots"]);
     }
 }
 
@@ -652,10 +1017,14 @@ mod properties {
     use proptest::prelude::*;
 
     fn read_everything(ext: &str, bytes: &[u8]) -> u64 {
+        read_with(ext, bytes, &ReadOptions::default())
+    }
+
+    fn read_with(ext: &str, bytes: &[u8], options: &ReadOptions) -> u64 {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("m.{ext}"));
         std::fs::write(&path, bytes).unwrap();
-        let Ok(mut manifest) = Manifest::open(&path) else {
+        let Ok(mut manifest) = Manifest::open_with(&path, options) else {
             return 0;
         };
         let mut n_rows = 0;
@@ -668,6 +1037,26 @@ mod properties {
             n_rows += 1;
         }
         n_rows
+    }
+
+    /// A small workbook to damage, written once.
+    fn valid_workbook() -> &'static [u8] {
+        static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        BYTES.get_or_init(|| {
+            let mut workbook = rust_xlsxwriter::Workbook::new();
+            let sheet = workbook.add_worksheet();
+            for (row, values) in [["image", "prompt"], ["https://x/a.png", "Café"]]
+                .iter()
+                .enumerate()
+            {
+                for (col, value) in values.iter().enumerate() {
+                    sheet.write_string(row as u32, col as u16, *value).unwrap();
+                }
+            }
+            sheet.write_number(2, 0, 5.5).unwrap();
+            sheet.write_boolean(2, 1, true).unwrap();
+            workbook.save_to_buffer().unwrap()
+        })
     }
 
     fn csvish() -> impl Strategy<Value = Vec<u8>> {
@@ -694,6 +1083,41 @@ mod properties {
             bytes.push(b'\n');
             bytes.extend(body);
             read_everything("csv", &bytes);
+        }
+
+        #[test]
+        fn the_text_readers_never_panic_in_any_encoding(
+            body in csvish(),
+            bom in prop_oneof![Just(&b""[..]), Just(&b"\xFF\xFE"[..]), Just(&b"\xFE\xFF"[..]), Just(&b"\xEF\xBB\xBF"[..])],
+            ext in prop_oneof![Just("csv"), Just("tsv"), Just("txt"), Just("jsonl"), Just("bin")],
+            legacy in any::<bool>(),
+            delimiter in prop_oneof![Just(None), Just(Some(b';')), Just(Some(b'\t'))],
+        ) {
+            let mut bytes = bom.to_vec();
+            bytes.extend(body);
+            let options = ReadOptions {
+                encoding: legacy.then_some(encoding_rs::WINDOWS_1252),
+                delimiter: delimiter.filter(|_| ext != "jsonl"),
+                ..ReadOptions::default()
+            };
+            read_with(ext, &bytes, &options);
+        }
+
+        #[test]
+        fn the_workbook_reader_never_panics_on_damaged_files(
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in any::<usize>(),
+            ext in prop_oneof![Just("xlsx"), Just("xls"), Just("ods"), Just("csv")],
+        ) {
+            let mut bytes = valid_workbook().to_vec();
+            for (offset, byte) in flips {
+                let offset = offset % bytes.len();
+                bytes[offset] = byte;
+            }
+            if cut % 3 == 0 {
+                bytes.truncate(cut % bytes.len());
+            }
+            read_everything(ext, &bytes);
         }
 
         #[test]

@@ -427,8 +427,9 @@ impl Columns {
     }
 
     /// A `column-mapping-unused` problem for each `--column` whose header
-    /// no learned column matches (the field would silently get its default).
-    pub fn unused_mappings(&self) -> Vec<Problem> {
+    /// no learned column matches (the field would silently get its default),
+    /// placed on the header's line.
+    pub fn unused_mappings(&self, header_line: u64) -> Vec<Problem> {
         self.mappings
             .iter()
             .filter(|mapping| {
@@ -440,7 +441,7 @@ impl Columns {
             .map(|mapping| {
                 let flag = ColumnMapping::flag(mapping.field, &mapping.header);
                 Problem::new(
-                    1,
+                    header_line,
                     "column-mapping-unused",
                     format!(
                         "--column {flag}: the manifest has no column {:?}",
@@ -1259,7 +1260,7 @@ mod tests {
         let context = context().with_columns(ColumnMapping::parse_all(&texts).unwrap());
         let mut columns = Columns::new(&context);
         let mut problems = columns.learn(1, names.iter().enumerate().map(|(i, n)| (i + 1, *n)));
-        problems.extend(columns.unused_mappings());
+        problems.extend(columns.unused_mappings(1));
         problems
     }
 

@@ -14,7 +14,7 @@ use crate::simulator;
 
 pub async fn plan(args: RunArgs, environment: Environment) -> Result<i32, Error> {
     let config = RunConfig::from_args(&args, &environment, Purpose::Plan)?;
-    let reader = Manifest::open(&config.manifest)?;
+    let reader = Manifest::open_with(&config.manifest, &config.read_options)?;
     let endpoint = config.endpoint.name();
     // A plan works on a copy: a run beside it is never held up, and a
     // ledger that does not exist yet is not created.

@@ -39,7 +39,7 @@ pub async fn run(
     let started = Instant::now();
     let config = RunConfig::from_args(&args, &environment, Purpose::Run)?;
     // Fail on an unreadable manifest before creating anything.
-    let reader = Manifest::open(&config.manifest)?;
+    let reader = Manifest::open_with(&config.manifest, &config.read_options)?;
     let (_lock, ledger) = open_ledger(&config)?;
     let (ingested, ledger) = ingest_for(&config, reader, ledger).await?;
     report_problems(&config, &ingested)?;

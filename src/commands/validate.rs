@@ -2,7 +2,7 @@
 //! nothing is sent and the user's ledger is not touched.
 
 use crate::cli::ValidateArgs;
-use crate::config::column_mappings;
+use crate::config::{column_mappings, read_options};
 use crate::error::{EXIT_INVALID, EXIT_OK, Error};
 use crate::ingest::{IngestOptions, ingest_in_background};
 use crate::ledger::Ledger;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub async fn validate(args: ValidateArgs) -> Result<i32, Error> {
     let columns = column_mappings(&args.columns)?;
-    let manifest = Manifest::open(&args.manifest)?;
+    let manifest = Manifest::open_with(&args.manifest, &read_options(&args.reading)?)?;
     let ledger = Ledger::open_temporary()?;
     // A throwaway ledger has no history: nothing can have been paid before.
     let options = IngestOptions {

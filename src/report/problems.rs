@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use crate::cli::OutputFormat;
 use crate::ingest::IngestReport;
 
-/// Each kept problem on its own line, `FILE: line L, column C (NAME): ... [rule]`.
+/// Each kept problem on its own line, `FILE: line L, column C (NAME): ... [rule]`
+/// (in a workbook, `FILE: Sheet!D7 (NAME): ... [rule]`).
 pub fn render_problems(manifest: &Path, report: &IngestReport) -> String {
     let mut out = String::new();
     for problem in &report.problems {
@@ -66,6 +67,8 @@ fn validation_json(manifest: &Path, report: &IngestReport) -> Value {
                 "line": problem.location.line,
                 "column": column,
                 "column_name": column_name,
+                "sheet": problem.location.sheet.as_deref(),
+                "cell": problem.location.cell(),
                 "rule": problem.rule,
                 "message": problem.message,
             })

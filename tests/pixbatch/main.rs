@@ -18,3 +18,4 @@ mod pipeline;
 mod results;
 mod secrets;
 mod spending;
+mod spreadsheets;
