@@ -99,7 +99,9 @@ pub fn read_header(head: &[u8]) -> HeaderRead {
         {
             HeaderRead::NeedMore
         } else {
-            HeaderRead::Refused("it is not a PNG or JPEG image (checked its first bytes)".to_owned())
+            HeaderRead::Refused(
+                "it is not a PNG or JPEG image (checked its first bytes)".to_owned(),
+            )
         };
     };
     match imagesize::blob_size(head) {
@@ -145,7 +147,8 @@ impl RemoteImage {
         width: u32,
         height: u32,
     ) -> RemoteImage {
-        let format = format.and_then(|name| ["png", "jpeg"].into_iter().find(|known| *known == name));
+        let format =
+            format.and_then(|name| ["png", "jpeg"].into_iter().find(|known| *known == name));
         match (rule, format) {
             (None, Some(format)) => RemoteImage::Read {
                 format,

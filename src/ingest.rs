@@ -14,12 +14,17 @@ use crate::ledger::{Ingest, IngestOutcome, Ledger};
 use crate::manifest::Manifest;
 use crate::price::{CostBreakdown, PriceTable, Usd};
 use crate::row::{Problem, RawRow};
-use crate::validate::{ColumnMapping, Columns, ValidationContext, validate_row};
+use crate::validate::{
+    ColumnMapping, Columns, ValidationContext, image_warning, remote_image, remote_image_problem,
+    validate_row,
+};
 
 /// Problems kept for printing; the rest are only counted.
 const MAX_PROBLEMS_KEPT: usize = 1000;
 /// Held edits kept for printing.
 const MAX_EDITS_KEPT: usize = 50;
+/// Warnings kept for printing; the rest are only counted.
+const MAX_WARNINGS_KEPT: usize = 100;
 
 #[derive(Debug, Default)]
 pub struct IngestReport {
@@ -44,6 +49,21 @@ pub struct IngestReport {
     pub n_renamed: u64,
     /// With `dry_run`: what the ledger would hold.
     pub planned: Option<Planned>,
+    /// Warnings: shown with their place and rule, but the row is valid
+    /// (an image URL without an extension, when images are not checked).
+    pub warnings: Vec<Problem>,
+    pub n_warnings: u64,
+    /// How remote images were checked; `None` when they were not.
+    pub images: Option<ImagesChecked>,
+}
+
+/// What checking the manifest's remote images did before the ingest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImagesChecked {
+    /// Distinct remote image URLs in the manifest.
+    pub n_urls: u64,
+    /// Of those, fetched now (the rest were known from the ledger).
+    pub n_fetched: u64,
 }
 
 impl IngestReport {
@@ -51,6 +71,13 @@ impl IngestReport {
         self.n_problems += 1;
         if self.problems.len() < MAX_PROBLEMS_KEPT {
             self.problems.push(problem);
+        }
+    }
+
+    fn warning(&mut self, warning: Problem) {
+        self.n_warnings += 1;
+        if self.warnings.len() < MAX_WARNINGS_KEPT {
+            self.warnings.push(warning);
         }
     }
 
@@ -73,6 +100,10 @@ pub struct IngestOptions {
     pub allow_repeat: bool,
     /// Check and count everything, then keep nothing (`plan`).
     pub dry_run: bool,
+    /// Remote images were checked (`image_check`): refuse the rows whose
+    /// image the ledger's record says the API would refuse. When false, an
+    /// image URL that does not say it is a PNG or JPEG is a warning.
+    pub check_images: bool,
 }
 
 pub fn ingest(
@@ -103,8 +134,22 @@ pub fn ingest(
                 columns.learn(row.line, cells.map(|cell| (cell.index, cell.name.as_str()))),
             );
         }
-        match validate_row(&row, &columns, context) {
-            Ok(spec) => {
+        let image_problem = if options.check_images {
+            match remote_image(&row, &columns) {
+                Some((cell, url)) => ingest
+                    .image_check(&url)?
+                    .and_then(|image| remote_image_problem(&row, cell, &image)),
+                None => None,
+            }
+        } else {
+            if let Some(warning) = image_warning(&row, &columns) {
+                report.warning(warning);
+            }
+            None
+        };
+        match (validate_row(&row, &columns, context), image_problem) {
+            (Ok(_), Some(problem)) => report.problem(problem),
+            (Ok(spec), None) => {
                 let request = &spec.request;
                 let cost = prices
                     .cost(
@@ -115,8 +160,9 @@ pub fn ingest(
                     .map(Usd::micros);
                 record_row(&mut ingest, &mut report, &row, &spec, &columns, cost)?;
             }
-            Err(problems) => problems
+            (Err(problems), image_problem) => problems
                 .into_iter()
+                .chain(image_problem)
                 .for_each(|problem| report.problem(problem)),
         }
     }
@@ -330,18 +376,24 @@ fn manifest_dir(manifest: &Path) -> PathBuf {
     }
 }
 
+/// The validation context of the manifest at `path`.
+pub fn validation_context(
+    path: &Path,
+    image_base_url: Option<url::Url>,
+    columns: Vec<ColumnMapping>,
+) -> ValidationContext {
+    ValidationContext::new(manifest_dir(path), image_base_url).with_columns(columns)
+}
+
 /// `ingest` on a blocking thread, for async callers: the manifest and the
 /// ledger go there and the ledger comes back.
 pub async fn ingest_in_background(
     mut manifest: Manifest,
-    image_base_url: Option<url::Url>,
-    columns: Vec<ColumnMapping>,
+    context: ValidationContext,
     mut ledger: Ledger,
     options: IngestOptions,
     prices: Arc<PriceTable>,
 ) -> Result<(IngestReport, Ledger), Error> {
-    let context =
-        ValidationContext::new(manifest_dir(manifest.path()), image_base_url).with_columns(columns);
     tokio::task::spawn_blocking(move || {
         let report = ingest(&mut manifest, &context, &mut ledger, options, &prices)?;
         Ok((report, ledger))

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod export;
 pub mod image;
+pub mod image_check;
 pub mod ingest;
 pub mod job;
 pub mod ledger;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -16,14 +16,15 @@ use crate::config::{Endpoint, Purpose, RunConfig};
 use crate::error::EXIT_PENDING;
 use crate::error::Error;
 use crate::export::write_results_file;
-use crate::ingest::{IngestReport, Planned, ingest_in_background};
+use crate::image_check::{ImageCheckSettings, check_images};
+use crate::ingest::{IngestReport, Planned, ingest_in_background, validation_context};
 use crate::job::{Counts, JobState};
 use crate::ledger::{Ledger, LedgerHandle, RunLock};
 use crate::manifest::Manifest;
 use crate::price::{CostBreakdown, Usd};
 use crate::report::{
-    MAX_LISTED, PlanReport, ProgressMode, Spend, Summary, Terminal, plan_line, print,
-    render_problems, render_summary, run_exit_code, spawn_progress,
+    ImageProgress, MAX_LISTED, PlanReport, ProgressMode, Spend, Summary, Terminal, images_line,
+    plan_line, print, render_problems, render_summary, run_exit_code, spawn_progress,
 };
 use crate::runner::{Control, Engine, RunReport, Stop, prepare_out_dir};
 use crate::simulator::{self, SimHandle};
@@ -40,7 +41,13 @@ pub async fn run(
     // Fail on an unreadable manifest before creating anything.
     let reader = Manifest::open(&config.manifest)?;
     let (_lock, ledger) = open_ledger(&config)?;
-    let (ingested, ledger) = ingest_for(&config, reader, ledger).await?;
+    let mode = progress_mode(terminal, quiet, config.progress_every);
+    let Some((ingested, ledger)) =
+        ingest_for(&config, reader, ledger, terminal, mode, &stop).await?
+    else {
+        warn!("stopped while checking images; nothing was sent");
+        return Ok(EXIT_PENDING);
+    };
     report_problems(&config, &ingested)?;
     log_ingest(&config.manifest, &ingested);
     let out_dir = &config.settings.out_dir;
@@ -55,13 +62,6 @@ pub async fn run(
     }
 
     let (handle, ledger_thread) = LedgerHandle::spawn(ledger);
-    let mode = if quiet {
-        ProgressMode::Quiet
-    } else if terminal.live {
-        ProgressMode::Bar
-    } else {
-        ProgressMode::Lines(config.progress_every)
-    };
     let report = run_engine(&config, handle.clone(), terminal, mode, &stop).await?;
     let summary_data = finish(&config, handle).await?;
     let _ = ledger_thread.join();
@@ -84,6 +84,7 @@ pub async fn run(
             n_left: summary_data.left.n_jobs(),
             cost_to_finish: summary_data.left.total(),
         },
+        images: ingested.images,
         elapsed: started.elapsed(),
     };
     let code = run_exit_code(&summary_data.counts, &report);
@@ -94,21 +95,55 @@ pub async fn run(
     Ok(code)
 }
 
-/// Takes the manifest into the ledger as `config` says (`plan` too).
+/// How progress is shown: a bar on a terminal, log lines every `every`
+/// elsewhere, nothing with `--quiet`.
+pub(super) fn progress_mode(terminal: &Terminal, quiet: bool, every: Duration) -> ProgressMode {
+    if quiet {
+        ProgressMode::Quiet
+    } else if terminal.live {
+        ProgressMode::Bar
+    } else {
+        ProgressMode::Lines(every)
+    }
+}
+
+/// Takes the manifest into the ledger as `config` says (`plan` too),
+/// after checking its remote images when it says so. `None`: `stop` came
+/// while images were being checked.
 pub(super) async fn ingest_for(
     config: &RunConfig,
     reader: Manifest,
     ledger: Ledger,
-) -> Result<(IngestReport, Ledger), Error> {
-    ingest_in_background(
-        reader,
+    terminal: &Terminal,
+    mode: ProgressMode,
+    stop: &CancellationToken,
+) -> Result<Option<(IngestReport, Ledger)>, Error> {
+    let context = validation_context(
+        &config.manifest,
         config.image_base_url.clone(),
         config.columns.clone(),
+    );
+    let (images, ledger) = if config.ingest.check_images {
+        let settings = ImageCheckSettings::new(config.settings.timeouts.connect);
+        let progress = ImageProgress::new(terminal, mode);
+        let second_reader = Manifest::open(&config.manifest)?;
+        match check_images(second_reader, &context, ledger, settings, progress, stop).await? {
+            (Some(images), ledger) => (Some(images), ledger),
+            (None, _) => return Ok(None),
+        }
+    } else {
+        (None, ledger)
+    };
+    let (mut report, ledger) = ingest_in_background(
+        reader,
+        context,
         ledger,
         config.ingest,
         config.prices.clone(),
     )
-    .await
+    .await?;
+    report.images = images;
+    Ok(Some((report, ledger)))
 }
 
 /// Prints the manifest's problems (to stderr when stdout holds JSON); a
@@ -206,6 +241,9 @@ fn open_ledger(config: &RunConfig) -> Result<(RunLock, Ledger), Error> {
 }
 
 fn log_ingest(manifest: &Path, ingested: &IngestReport) {
+    if ingested.images.is_some() {
+        info!("{}", images_line(ingested));
+    }
     info!(
         "{}: {} row(s): {} new, {} known, {} replaced before submission, {} edited after submission, {} invalid",
         manifest.display(),

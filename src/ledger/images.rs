@@ -104,7 +104,14 @@ impl Ledger {
                         bytes,
                         width,
                         height,
-                    } => (None, None, Some(*format), *bytes, Some(*width), Some(*height)),
+                    } => (
+                        None,
+                        None,
+                        Some(*format),
+                        *bytes,
+                        Some(*width),
+                        Some(*height),
+                    ),
                     RemoteImage::Unreadable { rule, message } => {
                         (Some(*rule), Some(message.as_str()), None, None, None, None)
                     }
@@ -175,7 +182,13 @@ mod tests {
     fn passes_are_kept_and_everything_else_is_checked_again() {
         let mut ledger = Ledger::open_temporary().unwrap();
         let mut urls = ledger.begin_image_urls().unwrap();
-        for url in ["https://x/a", "https://x/b", "https://x/a", "https://x/c", "https://x/d"] {
+        for url in [
+            "https://x/a",
+            "https://x/b",
+            "https://x/a",
+            "https://x/c",
+            "https://x/d",
+        ] {
             urls.add(url).unwrap();
         }
         urls.finish().unwrap();
@@ -204,7 +217,10 @@ mod tests {
             .collect();
         assert_eq!(next, ["https://x/b", "https://x/c", "https://x/d"]);
         let after_b = ledger.image_urls_to_check(0, 1, 0).unwrap()[0].0;
-        assert_eq!(ledger.image_urls_to_check(after_b, 1, 0).unwrap()[0].1, "https://x/c");
+        assert_eq!(
+            ledger.image_urls_to_check(after_b, 1, 0).unwrap()[0].1,
+            "https://x/c"
+        );
         // A pass checked before the freshness limit is fetched again.
         assert_eq!(ledger.count_image_urls(2000).unwrap(), (4, 4));
         assert_eq!(ledger.image_check("https://x/a").unwrap(), Some(read(600)));
