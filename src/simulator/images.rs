@@ -26,8 +26,14 @@ pub(super) struct TestImage {
 pub const TEST_IMAGES: [(&str, &str); 14] = [
     ("good.png", "a 640x480 PNG"),
     ("good.jpg", "an 800x600 JPEG"),
-    ("photo-123", "a 1024x768 PNG without an extension (a CDN transform)"),
-    ("exif.jpg", "a 1200x800 JPEG whose frame header is 200 KiB in, after EXIF-like segments"),
+    (
+        "photo-123",
+        "a 1024x768 PNG without an extension (a CDN transform)",
+    ),
+    (
+        "exif.jpg",
+        "a 1200x800 JPEG whose frame header is 200 KiB in, after EXIF-like segments",
+    ),
     ("no-length.png", "a 640x480 PNG sent without Content-Length"),
     ("small.png", "a 200x200 PNG: too small"),
     ("wide.jpg", "a 2000x400 JPEG: wider than 2.5:1"),
@@ -143,7 +149,9 @@ fn png(width: u32, height: u32) -> Vec<u8> {
 /// picture is absent.
 fn jpeg(width: u32, height: u32, padding: usize) -> Vec<u8> {
     let mut out = vec![0xFF, 0xD8];
-    out.extend_from_slice(&[0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0, 1, 0, 1, 0, 0]);
+    out.extend_from_slice(&[
+        0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0, 1, 0, 1, 0, 0,
+    ]);
     let mut left = padding;
     while left > 0 {
         let len = left.min(65_533);
@@ -173,7 +181,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for byte in bytes {
         crc ^= u32::from(*byte);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -202,13 +214,21 @@ mod tests {
     #[test]
     fn the_images_say_what_they_are() {
         for (name, _) in TEST_IMAGES {
-            let Some(image) = test_image(name) else { continue };
-            let Some((format, width, height)) = image.seen else { continue };
+            let Some(image) = test_image(name) else {
+                continue;
+            };
+            let Some((format, width, height)) = image.seen else {
+                continue;
+            };
             if format == "gif" {
                 continue;
             }
             let size = imagesize::blob_size(&image.head).unwrap();
-            assert_eq!((size.width as u32, size.height as u32), (width, height), "{name}");
+            assert_eq!(
+                (size.width as u32, size.height as u32),
+                (width, height),
+                "{name}"
+            );
         }
         assert_eq!(crc32(b"IEND"), 0xAE42_6082, "the well-known IEND checksum");
         assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);

@@ -242,7 +242,13 @@ mod tests {
 
     #[test]
     fn its_own_test_images_are_judged_by_what_is_served() {
-        for good in ["good.png", "good.jpg", "photo-123?fm=png", "exif.jpg", "norange-good.png"] {
+        for good in [
+            "good.png",
+            "good.jpg",
+            "photo-123?fm=png",
+            "exif.jpg",
+            "norange-good.png",
+        ] {
             let url = format!("{OWN}/test-images/{good}");
             assert!(accepted("image", json!(url)), "{good}");
         }

@@ -13,6 +13,7 @@ mod codebase;
 mod crash;
 mod faults;
 mod hostile;
+mod images;
 mod pipeline;
 mod secrets;
 mod spending;
