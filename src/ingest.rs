@@ -134,31 +134,11 @@ pub fn ingest(
                 columns.learn(row.line, cells.map(|cell| (cell.index, cell.name.as_str()))),
             );
         }
-        let image_problem = if options.check_images {
-            match remote_image(&row, &columns) {
-                Some((cell, url)) => ingest
-                    .image_check(&url)?
-                    .and_then(|image| remote_image_problem(&row, cell, &image)),
-                None => None,
-            }
-        } else {
-            if let Some(warning) = image_warning(&row, &columns) {
-                report.warning(warning);
-            }
-            None
-        };
+        let image_problem = remote_image_check(&ingest, &mut report, &row, &columns, options)?;
         match (validate_row(&row, &columns, context), image_problem) {
             (Ok(_), Some(problem)) => report.problem(problem),
             (Ok(spec), None) => {
-                let request = &spec.request;
-                let cost = prices
-                    .cost(
-                        &request.resolution,
-                        request.duration,
-                        request.generate_audio_switch,
-                    )
-                    .map(Usd::micros);
-                record_row(&mut ingest, &mut report, &row, &spec, &columns, cost)?;
+                record_row(&mut ingest, &mut report, &row, &spec, &columns, prices)?;
             }
             (Err(problems), image_problem) => problems
                 .into_iter()
@@ -200,15 +180,48 @@ pub fn ingest(
     Ok(report)
 }
 
-/// Records one valid row and counts what that did.
+/// The problem with a row's remote image, from the ledger's record of it
+/// when images were checked; when they were not, an image URL that does not
+/// say it is a PNG or JPEG is a warning.
+fn remote_image_check(
+    ingest: &Ingest<'_>,
+    report: &mut IngestReport,
+    row: &RawRow,
+    columns: &Columns,
+    options: IngestOptions,
+) -> Result<Option<Problem>, Error> {
+    if !options.check_images {
+        if let Some(warning) = image_warning(row, columns) {
+            report.warning(warning);
+        }
+        return Ok(None);
+    }
+    let Some((cell, url)) = remote_image(row, columns) else {
+        return Ok(None);
+    };
+    Ok(ingest
+        .image_check(&url)?
+        .and_then(|image| remote_image_problem(row, cell, &image)))
+}
+
+/// Records one valid row, with the cost of one submission of it at
+/// `prices`, and counts what that did.
 fn record_row(
     ingest: &mut Ingest<'_>,
     report: &mut IngestReport,
     row: &RawRow,
     spec: &JobSpec,
     columns: &Columns,
-    cost_micros: Option<u64>,
+    prices: &PriceTable,
 ) -> Result<(), Error> {
+    let request = &spec.request;
+    let cost_micros = prices
+        .cost(
+            &request.resolution,
+            request.duration,
+            request.generate_audio_switch,
+        )
+        .map(Usd::micros);
     match ingest.add(spec, cost_micros)? {
         IngestOutcome::New => report.n_new += 1,
         IngestOutcome::Unchanged => report.n_unchanged += 1,

@@ -83,7 +83,21 @@ impl ImageFetcher {
             response.content_length()
         };
         let whole_body = status != StatusCode::PARTIAL_CONTENT;
-        let mut body = response.bytes_stream();
+        let body = response.bytes_stream();
+        self.read_body(body, length, whole_body)
+            .await
+            .unwrap_or_else(|unreadable| unreadable)
+    }
+
+    /// Reads `body` until the image's dimensions are known; then, when the
+    /// `length` is not known and the `whole_body` is coming, counts the
+    /// rest (keeping none of it) up to just past the limit.
+    async fn read_body<Chunk: AsRef<[u8]>>(
+        &self,
+        mut body: impl futures::Stream<Item = reqwest::Result<Chunk>> + Unpin,
+        length: Option<u64>,
+        whole_body: bool,
+    ) -> Result<RemoteImage, RemoteImage> {
         let mut head: Vec<u8> = Vec::new();
         let mut n_read: u64 = 0;
         let (format, width, height) = loop {
@@ -93,35 +107,32 @@ impl ImageFetcher {
                     width,
                     height,
                 } => break (format, width, height),
-                HeaderRead::Refused(message) => return refused(message),
+                HeaderRead::Refused(message) => return Err(refused(message)),
                 HeaderRead::NeedMore if head.len() >= IMAGE_HEAD_LIMIT => {
-                    return refused(format!(
-                        "no dimensions in its first {} KiB",
-                        IMAGE_HEAD_LIMIT / 1024
-                    ));
+                    let limit = IMAGE_HEAD_LIMIT / 1024;
+                    return Err(refused(format!("no dimensions in its first {limit} KiB")));
                 }
                 HeaderRead::NeedMore => {}
             }
             match body.next().await {
                 Some(Ok(chunk)) => {
+                    let chunk = chunk.as_ref();
                     n_read += chunk.len() as u64;
                     let room = IMAGE_HEAD_LIMIT - head.len();
                     head.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 }
-                Some(Err(error)) => return unreachable(&error, self.timeout),
-                None if head.is_empty() => return refused("the image is empty".to_owned()),
-                None => return refused("the image ends before its dimensions".to_owned()),
+                Some(Err(error)) => return Err(unreachable(&error, self.timeout)),
+                None if head.is_empty() => return Err(refused("the image is empty".to_owned())),
+                None => return Err(refused("the image ends before its dimensions".to_owned())),
             }
         };
         let bytes = match length {
             Some(length) => Some(length),
-            // No length given, but the whole body is coming: count it, up
-            // to the limit (nothing is kept).
             None if whole_body => {
                 while n_read <= self.max_bytes {
                     match body.next().await {
-                        Some(Ok(chunk)) => n_read += chunk.len() as u64,
-                        Some(Err(error)) => return unreachable(&error, self.timeout),
+                        Some(Ok(chunk)) => n_read += chunk.as_ref().len() as u64,
+                        Some(Err(error)) => return Err(unreachable(&error, self.timeout)),
                         None => break,
                     }
                 }
@@ -130,12 +141,12 @@ impl ImageFetcher {
             // A part without the total: the length is not known.
             None => None,
         };
-        RemoteImage::Read {
+        Ok(RemoteImage::Read {
             format,
             bytes,
             width,
             height,
-        }
+        })
     }
 }
 

@@ -111,6 +111,20 @@ impl Summary<'_> {
     }
 }
 
+/// A line saying remote images were not checked, and why, when they were
+/// not.
+fn unchecked_images_note(summary: &Summary<'_>) -> String {
+    if summary.images.is_some() {
+        return String::new();
+    }
+    let why = if summary.simulated {
+        "a rehearsal stays offline; --check-images fetches them"
+    } else {
+        "--no-check-images"
+    };
+    format!("  remote images were not checked before paying ({why})\n")
+}
+
 /// The summary as text.
 pub fn render_summary(summary: &Summary<'_>) -> String {
     let counts = summary.counts;
@@ -145,17 +159,7 @@ pub fn render_summary(summary: &Summary<'_>) -> String {
         let _ = write!(out, " · cap {cap}");
     }
     out.push('\n');
-    if summary.images.is_none() {
-        let why = if summary.simulated {
-            "a rehearsal stays offline; --check-images fetches them"
-        } else {
-            "--no-check-images"
-        };
-        let _ = writeln!(
-            out,
-            "  remote images were not checked before paying ({why})"
-        );
-    }
+    out.push_str(&unchecked_images_note(summary));
     if let Some(fatal) = &summary.report.fatal {
         let _ = writeln!(out, "  stopped: {fatal}");
     } else if let Some(stopped) = &summary.report.stopped {
