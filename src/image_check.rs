@@ -5,6 +5,7 @@
 //! ingest then reads the record (`IngestOptions::check_images`) and
 //! reports each refusal at its row's image cell.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -12,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::ImageFetcher;
 use crate::error::Error;
-use crate::ingest::ImagesChecked;
+use crate::ingest::{ImagesChecked, IngestOptions, IngestReport, ingest_in_background};
 use crate::ledger::{ImageCheck, Ledger, LedgerHandle, now_ms};
 use crate::manifest::Manifest;
+use crate::price::PriceTable;
 use crate::report::ImageProgress;
 use crate::validate::{
     Columns, MAX_IMAGE_BYTES, ValidationContext, remote_image, remote_image_refusal,
@@ -49,18 +51,58 @@ impl ImageCheckSettings {
     }
 }
 
-/// Checks the remote images of `manifest` (a reader of its own: the
-/// manifest is read once here and again by the ingest), recording what
-/// each held in `ledger`, which is handed back. `None`: `stop` was
-/// cancelled before every image was checked.
+/// A check of the manifest's remote images, about to start.
+pub struct ImageChecking {
+    /// A reader of the manifest of its own: it is read once here, and
+    /// again by the ingest.
+    pub reader: Manifest,
+    pub settings: ImageCheckSettings,
+    pub progress: ImageProgress,
+}
+
+/// Takes `reader`'s manifest into `ledger` (`ingest_in_background`), after
+/// checking its remote images when `checking` is given. `None`: `stop`
+/// came while images were being checked.
+pub async fn check_and_ingest(
+    reader: Manifest,
+    context: ValidationContext,
+    ledger: Ledger,
+    options: IngestOptions,
+    prices: Arc<PriceTable>,
+    checking: Option<ImageChecking>,
+    stop: &CancellationToken,
+) -> Result<Option<(IngestReport, Ledger)>, Error> {
+    let (images, ledger) = match checking {
+        Some(checking) => match check_images(checking, &context, ledger, stop).await? {
+            (Some(images), ledger) => (Some(images), ledger),
+            (None, _) => return Ok(None),
+        },
+        None => (None, ledger),
+    };
+    let options = IngestOptions {
+        check_images: images.is_some(),
+        ..options
+    };
+    let (mut report, ledger) =
+        ingest_in_background(reader, context, ledger, options, prices).await?;
+    report.images = images;
+    Ok(Some((report, ledger)))
+}
+
+/// Checks the remote images of the manifest, recording what each held in
+/// `ledger`, which is handed back. `None`: `stop` was cancelled before
+/// every image was checked.
 pub async fn check_images(
-    manifest: Manifest,
+    checking: ImageChecking,
     context: &ValidationContext,
     ledger: Ledger,
-    settings: ImageCheckSettings,
-    progress: ImageProgress,
     stop: &CancellationToken,
 ) -> Result<(Option<ImagesChecked>, Ledger), Error> {
+    let ImageChecking {
+        reader: manifest,
+        settings,
+        progress,
+    } = checking;
     let columns = Columns::new(context);
     let fresh_since = now_ms().saturating_sub(PASS_KEPT_FOR.as_millis() as i64);
     let (n_urls, n_to_fetch, ledger) = tokio::task::spawn_blocking(move || {

@@ -16,8 +16,8 @@ use crate::config::{Endpoint, Purpose, RunConfig};
 use crate::error::EXIT_PENDING;
 use crate::error::Error;
 use crate::export::write_results_file;
-use crate::image_check::{ImageCheckSettings, check_images};
-use crate::ingest::{IngestReport, Planned, ingest_in_background, validation_context};
+use crate::image_check::{ImageCheckSettings, ImageChecking, check_and_ingest};
+use crate::ingest::{IngestReport, Planned, validation_context};
 use crate::job::{Counts, JobState};
 use crate::ledger::{Ledger, LedgerHandle, RunLock};
 use crate::manifest::Manifest;
@@ -123,27 +123,26 @@ pub(super) async fn ingest_for(
         config.image_base_url.clone(),
         config.columns.clone(),
     );
-    let (images, ledger) = if config.ingest.check_images {
-        let settings = ImageCheckSettings::new(config.settings.timeouts.connect);
-        let progress = ImageProgress::new(terminal, mode);
-        let second_reader = Manifest::open(&config.manifest)?;
-        match check_images(second_reader, &context, ledger, settings, progress, stop).await? {
-            (Some(images), ledger) => (Some(images), ledger),
-            (None, _) => return Ok(None),
-        }
+    let checking = if config.ingest.check_images {
+        Some(ImageChecking {
+            reader: Manifest::open(&config.manifest)?,
+            settings: ImageCheckSettings::new(config.settings.timeouts.connect),
+            progress: ImageProgress::new(terminal, mode),
+        })
     } else {
-        (None, ledger)
+        None
     };
-    let (mut report, ledger) = ingest_in_background(
+    let prices = config.prices.clone();
+    check_and_ingest(
         reader,
         context,
         ledger,
         config.ingest,
-        config.prices.clone(),
+        prices,
+        checking,
+        stop,
     )
-    .await?;
-    report.images = images;
-    Ok(Some((report, ledger)))
+    .await
 }
 
 /// Prints the manifest's problems (to stderr when stdout holds JSON); a
