@@ -436,7 +436,8 @@ fn slow_response(content: Vec<u8>, total: Duration) -> Response {
 
 /// `GET /test-images/{name}`: one of the test images (`images`), a range
 /// of it when asked (unless the name starts with `norange-`, or the image
-/// is sent without a length), or 404.
+/// is sent without a length), a redirect to `NAME` for `redirect-NAME`,
+/// or 404.
 pub(super) async fn test_image_file(
     State(state): State<Arc<SimState>>,
     Path(name): Path<String>,
@@ -445,6 +446,13 @@ pub(super) async fn test_image_file(
     bump(&state.counters.image_requests);
     if headers.contains_key(header::AUTHORIZATION) {
         bump(&state.counters.image_requests_with_key);
+    }
+    if let Some(target) = name.strip_prefix("redirect-") {
+        let mut response = StatusCode::FOUND.into_response();
+        if let Ok(location) = HeaderValue::from_str(&format!("/test-images/{target}")) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        return response;
     }
     let (honour_range, name) = match name.strip_prefix("norange-") {
         Some(rest) => (false, rest),

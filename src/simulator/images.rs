@@ -6,7 +6,8 @@
 //! Nothing is stored: each is generated when asked for, and the bytes past
 //! a picture's end (for `huge.png`) are zeros streamed as they are sent.
 //! Ranges (`bytes=START-END`) are honoured; the `norange-` prefix on a
-//! name serves the same image ignoring them.
+//! name serves the same image ignoring them, and `redirect-` redirects to
+//! it.
 
 /// Image lengths past this are refused by the provider ("file ≤ 10 MB").
 const TOO_LONG: u64 = 11 * 1024 * 1024;

@@ -70,7 +70,10 @@ fn check_image(object: &Map<String, Value>, own_base: &str) -> Result<(), String
         .and_then(|path| path.strip_prefix(own_base))
         .and_then(|path| path.strip_prefix("/test-images/"))
     {
-        Some(name) => check_served_image(name.strip_prefix("norange-").unwrap_or(name)),
+        Some(name) => {
+            let name = name.strip_prefix("redirect-").unwrap_or(name);
+            check_served_image(name.strip_prefix("norange-").unwrap_or(name))
+        }
         None => Ok(()),
     }
 }

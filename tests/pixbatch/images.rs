@@ -83,13 +83,14 @@ fn located(report: &Value, key: &str) -> Vec<(u64, Option<u64>, String)> {
         .collect()
 }
 
-const GOOD: [&str; 6] = [
+const GOOD: [&str; 7] = [
     "good.png",
     "good.jpg",
     "photo-123?w=800&fm=png",
     "exif.jpg",
     "no-length.png",
     "norange-good.png",
+    "redirect-good.jpg",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +173,8 @@ async fn good_images_pass_and_a_second_run_fetches_nothing() {
     let scratch = Scratch::new(fast_sim()).await;
     scratch.write_manifest(&manifest(&scratch, &GOOD));
     assert_eq!(run_checking(&scratch, &[]).await, EXIT_OK);
-    assert_eq!(image_requests(&scratch), GOOD.len() as u64);
+    // One request per image, and one more for the redirect.
+    assert_eq!(image_requests(&scratch), GOOD.len() as u64 + 1);
     assert_eq!(scratch.submits_accepted(), GOOD.len() as u64);
     assert_eq!(
         scratch.sim_count(|counters| &counters.image_requests_with_key),
@@ -182,7 +184,7 @@ async fn good_images_pass_and_a_second_run_fetches_nothing() {
     assert_eq!(run_checking(&scratch, &[]).await, EXIT_OK);
     assert_eq!(
         image_requests(&scratch),
-        GOOD.len() as u64,
+        GOOD.len() as u64 + 1,
         "passes are kept in the ledger"
     );
 }
