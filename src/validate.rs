@@ -906,8 +906,8 @@ pub fn image_warning(row: &RawRow, columns: &Columns) -> Option<Problem> {
     if ext.is_some_and(|ext| IMAGE_EXTENSIONS.contains(&ext.as_str())) {
         return None;
     }
-    let message = "the image URL does not end in .jpg, .jpeg or .png and images were not checked, \
-                   so nothing says it is a PNG or JPEG the API will take (check it with --check-images)";
+    let message = "the image URL does not end in .jpg, .jpeg or .png and images were not checked: \
+                   nothing says it is a PNG or JPEG (--check-images checks its bytes)";
     Some(
         Problem::new(row.line, "image-extension-missing", message)
             .at_column(cell.index, &cell.name),
