@@ -129,12 +129,12 @@ pub enum RemoteImage {
         height: u32,
     },
     /// Unreachable, or not a readable PNG/JPEG (`image-unreachable`,
-    /// `image-format`, or `image-size` when it is too long to measure).
+    /// `image-format`).
     Unreadable { rule: &'static str, message: String },
 }
 
 /// The rules a `RemoteImage::Unreadable` can carry.
-pub const UNREADABLE_RULES: [&str; 3] = ["image-unreachable", "image-format", "image-size"];
+pub const UNREADABLE_RULES: [&str; 2] = ["image-unreachable", "image-format"];
 
 impl RemoteImage {
     /// Rebuilds a stored finding: the format and rule names as `&'static

@@ -312,6 +312,9 @@ impl ImageProgress {
             tracing::info!("checked {} remote image(s)", self.bar.position());
         }
         self.bar.finish_and_clear();
+        if let Some(multi) = &self.multi {
+            multi.remove(&self.bar);
+        }
     }
 }
 
