@@ -294,6 +294,7 @@ impl ImageProgress {
         self.bar.set_length(n_to_fetch);
         if let Some(multi) = &self.multi {
             let bar = multi.add(self.bar.clone());
+            bar.tick();
             bar.enable_steady_tick(Duration::from_millis(250));
         } else if matches!(self.mode, ProgressMode::Lines(_)) {
             tracing::info!(

@@ -292,3 +292,64 @@ async fn without_the_check_a_missing_extension_is_a_warning_and_a_wrong_one_an_e
         [(2, Some(2), "image-extension".to_owned())]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_shows_the_images_being_checked() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(&manifest(&scratch, &["good.png", "huge.png"]));
+    let command = format!(
+        "stty cols 100 rows 40; {} validate {} --check-images",
+        assert_cmd::cargo::cargo_bin("pixbatch").display(),
+        path_str(&scratch.manifest())
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("script")
+            .args(["-qefc", &command, "/dev/null"])
+            .env_remove("PIXBATCH_LOG")
+            .env("TERM", "xterm-256color")
+            .output()
+            .expect("`script` runs (util-linux)")
+    })
+    .await
+    .unwrap();
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        screen.contains("checking images ") && screen.contains("/2"),
+        "{screen:?}"
+    );
+    assert!(screen.contains("[image-size]"), "{screen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonl_images_are_checked_at_their_own_key() {
+    let scratch = Scratch::new(fast_sim()).await;
+    let manifest = scratch.path("jobs.jsonl");
+    std::fs::write(
+        &manifest,
+        format!(
+            "{{\"prompt\": \"p\", \"image\": \"{}\"}}\n{{\"image\": \"{}\", \"prompt\": \"q\"}}\n{{\"image\": \"{}\", \"prompt\": \"r\"}}\n",
+            image_url(&scratch, "small.png"),
+            image_url(&scratch, "missing.png"),
+            image_url(&scratch, "good.jpg"),
+        ),
+    )
+    .unwrap();
+    let output = binary(vec![
+        "validate".into(),
+        path_str(&manifest),
+        "--check-images".into(),
+        "--format".into(),
+        "json".into(),
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(EXIT_INVALID));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        located(&report, "problems"),
+        [
+            (1, Some(2), "image-dimensions".to_owned()),
+            (2, Some(1), "image-unreachable".to_owned()),
+        ]
+    );
+    assert_eq!(report["valid_rows"], 1);
+}
