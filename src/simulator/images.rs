@@ -19,12 +19,14 @@ pub(super) struct TestImage {
     pub(super) len: u64,
     /// Whether the answer leaves out `Content-Length` (sent chunked).
     pub(super) no_length: bool,
+    /// Whether the image stops for `STALL` after its first bytes.
+    pub(super) stalls: bool,
     /// What the provider sees in it: format, width, height.
     pub(super) seen: Option<(&'static str, u32, u32)>,
 }
 
 /// Every name served, with what it is (the simulator's README table).
-pub const TEST_IMAGES: [(&str, &str); 14] = [
+pub const TEST_IMAGES: [(&str, &str); 15] = [
     ("good.png", "a 640x480 PNG"),
     ("good.jpg", "an 800x600 JPEG"),
     (
@@ -36,6 +38,10 @@ pub const TEST_IMAGES: [(&str, &str); 14] = [
         "a 1200x800 JPEG whose frame header is 200 KiB in, after EXIF-like segments",
     ),
     ("no-length.png", "a 640x480 PNG sent without Content-Length"),
+    (
+        "slow.png",
+        "a 640x480 PNG that stops for 60 s after its first 8 bytes",
+    ),
     ("small.png", "a 200x200 PNG: too small"),
     ("wide.jpg", "a 2000x400 JPEG: wider than 2.5:1"),
     ("tall.png", "a 400x1200 PNG: taller than 1:2.5"),
@@ -53,6 +59,7 @@ pub(super) fn test_image(name: &str) -> Option<TestImage> {
         len: head.len() as u64,
         head,
         no_length: false,
+        stalls: false,
         seen,
     };
     let html = b"<!doctype html><title>Not found</title><p>Try the gallery.</p>".to_vec();
@@ -63,6 +70,10 @@ pub(super) fn test_image(name: &str) -> Option<TestImage> {
         "exif.jpg" => image(jpeg(1200, 800, 200 * 1024), Some(("jpeg", 1200, 800))),
         "no-length.png" => TestImage {
             no_length: true,
+            ..image(png(640, 480), Some(("png", 640, 480)))
+        },
+        "slow.png" => TestImage {
+            stalls: true,
             ..image(png(640, 480), Some(("png", 640, 480)))
         },
         "small.png" => image(png(200, 200), Some(("png", 200, 200))),
@@ -91,24 +102,48 @@ pub(super) fn byte_range(header: &str, len: u64) -> Option<(u64, u64)> {
     (start <= end && start < len).then_some((start, end))
 }
 
+/// How long `slow.png` stops after its first bytes.
+const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The bytes `start..=end` of `image`, in chunks, the zeros past its head
-/// made as they are sent.
+/// made as they are sent; an image that stalls sends its first 8 bytes
+/// alone, then nothing for `STALL`.
 pub(super) fn chunks(
     image: TestImage,
     start: u64,
     end: u64,
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    use futures::StreamExt;
     const CHUNK: u64 = 64 * 1024;
-    let head_len = image.head.len() as u64;
-    futures::stream::iter((start..=end).step_by(CHUNK as usize).map(move |from| {
+    let stalls = image.stalls && start == 0 && end >= 8;
+    let mut pieces = Vec::new();
+    let mut from = start;
+    if stalls {
+        pieces.push((0, 7));
+        from = 8;
+    }
+    while from <= end {
         let to = (from + CHUNK - 1).min(end);
-        let mut chunk = Vec::with_capacity((to - from + 1) as usize);
-        if from < head_len {
-            chunk.extend_from_slice(&image.head[from as usize..=(to.min(head_len - 1)) as usize]);
+        pieces.push((from, to));
+        from = to + 1;
+    }
+    let image = std::sync::Arc::new(image);
+    futures::stream::iter(pieces.into_iter().enumerate()).then(move |(idx, (from, to))| {
+        let image = image.clone();
+        async move {
+            if stalls && idx == 1 {
+                tokio::time::sleep(STALL).await;
+            }
+            let head = &image.head;
+            let mut chunk = Vec::with_capacity((to - from + 1) as usize);
+            if from < head.len() as u64 {
+                let head_end = to.min(head.len() as u64 - 1) as usize;
+                chunk.extend_from_slice(&head[from as usize..=head_end]);
+            }
+            chunk.resize((to - from + 1) as usize, 0);
+            Ok(chunk)
         }
-        chunk.resize((to - from + 1) as usize, 0);
-        Ok(chunk)
-    }))
+    })
 }
 
 /// A real PNG: an RGB gradient, stored (not compressed) in its zlib stream.

@@ -353,3 +353,24 @@ async fn jsonl_images_are_checked_at_their_own_key() {
     );
     assert_eq!(report["valid_rows"], 1);
 }
+
+#[tokio::test]
+async fn an_image_that_stops_sending_is_unreachable_after_the_timeout() {
+    let scratch = Scratch::new(fast_sim()).await;
+    let timeout = std::time::Duration::from_millis(300);
+    let fetcher = pixbatch::api::ImageFetcher::new(timeout, timeout, 10 * 1024 * 1024);
+    let image = fetcher.check(&image_url(&scratch, "slow.png")).await;
+    match image {
+        RemoteImage::Unreadable { rule, message } => {
+            assert_eq!(rule, "image-unreachable");
+            assert!(message.contains("no answer within 300ms"), "{message}");
+        }
+        read => panic!("the stalled image was read: {read:?}"),
+    }
+    // The simulator's other images are read within the same timeout.
+    let good = fetcher.check(&image_url(&scratch, "good.png")).await;
+    assert!(
+        matches!(good, RemoteImage::Read { width: 640, .. }),
+        "{good:?}"
+    );
+}
