@@ -190,6 +190,14 @@ pub struct RunArgs {
     /// Record the valid rows and go on when some rows are invalid.
     #[arg(long, help_heading = "Manifest")]
     pub skip_invalid: bool,
+    /// Fetch the start of each remote image to check it before paying
+    /// (reachable, PNG or JPEG, at most 10 MB, sides and aspect ratio);
+    /// on by default, except with --simulate (a rehearsal stays offline).
+    #[arg(long, overrides_with = "no_check_images", help_heading = "Manifest")]
+    pub check_images: bool,
+    /// Don't fetch remote images before submitting; the API judges them.
+    #[arg(long, overrides_with = "check_images", help_heading = "Manifest")]
+    pub no_check_images: bool,
     /// Submit rows whose exact request was already submitted under another
     /// id (after ids were added or changed); by default that is an error.
     #[arg(long, help_heading = "Manifest")]
@@ -343,6 +351,11 @@ pub struct ValidateArgs {
     /// Send column HEADER as the API field FIELD (repeatable), as for `run`.
     #[arg(long = "column", value_name = "FIELD=HEADER")]
     pub columns: Vec<String>,
+    /// Also fetch the start of each remote image and check it (reachable,
+    /// PNG or JPEG, at most 10 MB, sides and aspect ratio); by default
+    /// validate touches no network.
+    #[arg(long)]
+    pub check_images: bool,
     /// Output format on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,

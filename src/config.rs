@@ -254,6 +254,7 @@ impl RunConfig {
                 allow_renamed: args.allow_renamed,
                 allow_repeat: args.spending.allow_repeat,
                 dry_run: purpose == Purpose::Plan,
+                check_images: checks_images(args),
             },
             prices: Arc::new(load_prices(&args.spending)?),
             // A rehearsal pays nothing, so it neither checks nor adds to
@@ -273,6 +274,13 @@ impl RunConfig {
             manifest,
         })
     }
+}
+
+/// Whether `run`/`plan` fetch remote images to check them: unless
+/// `--no-check-images`, and not in a rehearsal (`--simulate` stays
+/// offline) unless `--check-images` asks.
+pub fn checks_images(args: &RunArgs) -> bool {
+    !args.no_check_images && (args.check_images || !args.simulate)
 }
 
 /// Counts are bounded by clap; durations are bounded here, so that no

@@ -75,11 +75,110 @@ pub fn read_image_info(path: &Path) -> Result<ImageInfo, ProbeError> {
     })
 }
 
+/// What a remote image's first bytes say, as far as they go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderRead {
+    /// The format and dimensions are known.
+    Complete {
+        format: &'static str,
+        width: u32,
+        height: u32,
+    },
+    /// A PNG or JPEG whose dimensions lie further in: read more.
+    NeedMore,
+    /// Not a PNG or JPEG, or a broken one: the `image-format` message.
+    Refused(String),
+}
+
+/// Reads the format (by magic bytes) and dimensions from the first bytes
+/// of an image, as many as have arrived so far.
+pub fn read_header(head: &[u8]) -> HeaderRead {
+    let Some(format) = format_by_magic(head) else {
+        return if head.len() < PNG_MAGIC.len() && PNG_MAGIC.starts_with(head)
+            || head.len() < JPEG_MAGIC.len() && JPEG_MAGIC.starts_with(head)
+        {
+            HeaderRead::NeedMore
+        } else {
+            HeaderRead::Refused(
+                "it is not a PNG or JPEG image (checked its first bytes)".to_owned(),
+            )
+        };
+    };
+    match imagesize::blob_size(head) {
+        Ok(size) => HeaderRead::Complete {
+            format,
+            width: u32::try_from(size.width).unwrap_or(u32::MAX),
+            height: u32::try_from(size.height).unwrap_or(u32::MAX),
+        },
+        // The bytes ran out before the dimensions.
+        Err(imagesize::ImageError::IoError(_)) => HeaderRead::NeedMore,
+        Err(error) => HeaderRead::Refused(format!("cannot read its dimensions: {error}")),
+    }
+}
+
+/// What checking a remote image found: its header, or why it could not be
+/// read. The API's rules are applied to it by `validate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteImage {
+    /// The header was read. `bytes` is `None` when the server did not say
+    /// how long the image is.
+    Read {
+        format: &'static str,
+        bytes: Option<u64>,
+        width: u32,
+        height: u32,
+    },
+    /// Unreachable, or not a readable PNG/JPEG (`image-unreachable`,
+    /// `image-format`).
+    Unreadable { rule: &'static str, message: String },
+}
+
+/// The rules a `RemoteImage::Unreadable` can carry.
+pub const UNREADABLE_RULES: [&str; 2] = ["image-unreachable", "image-format"];
+
+impl RemoteImage {
+    /// Rebuilds a stored finding: the format and rule names as `&'static
+    /// str` (an unknown stored name reads as unreadable, so it is checked
+    /// again).
+    pub fn from_stored(
+        rule: Option<(String, String)>,
+        format: Option<String>,
+        bytes: Option<u64>,
+        width: u32,
+        height: u32,
+    ) -> RemoteImage {
+        let format =
+            format.and_then(|name| ["png", "jpeg"].into_iter().find(|known| *known == name));
+        match (rule, format) {
+            (None, Some(format)) => RemoteImage::Read {
+                format,
+                bytes,
+                width,
+                height,
+            },
+            (Some((rule, message)), _) => RemoteImage::Unreadable {
+                rule: UNREADABLE_RULES
+                    .into_iter()
+                    .find(|known| *known == rule)
+                    .unwrap_or("image-unreachable"),
+                message,
+            },
+            (None, None) => RemoteImage::Unreadable {
+                rule: "image-unreachable",
+                message: "the stored check could not be read".to_owned(),
+            },
+        }
+    }
+}
+
+const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+const JPEG_MAGIC: &[u8] = &[0xFF, 0xD8, 0xFF];
+
 /// The image format a file's first bytes announce, if PNG or JPEG.
 fn format_by_magic(head: &[u8]) -> Option<&'static str> {
-    if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+    if head.starts_with(PNG_MAGIC) {
         Some("png")
-    } else if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
+    } else if head.starts_with(JPEG_MAGIC) {
         Some("jpeg")
     } else {
         None
@@ -145,6 +244,42 @@ mod tests {
             "image-file"
         );
         assert_eq!(rule(FileProbe.probe(dir.path())), "image-file");
+    }
+
+    #[test]
+    fn a_header_is_read_as_far_as_it_has_arrived() {
+        let png = png_header(640, 360);
+        for cut in [0, 1, 5, 8, 12, 20] {
+            assert_eq!(read_header(&png[..cut]), HeaderRead::NeedMore, "{cut}");
+        }
+        assert_eq!(
+            read_header(&png),
+            HeaderRead::Complete {
+                format: "png",
+                width: 640,
+                height: 360
+            }
+        );
+        // A JPEG with a long APP1 segment before its frame header.
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF];
+        jpeg.extend(std::iter::repeat_n(0u8, 0xFFFD));
+        let before_frame = jpeg.len();
+        jpeg.extend_from_slice(&[0xFF, 0xC0, 0, 17, 8, 0x01, 0x2C, 0x02, 0x58, 3]);
+        jpeg.extend(std::iter::repeat_n(0u8, 15));
+        assert_eq!(read_header(&jpeg[..before_frame]), HeaderRead::NeedMore);
+        assert_eq!(
+            read_header(&jpeg),
+            HeaderRead::Complete {
+                format: "jpeg",
+                width: 600,
+                height: 300
+            }
+        );
+        assert!(matches!(read_header(b"GIF89a..."), HeaderRead::Refused(_)));
+        assert!(matches!(read_header(b"<html>"), HeaderRead::Refused(_)));
+        let mut broken = vec![0xFF, 0xD8, 0xFF, 0x00, 0x00, 0x02, 0x12, 0x34];
+        broken.resize(64, 0);
+        assert!(matches!(read_header(&broken), HeaderRead::Refused(_)));
     }
 
     #[test]

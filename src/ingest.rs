@@ -16,7 +16,10 @@ use crate::ledger::{Ingest, IngestOutcome, Ledger};
 use crate::manifest::Manifest;
 use crate::price::{CostBreakdown, PriceTable, Usd};
 use crate::row::{Problem, RawRow};
-use crate::validate::{ColumnMapping, Columns, ValidationContext, validate_row};
+use crate::validate::{
+    ColumnMapping, Columns, ValidationContext, image_warning, remote_image, remote_image_problem,
+    validate_row,
+};
 
 /// The ledger's `meta` key saying whether the manifest started with a
 /// byte-order mark (`yes`/`no`): its results CSV gets one too.
@@ -29,6 +32,8 @@ pub const MANIFEST_WORKBOOK_KEY: &str = "manifest_workbook";
 const MAX_PROBLEMS_KEPT: usize = 1000;
 /// Held edits kept for printing.
 const MAX_EDITS_KEPT: usize = 50;
+/// Warnings kept for printing; the rest are only counted.
+const MAX_WARNINGS_KEPT: usize = 100;
 
 #[derive(Debug, Default)]
 pub struct IngestReport {
@@ -55,6 +60,21 @@ pub struct IngestReport {
     pub planned: Option<Planned>,
     /// The worksheet read, for a workbook: every problem is placed in it.
     pub sheet: Option<Arc<str>>,
+    /// Warnings: shown with their place and rule, but the row is valid
+    /// (an image URL without an extension, when images are not checked).
+    pub warnings: Vec<Problem>,
+    pub n_warnings: u64,
+    /// How remote images were checked; `None` when they were not.
+    pub images: Option<ImagesChecked>,
+}
+
+/// What checking the manifest's remote images did before the ingest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImagesChecked {
+    /// Distinct remote image URLs in the manifest.
+    pub n_urls: u64,
+    /// Of those, fetched now (the rest were known from the ledger).
+    pub n_fetched: u64,
 }
 
 impl IngestReport {
@@ -62,6 +82,13 @@ impl IngestReport {
         self.n_problems += 1;
         if self.problems.len() < MAX_PROBLEMS_KEPT {
             self.problems.push(problem.in_sheet(self.sheet.as_ref()));
+        }
+    }
+
+    fn warning(&mut self, warning: Problem) {
+        self.n_warnings += 1;
+        if self.warnings.len() < MAX_WARNINGS_KEPT {
+            self.warnings.push(warning.in_sheet(self.sheet.as_ref()));
         }
     }
 
@@ -84,6 +111,10 @@ pub struct IngestOptions {
     pub allow_repeat: bool,
     /// Check and count everything, then keep nothing (`plan`).
     pub dry_run: bool,
+    /// Remote images were checked (`image_check`): refuse the rows whose
+    /// image the ledger's record says the API would refuse. When false, an
+    /// image URL that does not say it is a PNG or JPEG is a warning.
+    pub check_images: bool,
 }
 
 pub fn ingest(
@@ -119,18 +150,17 @@ pub fn ingest(
                 columns.learn(row.line, cells.map(|cell| (cell.index, cell.name.as_str()))),
             );
         }
-        match validate_row(&row, &columns, context) {
-            Ok(spec) => record_row(&mut ingest, &mut report, &row, &spec, &columns, prices)?,
-            Err(problems) => {
-                record_invalid(
-                    &mut ingest,
-                    &mut report,
-                    row.line,
-                    &row.input_map(),
-                    problems,
-                )?;
-            }
-        }
+        let image_problem = remote_image_check(&ingest, &mut report, &row, &columns, options)?;
+        let checked = validate_row(&row, &columns, context);
+        take_row(
+            &mut ingest,
+            &mut report,
+            &row,
+            checked,
+            image_problem,
+            &columns,
+            prices,
+        )?;
     }
     report.header_problems(columns.unused_mappings(manifest.header_line()));
     if report.n_rows == 0 {
@@ -165,6 +195,53 @@ pub fn ingest(
         report.committed = true;
     }
     Ok(report)
+}
+
+/// Records a row as a job when it is valid and its image passed, else as
+/// an invalid row with every problem found.
+fn take_row(
+    ingest: &mut Ingest<'_>,
+    report: &mut IngestReport,
+    row: &RawRow,
+    checked: Result<JobSpec, Vec<Problem>>,
+    image_problem: Option<Problem>,
+    columns: &Columns,
+    prices: &PriceTable,
+) -> Result<(), Error> {
+    match (checked, image_problem) {
+        (Ok(spec), None) => record_row(ingest, report, row, &spec, columns, prices),
+        (Ok(_), Some(problem)) => {
+            record_invalid(ingest, report, row.line, &row.input_map(), vec![problem])
+        }
+        (Err(problems), image_problem) => {
+            let problems = problems.into_iter().chain(image_problem).collect();
+            record_invalid(ingest, report, row.line, &row.input_map(), problems)
+        }
+    }
+}
+
+/// The problem with a row's remote image, from the ledger's record of it
+/// when images were checked; when they were not, an image URL that does not
+/// say it is a PNG or JPEG is a warning.
+fn remote_image_check(
+    ingest: &Ingest<'_>,
+    report: &mut IngestReport,
+    row: &RawRow,
+    columns: &Columns,
+    options: IngestOptions,
+) -> Result<Option<Problem>, Error> {
+    if !options.check_images {
+        if let Some(warning) = image_warning(row, columns) {
+            report.warning(warning);
+        }
+        return Ok(None);
+    }
+    let Some((cell, url)) = remote_image(row, columns) else {
+        return Ok(None);
+    };
+    Ok(ingest
+        .image_check(&url)?
+        .and_then(|image| remote_image_problem(row, cell, &image)))
 }
 
 /// Records one valid row, priced, and counts what that did.
@@ -393,18 +470,24 @@ fn manifest_dir(manifest: &Path) -> PathBuf {
     }
 }
 
+/// The validation context of the manifest at `path`.
+pub fn validation_context(
+    path: &Path,
+    image_base_url: Option<url::Url>,
+    columns: Vec<ColumnMapping>,
+) -> ValidationContext {
+    ValidationContext::new(manifest_dir(path), image_base_url).with_columns(columns)
+}
+
 /// `ingest` on a blocking thread, for async callers: the manifest and the
 /// ledger go there and the ledger comes back.
 pub async fn ingest_in_background(
     mut manifest: Manifest,
-    image_base_url: Option<url::Url>,
-    columns: Vec<ColumnMapping>,
+    context: ValidationContext,
     mut ledger: Ledger,
     options: IngestOptions,
     prices: Arc<PriceTable>,
 ) -> Result<(IngestReport, Ledger), Error> {
-    let context =
-        ValidationContext::new(manifest_dir(manifest.path()), image_base_url).with_columns(columns);
     tokio::task::spawn_blocking(move || {
         let report = ingest(&mut manifest, &context, &mut ledger, options, &prices)?;
         Ok((report, ledger))

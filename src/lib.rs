@@ -9,6 +9,7 @@ pub mod error;
 pub mod export;
 pub mod gallery;
 pub mod image;
+pub mod image_check;
 pub mod ingest;
 pub mod job;
 pub mod ledger;

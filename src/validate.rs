@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use url::Url;
 
-use crate::image::{FileProbe, ImageInfo, ImageProbe};
+use crate::image::{FileProbe, ImageInfo, ImageProbe, RemoteImage};
 use crate::job::{JobId, JobSpec, VideoRequest, hashed_job_id};
 use crate::row::{Cell, Problem, RawRow};
 
@@ -24,6 +24,13 @@ pub const RESOLUTIONS: [&str; 4] = ["360p", "540p", "720p", "1080p"];
 pub const DEFAULT_RESOLUTION: &str = "720p";
 pub const DEFAULT_THINKING_TYPE: &str = "auto";
 const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+/// Extensions of image formats the API does not take: an image URL ending
+/// in one is an error whether or not its bytes are checked. Any other
+/// ending (none, `.php`, `photo-123?fm=png`) says nothing about the format.
+const OTHER_IMAGE_EXTENSIONS: [&str; 14] = [
+    "gif", "webp", "bmp", "tif", "tiff", "heic", "heif", "avif", "svg", "ico", "jxl", "jp2", "psd",
+    "raw",
+];
 
 /// What validation needs to know beyond the row itself.
 #[derive(Clone)]
@@ -799,7 +806,8 @@ impl RowCheck<'_> {
     }
 }
 
-type RuleError = (&'static str, String);
+/// A broken rule: its name and a message.
+pub type RuleError = (&'static str, String);
 
 /// The URL to send for an `image` cell: the URL itself, or a local file's
 /// path under `--image-base-url` after the file passed the image rules.
@@ -852,8 +860,88 @@ fn check_image_url(url: Url) -> Result<String, RuleError> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(("image-scheme", "the image URL has no host".to_owned()));
     }
-    check_image_extension(url.path())?;
+    // A URL's format is judged by its bytes (when images are checked) or
+    // by the provider; only an extension naming another format is refused
+    // here (and a missing one is `image_warning`'s).
+    if let Some(ext) = url_extension(&url)
+        && OTHER_IMAGE_EXTENSIONS.contains(&ext.as_str())
+    {
+        return Err((
+            "image-extension",
+            format!("the image must be a PNG or JPEG (.jpg, .jpeg or .png), not .{ext}"),
+        ));
+    }
     Ok(url.to_string())
+}
+
+/// The lower-case extension of a URL path's last segment, if it has one.
+fn url_extension(url: &Url) -> Option<String> {
+    let name = url.path().rsplit('/').next().unwrap_or("");
+    name.rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .filter(|ext| !ext.is_empty())
+}
+
+/// A row's image cell and its URL, when the cell holds an http(s) URL that
+/// passes the URL rules: the images `check_images` fetches, keyed by the
+/// URL exactly as it is sent (local files under `--image-base-url` are
+/// read from disk instead).
+pub fn remote_image<'r>(row: &'r RawRow, columns: &Columns) -> Option<(&'r Cell, String)> {
+    let cell = row
+        .cells
+        .iter()
+        .find(|cell| columns.field(&cell.name) == Some(Field::Image))?;
+    let text = cell.value.as_str()?.trim();
+    match Url::parse(text) {
+        Ok(url) if url.scheme().len() > 1 => check_image_url(url).ok().map(|url| (cell, url)),
+        _ => None,
+    }
+}
+
+/// The warning for a remote image whose URL does not say it is a PNG or
+/// JPEG, when images are not checked: it is sent as it is, and only the
+/// provider will judge it.
+pub fn image_warning(row: &RawRow, columns: &Columns) -> Option<Problem> {
+    let (cell, url) = remote_image(row, columns)?;
+    let ext = Url::parse(&url).ok().as_ref().and_then(url_extension);
+    if ext.is_some_and(|ext| IMAGE_EXTENSIONS.contains(&ext.as_str())) {
+        return None;
+    }
+    let message = "the image URL does not end in .jpg, .jpeg or .png and images were not checked: \
+                   nothing says it is a PNG or JPEG (--check-images checks its bytes)";
+    Some(
+        Problem::new(row.line, "image-extension-missing", message)
+            .at_column(cell.index, &cell.name),
+    )
+}
+
+/// The problem with a remote image, from what checking it found: the
+/// same rules as for local files (`image-size`, `image-dimensions`,
+/// `image-aspect-ratio`), or why it could not be read.
+pub fn remote_image_problem(row: &RawRow, cell: &Cell, image: &RemoteImage) -> Option<Problem> {
+    let (rule, message) = remote_image_refusal(image)?;
+    Some(Problem::new(row.line, rule, message).at_column(cell.index, &cell.name))
+}
+
+/// Why a checked remote image would be refused, if it would.
+pub fn remote_image_refusal(image: &RemoteImage) -> Option<RuleError> {
+    match image {
+        RemoteImage::Unreadable { rule, message } => Some((rule, message.clone())),
+        RemoteImage::Read {
+            format,
+            bytes,
+            width,
+            height,
+        } => check_image_info(&ImageInfo {
+            format,
+            // An unknown length cannot break the size rule; the provider
+            // judges it.
+            bytes: bytes.unwrap_or(0),
+            width: *width,
+            height: *height,
+        })
+        .err(),
+    }
 }
 
 fn check_image_extension(path: &str) -> Result<(), RuleError> {
@@ -1181,11 +1269,17 @@ mod tests {
     }
 
     #[test]
-    fn image_urls_need_http_and_an_image_extension() {
+    fn image_urls_need_http_and_no_other_formats_extension() {
         for good in [
             "https://cdn.example.com/a.png",
             "http://cdn.example.com/a.JPG",
             "https://cdn.example.com/dir/a.jpeg?sig=abc",
+            // No extension: judged by its bytes, or sent with a warning.
+            "https://images.example.com/photo-123?w=800&fm=png",
+            "https://cdn.example.com/",
+            "https://cdn.example.com/png",
+            "https://cdn.example.com/render.php?id=4",
+            "https://cdn.example.com/v1.2/photo",
         ] {
             let result = validate(
                 &row(&[("image", json!(good)), ("prompt", json!("p"))]),
@@ -1198,9 +1292,8 @@ mod tests {
             ("file:///tmp/a.png", "image-scheme"),
             ("data:image/png;base64,AAAA", "image-scheme"),
             ("https://cdn.example.com/a.gif", "image-extension"),
-            ("https://cdn.example.com/a.webp", "image-extension"),
-            ("https://cdn.example.com/", "image-extension"),
-            ("https://cdn.example.com/png", "image-extension"),
+            ("https://cdn.example.com/a.WEBP?fm=png", "image-extension"),
+            ("https://cdn.example.com/a.heic", "image-extension"),
             ("images/a.png", "image-local-needs-base-url"),
         ] {
             let result = validate(
@@ -1209,6 +1302,53 @@ mod tests {
             );
             assert_eq!(rules(result), [rule], "{bad}");
         }
+    }
+
+    #[test]
+    fn a_url_without_an_image_extension_is_a_warning_when_not_checked() {
+        let warning = |image: &str| {
+            let row = row(&[("prompt", json!("p")), ("image", json!(image))]);
+            let mut columns = Columns::new(&context());
+            columns.learn(1, numbered(&row));
+            image_warning(&row, &columns)
+        };
+        let problem = warning("https://images.example.com/photo-123?w=800&fm=png").unwrap();
+        assert_eq!(problem.rule, "image-extension-missing");
+        assert_eq!(problem.location.column, Some((2, "image".to_owned())));
+        assert!(warning("https://x.io/a.png?sig=1").is_none());
+        assert!(warning("https://x.io/a.JPEG").is_none());
+        assert!(
+            warning("https://x.io/a.gif").is_none(),
+            "an error, not a warning"
+        );
+        assert!(warning("local/a.png").is_none(), "local files are read");
+    }
+
+    #[test]
+    fn a_checked_remote_image_meets_the_rules_for_files() {
+        let read = |bytes, width, height| RemoteImage::Read {
+            format: "jpeg",
+            bytes,
+            width,
+            height,
+        };
+        let rule = |image: RemoteImage| remote_image_refusal(&image).map(|(rule, _)| rule);
+        assert_eq!(rule(read(Some(1000), 600, 400)), None);
+        assert_eq!(rule(read(None, 600, 400)), None, "unknown length");
+        assert_eq!(
+            rule(read(Some(MAX_IMAGE_BYTES + 1), 600, 400)),
+            Some("image-size")
+        );
+        assert_eq!(rule(read(Some(1000), 299, 400)), Some("image-dimensions"));
+        assert_eq!(
+            rule(read(Some(1000), 1001, 400)),
+            Some("image-aspect-ratio")
+        );
+        let missing = RemoteImage::Unreadable {
+            rule: "image-unreachable",
+            message: "HTTP 404".to_owned(),
+        };
+        assert_eq!(rule(missing), Some("image-unreachable"));
     }
 
     #[test]

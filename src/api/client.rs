@@ -375,7 +375,7 @@ async fn read_text(response: reqwest::Response, endpoint: Endpoint) -> Result<St
 
 /// A reqwest error and its causes, in one line. Our request URLs carry no
 /// secrets, so they may appear.
-fn describe(error: &reqwest::Error) -> String {
+pub(super) fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
@@ -387,7 +387,7 @@ fn describe(error: &reqwest::Error) -> String {
 }
 
 /// The innermost cause of a reqwest error, as text.
-fn root_cause(error: &reqwest::Error) -> String {
+pub(super) fn root_cause(error: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = error;
     while let Some(source) = cause.source() {
         cause = source;

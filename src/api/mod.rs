@@ -5,6 +5,7 @@
 
 pub mod classify;
 mod client;
+mod images;
 mod key;
 mod wire;
 
@@ -12,5 +13,6 @@ pub use classify::{Endpoint, Failure, FatalCause};
 pub use client::{
     ApiClient, ApiError, DownloadError, Downloaded, RESULT_PATH, SUBMIT_PATH, Timeouts, http_client,
 };
+pub use images::{IMAGE_HEAD_LIMIT, ImageFetcher};
 pub use key::ApiKey;
 pub use wire::{RemoteStatus, TaskResult, VideoLink};

@@ -17,8 +17,8 @@ pub async fn dispatch(
 ) -> Result<i32, Error> {
     match command {
         Command::Run(args) => super::run::run(args, terminal, quiet, environment, stop).await,
-        Command::Plan(args) => super::plan::plan(args, environment).await,
-        Command::Validate(args) => super::validate::validate(args).await,
+        Command::Plan(args) => super::plan::plan(args, terminal, quiet, environment, stop).await,
+        Command::Validate(args) => super::validate::validate(args, terminal, quiet, stop).await,
         Command::Status(args) => super::status::status(args),
         Command::Retry(args) => super::retry::retry(args),
         Command::Export(args) => super::export::export(args),

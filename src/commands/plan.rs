@@ -2,17 +2,25 @@
 //! manifest is taken into the ledger inside a transaction that is then
 //! dropped, so the plan sees exactly what `run` would, and keeps nothing.
 
-use super::run::{ingest_for, plan_report};
+use tokio_util::sync::CancellationToken;
+
+use super::run::{ingest_for, plan_report, progress_mode};
 use crate::cli::{OutputFormat, RunArgs};
 use crate::config::{Environment, Purpose, RunConfig};
-use crate::error::{EXIT_INVALID, EXIT_OK, Error};
+use crate::error::{EXIT_INVALID, EXIT_OK, EXIT_PENDING, Error};
 use crate::ledger::Ledger;
 use crate::manifest::Manifest;
 use crate::price::Usd;
-use crate::report::{print, render_plan, render_problems};
+use crate::report::{Terminal, print, render_plan, render_problems};
 use crate::simulator;
 
-pub async fn plan(args: RunArgs, environment: Environment) -> Result<i32, Error> {
+pub async fn plan(
+    args: RunArgs,
+    terminal: &Terminal,
+    quiet: bool,
+    environment: Environment,
+    stop: CancellationToken,
+) -> Result<i32, Error> {
     let config = RunConfig::from_args(&args, &environment, Purpose::Plan)?;
     let reader = Manifest::open_with(&config.manifest, &config.read_options)?;
     let endpoint = config.endpoint.name();
@@ -36,7 +44,11 @@ pub async fn plan(args: RunArgs, environment: Environment) -> Result<i32, Error>
         ledger.attach_paid_record(record, &endpoint, false, config.ingest.allow_repeat)?;
     }
     let spent = Usd::from_micros(ledger.spent_micros()?);
-    let (ingested, _) = ingest_for(&config, reader, ledger).await?;
+    let mode = progress_mode(terminal, quiet, config.progress_every);
+    let Some((ingested, _)) = ingest_for(&config, reader, ledger, terminal, mode, &stop).await?
+    else {
+        return Ok(EXIT_PENDING);
+    };
     if config.summary_format == OutputFormat::Text {
         print(&render_problems(&config.manifest, &ingested))?;
     }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -17,14 +17,15 @@ use crate::error::EXIT_PENDING;
 use crate::error::Error;
 use crate::export::{ResultsFormat, TableOptions, write_results_file};
 use crate::gallery::{GALLERY_FILE, write_gallery_file};
-use crate::ingest::{IngestReport, MANIFEST_WORKBOOK_KEY, Planned, ingest_in_background};
+use crate::image_check::{ImageCheckSettings, ImageChecking, check_and_ingest};
+use crate::ingest::{IngestReport, MANIFEST_WORKBOOK_KEY, Planned, validation_context};
 use crate::job::{Counts, JobState};
 use crate::ledger::{Ledger, LedgerHandle, RunLock};
 use crate::manifest::Manifest;
 use crate::price::{CostBreakdown, Usd};
 use crate::report::{
-    MAX_LISTED, PlanReport, ProgressMode, Spend, Summary, Terminal, plan_line, print,
-    render_problems, render_summary, run_exit_code, spawn_progress,
+    ImageProgress, MAX_LISTED, PlanReport, ProgressMode, Spend, Summary, Terminal, images_line,
+    plan_line, print, render_problems, render_summary, run_exit_code, spawn_progress,
 };
 use crate::runner::{Control, Engine, RunReport, Stop, prepare_out_dir};
 use crate::simulator::{self, SimHandle};
@@ -41,7 +42,13 @@ pub async fn run(
     // Fail on an unreadable manifest before creating anything.
     let reader = Manifest::open_with(&config.manifest, &config.read_options)?;
     let (_lock, ledger) = open_ledger(&config)?;
-    let (ingested, ledger) = ingest_for(&config, reader, ledger).await?;
+    let mode = progress_mode(terminal, quiet, config.progress_every);
+    let Some((ingested, ledger)) =
+        ingest_for(&config, reader, ledger, terminal, mode, &stop).await?
+    else {
+        warn!("stopped while checking images; nothing was sent");
+        return Ok(EXIT_PENDING);
+    };
     report_problems(&config, &ingested)?;
     log_ingest(&config.manifest, &ingested);
     let out_dir = &config.settings.out_dir;
@@ -62,13 +69,6 @@ pub async fn run(
     }
 
     let (handle, ledger_thread) = LedgerHandle::spawn(ledger);
-    let mode = if quiet {
-        ProgressMode::Quiet
-    } else if terminal.live {
-        ProgressMode::Bar
-    } else {
-        ProgressMode::Lines(config.progress_every)
-    };
     let report = run_engine(&config, handle.clone(), terminal, mode, &stop).await?;
     let summary_data = finish(&config, handle).await?;
     let _ = ledger_thread.join();
@@ -93,6 +93,7 @@ pub async fn run(
             n_left: summary_data.left.n_jobs(),
             cost_to_finish: summary_data.left.total(),
         },
+        images: ingested.images,
         elapsed: started.elapsed(),
     };
     let code = run_exit_code(&summary_data.counts, &report);
@@ -103,19 +104,52 @@ pub async fn run(
     Ok(code)
 }
 
-/// Takes the manifest into the ledger as `config` says (`plan` too).
+/// How progress is shown: a bar on a terminal, log lines every `every`
+/// elsewhere, nothing with `--quiet`.
+pub(super) fn progress_mode(terminal: &Terminal, quiet: bool, every: Duration) -> ProgressMode {
+    if quiet {
+        ProgressMode::Quiet
+    } else if terminal.live {
+        ProgressMode::Bar
+    } else {
+        ProgressMode::Lines(every)
+    }
+}
+
+/// Takes the manifest into the ledger as `config` says (`plan` too),
+/// after checking its remote images when it says so. `None`: `stop` came
+/// while images were being checked.
 pub(super) async fn ingest_for(
     config: &RunConfig,
     reader: Manifest,
     ledger: Ledger,
-) -> Result<(IngestReport, Ledger), Error> {
-    ingest_in_background(
-        reader,
+    terminal: &Terminal,
+    mode: ProgressMode,
+    stop: &CancellationToken,
+) -> Result<Option<(IngestReport, Ledger)>, Error> {
+    let context = validation_context(
+        &config.manifest,
         config.image_base_url.clone(),
         config.columns.clone(),
+    );
+    let checking = if config.ingest.check_images {
+        Some(ImageChecking {
+            reader: Manifest::open_with(&config.manifest, &config.read_options)?,
+            settings: ImageCheckSettings::new(config.settings.timeouts.connect),
+            progress: ImageProgress::new(terminal, mode),
+        })
+    } else {
+        None
+    };
+    let prices = config.prices.clone();
+    check_and_ingest(
+        reader,
+        context,
         ledger,
         config.ingest,
-        config.prices.clone(),
+        prices,
+        checking,
+        stop,
     )
     .await
 }
@@ -215,6 +249,9 @@ fn open_ledger(config: &RunConfig) -> Result<(RunLock, Ledger), Error> {
 }
 
 fn log_ingest(manifest: &Path, ingested: &IngestReport) {
+    if ingested.images.is_some() {
+        info!("{}", images_line(ingested));
+    }
     info!(
         "{}: {} row(s): {} new, {} known, {} replaced before submission, {} edited after submission, {} invalid",
         manifest.display(),

@@ -1,34 +1,58 @@
 //! `pixbatch validate`: every row checked against a throwaway ledger;
-//! nothing is sent and the user's ledger is not touched.
+//! nothing is sent and the user's ledger is not touched. With
+//! `--check-images`, remote images are fetched and checked too (each
+//! time: the throwaway ledger keeps no record of them).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::run::progress_mode;
 use crate::cli::ValidateArgs;
 use crate::config::{column_mappings, read_options};
-use crate::error::{EXIT_INVALID, EXIT_OK, Error};
-use crate::ingest::{IngestOptions, ingest_in_background};
+use crate::error::{EXIT_INVALID, EXIT_OK, EXIT_PENDING, Error};
+use crate::image_check::{ImageCheckSettings, ImageChecking, check_and_ingest};
+use crate::ingest::{IngestOptions, validation_context};
 use crate::ledger::Ledger;
 use crate::manifest::Manifest;
 use crate::price::PriceTable;
-use crate::report::{print, render_validation};
-use std::sync::Arc;
+use crate::report::{ImageProgress, Terminal, print, render_validation};
 
-pub async fn validate(args: ValidateArgs) -> Result<i32, Error> {
+/// `validate` has no `--connect-timeout`; this is `run`'s default.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn validate(
+    args: ValidateArgs,
+    terminal: &Terminal,
+    quiet: bool,
+    stop: CancellationToken,
+) -> Result<i32, Error> {
     let columns = column_mappings(&args.columns)?;
-    let manifest = Manifest::open_with(&args.manifest, &read_options(&args.reading)?)?;
+    let reading = read_options(&args.reading)?;
+    let manifest = Manifest::open_with(&args.manifest, &reading)?;
+    let context = validation_context(&args.manifest, args.image_base_url, columns);
     let ledger = Ledger::open_temporary()?;
+    let checking = if args.check_images {
+        Some(ImageChecking {
+            reader: Manifest::open_with(&args.manifest, &reading)?,
+            settings: ImageCheckSettings::new(CONNECT_TIMEOUT),
+            progress: ImageProgress::new(terminal, progress_mode(terminal, quiet, Duration::ZERO)),
+        })
+    } else {
+        None
+    };
     // A throwaway ledger has no history: nothing can have been paid before.
     let options = IngestOptions {
         allow_renamed: true,
         ..IngestOptions::default()
     };
-    let (report, _) = ingest_in_background(
-        manifest,
-        args.image_base_url,
-        columns,
-        ledger,
-        options,
-        Arc::new(PriceTable::builtin()),
-    )
-    .await?;
+    let prices = Arc::new(PriceTable::builtin());
+    let Some((report, _)) =
+        check_and_ingest(manifest, context, ledger, options, prices, checking, &stop).await?
+    else {
+        return Ok(EXIT_PENDING);
+    };
     print(&render_validation(&args.manifest, &report, args.format))?;
     Ok(if report.n_problems > 0 {
         EXIT_INVALID

@@ -4,6 +4,7 @@
 
 mod actor;
 mod error;
+mod images;
 mod ingest;
 mod jobs;
 mod lock;
@@ -18,6 +19,7 @@ mod test_support;
 
 pub use actor::LedgerHandle;
 pub use error::{LedgerError, Result};
+pub use images::{ImageCheck, ImageUrls};
 pub use ingest::Ingest;
 pub use lock::{LockHolder, RunLock};
 pub use records::{

@@ -92,6 +92,24 @@ const MIGRATIONS: &[&str] = &[
         problems      TEXT NOT NULL
     );
     ",
+    // 5: remote images checked before paying, by URL. `passed` says whether
+    // the image met the API's rules when checked; `rule` and `message` are
+    // set when it could not be read (unreachable, not a PNG/JPEG); the
+    // header's findings otherwise (`bytes` is NULL when the server did not
+    // say). Times are milliseconds since the epoch.
+    "
+    CREATE TABLE image_checks (
+        url        TEXT PRIMARY KEY,
+        passed     INTEGER NOT NULL,
+        rule       TEXT,
+        message    TEXT,
+        format     TEXT,
+        bytes      INTEGER,
+        width      INTEGER,
+        height     INTEGER,
+        checked_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -17,8 +17,8 @@ mod summary;
 
 pub use logging::{Terminal, init_logging, use_color};
 pub use plan::{PlanReport, estimated_time, plan_line, render_plan};
-pub use problems::{render_problems, render_validation};
-pub use progress::{ProgressMode, progress_line, spawn_progress};
+pub use problems::{images_json, images_line, render_problems, render_validation};
+pub use progress::{ImageProgress, ProgressMode, progress_line, spawn_progress};
 pub use shell::{quote, target_args};
 pub use status::{StatusReport, render_status};
 pub use stdout::{is_broken_pipe, print, stdout_writer};

@@ -146,6 +146,7 @@ fn plan_text(plan: &PlanReport<'_>) -> String {
         ingested.n_rows - ingested.n_valid - ingested.n_paid_elsewhere - ingested.n_renamed,
         ingested.n_paid_elsewhere
     );
+    let _ = writeln!(out, "  {}", super::problems::images_line(ingested));
     cost_lines(&mut out, plan);
     let _ = write!(out, "  spent so far by this ledger: {}", plan.spent);
     match (plan.cap, plan.left_after()) {
@@ -222,6 +223,8 @@ fn plan_json(plan: &PlanReport<'_>) -> Value {
         "edited": ingested.n_edited,
         "paid_elsewhere": ingested.n_paid_elsewhere,
         "problems": ingested.n_problems,
+        "warnings": ingested.n_warnings,
+        "images": super::problems::images_json(ingested.images),
         "counts": counts_json(&plan.planned.counts),
         "cost": {
             "total_usd_micros": breakdown.total().micros(),

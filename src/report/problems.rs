@@ -7,10 +7,11 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::cli::OutputFormat;
-use crate::ingest::IngestReport;
+use crate::ingest::{ImagesChecked, IngestReport};
 
 /// Each kept problem on its own line, `FILE: line L, column C (NAME): ... [rule]`
-/// (in a workbook, `FILE: Sheet!D7 (NAME): ... [rule]`).
+/// (in a workbook, `FILE: Sheet!D7 (NAME): ... [rule]`), then each kept
+/// warning, `FILE: warning: line L, ...`.
 pub fn render_problems(manifest: &Path, report: &IngestReport) -> String {
     let mut out = String::new();
     for problem in &report.problems {
@@ -25,7 +26,47 @@ pub fn render_problems(manifest: &Path, report: &IngestReport) -> String {
             report.n_problems - n_kept
         );
     }
+    for warning in &report.warnings {
+        let _ = writeln!(out, "{}: warning: {warning}", manifest.display());
+    }
+    let n_kept = report.warnings.len() as u64;
+    if report.n_warnings > n_kept {
+        let _ = writeln!(
+            out,
+            "{}: ... and {} more warning(s)",
+            manifest.display(),
+            report.n_warnings - n_kept
+        );
+    }
     out
+}
+
+/// One line on how remote images were checked: fetched, known from the
+/// ledger, or not at all.
+pub fn images_line(report: &IngestReport) -> String {
+    match report.images {
+        Some(images) => format!(
+            "{} remote image(s) checked ({} fetched, {} known from the ledger)",
+            images.n_urls,
+            images.n_fetched,
+            images.n_urls - images.n_fetched
+        ),
+        None => {
+            "remote images were not checked (--check-images checks them before paying)".to_owned()
+        }
+    }
+}
+
+/// How remote images were checked, for JSON output.
+pub fn images_json(images: Option<ImagesChecked>) -> Value {
+    match images {
+        Some(images) => json!({
+            "checked": true,
+            "urls": images.n_urls,
+            "fetched": images.n_fetched,
+        }),
+        None => json!({"checked": false}),
+    }
 }
 
 /// What `validate` prints: the problems and a closing line, or one JSON
@@ -40,6 +81,9 @@ pub fn render_validation(manifest: &Path, report: &IngestReport, format: OutputF
         OutputFormat::Text => {
             let mut out = render_problems(manifest, report);
             let manifest = manifest.display();
+            if report.images.is_some() {
+                let _ = writeln!(out, "{manifest}: {}", images_line(report));
+            }
             if report.n_problems > 0 {
                 let _ = writeln!(
                     out,
@@ -55,8 +99,22 @@ pub fn render_validation(manifest: &Path, report: &IngestReport, format: OutputF
 }
 
 fn validation_json(manifest: &Path, report: &IngestReport) -> Value {
-    let problems: Vec<Value> = report
-        .problems
+    json!({
+        "manifest": super::summary::path_json(manifest),
+        "rows": report.n_rows,
+        "valid_rows": report.n_valid,
+        "n_problems": report.n_problems,
+        "problems": problems_json(&report.problems),
+        "n_warnings": report.n_warnings,
+        "warnings": problems_json(&report.warnings),
+        "images": images_json(report.images),
+        "valid": report.n_problems == 0,
+    })
+}
+
+/// Problems (or warnings) as JSON objects.
+fn problems_json(problems: &[crate::row::Problem]) -> Vec<Value> {
+    problems
         .iter()
         .map(|problem| {
             let (column, column_name) = match &problem.location.column {
@@ -73,13 +131,5 @@ fn validation_json(manifest: &Path, report: &IngestReport) -> Value {
                 "message": problem.message,
             })
         })
-        .collect();
-    json!({
-        "manifest": super::summary::path_json(manifest),
-        "rows": report.n_rows,
-        "valid_rows": report.n_valid,
-        "n_problems": report.n_problems,
-        "problems": problems,
-        "valid": report.n_problems == 0,
-    })
+        .collect()
 }

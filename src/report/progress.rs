@@ -265,6 +265,60 @@ pub fn spawn_progress(
     })
 }
 
+/// `checking images 120/400` while remote images are fetched before a
+/// run: a bar on a terminal; elsewhere one log line as it starts and one
+/// as it ends.
+pub struct ImageProgress {
+    multi: Option<indicatif::MultiProgress>,
+    bar: ProgressBar,
+    mode: ProgressMode,
+}
+
+impl ImageProgress {
+    pub fn new(terminal: &Terminal, mode: ProgressMode) -> ImageProgress {
+        let bar = ProgressBar::hidden();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} checking images {pos}/{len}")
+                .expect("the template is valid"),
+        );
+        ImageProgress {
+            multi: (mode == ProgressMode::Bar).then(|| terminal.multi.clone()),
+            bar,
+            mode,
+        }
+    }
+
+    /// `n_to_fetch` images are about to be fetched; `n_known` passed
+    /// recently and are not.
+    pub fn start(&self, n_to_fetch: u64, n_known: u64) {
+        self.bar.set_length(n_to_fetch);
+        if let Some(multi) = &self.multi {
+            let bar = multi.add(self.bar.clone());
+            bar.tick();
+            bar.enable_steady_tick(Duration::from_millis(250));
+        } else if matches!(self.mode, ProgressMode::Lines(_)) {
+            tracing::info!(
+                "checking {n_to_fetch} remote image(s) before paying ({n_known} known from the ledger)"
+            );
+        }
+    }
+
+    /// One more image checked.
+    pub fn advance(&self) {
+        self.bar.inc(1);
+    }
+
+    pub fn finish(&self) {
+        if matches!(self.mode, ProgressMode::Lines(_)) {
+            tracing::info!("checked {} remote image(s)", self.bar.position());
+        }
+        self.bar.finish_and_clear();
+        if let Some(multi) = &self.multi {
+            multi.remove(&self.bar);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::problems::images_json;
 use super::shell::target_args;
 use crate::error::{EXIT_ERROR, EXIT_OK, EXIT_PENDING, EXIT_SOME_FAILED};
+use crate::ingest::ImagesChecked;
 use crate::job::Counts;
 use crate::job::JobState;
 use crate::ledger::JobRecord;
@@ -54,6 +56,8 @@ pub struct Summary<'a> {
     /// The run found nothing new and nothing left to do.
     pub nothing_to_do: bool,
     pub spend: Spend,
+    /// How remote images were checked before the run; `None`: not at all.
+    pub images: Option<ImagesChecked>,
     pub elapsed: Duration,
 }
 
@@ -123,6 +127,20 @@ impl Summary<'_> {
     }
 }
 
+/// A line saying remote images were not checked, and why, when they were
+/// not.
+fn unchecked_images_note(summary: &Summary<'_>) -> String {
+    if summary.images.is_some() {
+        return String::new();
+    }
+    let why = if summary.simulated {
+        "a rehearsal stays offline; --check-images fetches them"
+    } else {
+        "--no-check-images"
+    };
+    format!("  remote images were not checked before paying ({why})\n")
+}
+
 /// The summary as text.
 pub fn render_summary(summary: &Summary<'_>) -> String {
     let counts = summary.counts;
@@ -153,6 +171,7 @@ pub fn render_summary(summary: &Summary<'_>) -> String {
         let _ = write!(out, " · cap {cap}");
     }
     out.push('\n');
+    out.push_str(&unchecked_images_note(summary));
     if let Some(fatal) = &summary.report.fatal {
         let _ = writeln!(out, "  stopped: {fatal}");
     } else if let Some(stopped) = &summary.report.stopped {
@@ -274,6 +293,7 @@ impl Summary<'_> {
             "unfinished": self.counts.unfinished(),
             "edited": self.n_edited,
             "nothing_to_do": self.nothing_to_do,
+            "images": images_json(self.images),
             "spent_this_run_usd_micros": self.spend.this_run.micros(),
             "spent_total_usd_micros": self.spend.total.micros(),
             "cap_usd_micros": self.spend.cap.map(Usd::micros),
@@ -335,6 +355,7 @@ mod tests {
             report,
             nothing_to_do: false,
             spend: Spend::default(),
+            images: Some(ImagesChecked::default()),
             elapsed: Duration::from_secs(61),
         }
     }

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::config::{Scripted, ScriptedDownload};
+use super::images::{byte_range, chunks, test_image};
 use super::rules::check_request;
 use super::state::{SimState, SimTask, bump};
 use super::video::video_content;
@@ -191,7 +192,7 @@ fn injected_submit_fault(state: &SimState) -> Option<Response> {
 /// The provider's refusals of a well-formed submission: a broken input
 /// rule, moderation (`[moderate]` in the prompt), or no balance left.
 fn provider_refusal(state: &SimState, request: &Value) -> Option<Response> {
-    if let Err(message) = check_request(request) {
+    if let Err(message) = check_request(request, &state.base_url) {
         return Some(error_response(400, "INVALID_REQUEST_BODY", &message, None));
     }
     let prompt = request.get("prompt").and_then(Value::as_str).unwrap_or("");
@@ -430,5 +431,72 @@ fn slow_response(content: Vec<u8>, total: Duration) -> Response {
     response
         .headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(full_len));
+    response
+}
+
+/// `GET /test-images/{name}`: one of the test images (`images`), a range
+/// of it when asked (unless the name starts with `norange-`, or the image
+/// is sent without a length), a redirect to `NAME` for `redirect-NAME`,
+/// or 404.
+pub(super) async fn test_image_file(
+    State(state): State<Arc<SimState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    bump(&state.counters.image_requests);
+    if headers.contains_key(header::AUTHORIZATION) {
+        bump(&state.counters.image_requests_with_key);
+    }
+    if let Some(target) = name.strip_prefix("redirect-") {
+        let mut response = StatusCode::FOUND.into_response();
+        if let Ok(location) = HeaderValue::from_str(&format!("/test-images/{target}")) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        return response;
+    }
+    let (honour_range, name) = match name.strip_prefix("norange-") {
+        Some(rest) => (false, rest),
+        None => (true, name.as_str()),
+    };
+    let Some(image) = test_image(name) else {
+        return (StatusCode::NOT_FOUND, "no such test image").into_response();
+    };
+    let len = image.len;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok())
+        .filter(|_| honour_range && !image.no_length);
+    let (status, start, end) = match range.map(|range| byte_range(range, len)) {
+        Some(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end),
+        Some(None) => {
+            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return response;
+        }
+        None if len == 0 => return StatusCode::OK.into_response(),
+        None => (StatusCode::OK, 0, len - 1),
+    };
+    let content_type = match image.seen {
+        Some((format, _, _)) => format!("image/{format}"),
+        None => "text/html".to_owned(),
+    };
+    let no_length = image.no_length;
+    let mut response = Response::new(Body::from_stream(chunks(image, start, end)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&content_type) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if !no_length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+    }
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}"))
+    {
+        headers.insert(header::CONTENT_RANGE, value);
+    }
     response
 }

@@ -11,15 +11,22 @@
 //!
 //! The provider's input rules are stated in `rules`, independently of
 //! `validate`, so the two check each other.
+//!
+//! `GET /test-images/{name}` serves an image of each kind an image check
+//! must tell apart (`images::TEST_IMAGES`); an image URL that points there
+//! is judged by that image when it is submitted, as the provider judges
+//! the image it fetches.
 
 mod config;
 mod handlers;
+mod images;
 mod rules;
 mod server;
 mod state;
 mod video;
 
 pub use config::{Scripted, ScriptedDownload, SimConfig};
+pub use images::TEST_IMAGES;
 pub use server::start;
 pub use state::{Accepted, SimCounters, SimHandle, SimStats, TASK_ID_PREFIX};
 pub use video::video_content;

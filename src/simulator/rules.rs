@@ -6,10 +6,22 @@
 
 use serde_json::{Map, Value};
 
+use super::images::test_image;
+
 /// Image URLs must use one of these schemes (compared without case).
 const IMAGE_SCHEMES: [&str; 2] = ["http://", "https://"];
-/// Image URLs must name a file with one of these extensions.
-const IMAGE_EXTENSIONS: [&str; 3] = [".jpg", ".jpeg", ".png"];
+/// "URL of a .jpg/.jpeg/.png": the provider fetches the image and judges
+/// its bytes, so a URL without an extension (a CDN transform, a signed
+/// link) is taken, but one naming another image format is refused.
+const REFUSED_EXTENSIONS: [&str; 9] = [
+    ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".svg",
+];
+/// "file ≤ 10 MB".
+const IMAGE_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// "width and height ≥ 300 px".
+const IMAGE_MIN_SIDE: u32 = 300;
+/// "aspect ratio between 1:2.5 and 2.5:1".
+const IMAGE_MAX_RATIO: f64 = 2.5;
 /// "Length limit: 0 - 2500", in Unicode characters.
 const PROMPT_MAX_CHARS: usize = 2500;
 /// "Length limit: 0 - 2500", in Unicode characters.
@@ -24,12 +36,14 @@ const CFG_SCALE_MAX: f64 = 1.0;
 const RESOLUTIONS: [&str; 4] = ["360p", "540p", "720p", "1080p"];
 
 /// Checks a submission's body; `Err` is the message of a 400
-/// `INVALID_REQUEST_BODY`. The first broken rule is reported.
-pub(super) fn check_request(request: &Value) -> Result<(), String> {
+/// `INVALID_REQUEST_BODY`. The first broken rule is reported. An image on
+/// the simulator itself (under `{own_base}/test-images/`) is judged by
+/// what is served there.
+pub(super) fn check_request(request: &Value, own_base: &str) -> Result<(), String> {
     let object = request
         .as_object()
         .ok_or("the body must be a JSON object")?;
-    check_image(object)?;
+    check_image(object, own_base)?;
     check_prompts(object)?;
     check_duration(object)?;
     check_cfg_scale(object)?;
@@ -37,7 +51,7 @@ pub(super) fn check_request(request: &Value) -> Result<(), String> {
     check_types(object)
 }
 
-fn check_image(object: &Map<String, Value>) -> Result<(), String> {
+fn check_image(object: &Map<String, Value>, own_base: &str) -> Result<(), String> {
     let image = object
         .get("image")
         .and_then(Value::as_str)
@@ -47,8 +61,42 @@ fn check_image(object: &Map<String, Value>) -> Result<(), String> {
         return Err("image must be an http(s) URL".into());
     }
     let path = lower.split(['?', '#']).next().unwrap_or("");
-    if !IMAGE_EXTENSIONS.iter().any(|ext| path.ends_with(ext)) {
+    if REFUSED_EXTENSIONS.iter().any(|ext| path.ends_with(ext)) {
         return Err("image must be a .jpg, .jpeg or .png".into());
+    }
+    match image
+        .split(['?', '#'])
+        .next()
+        .and_then(|path| path.strip_prefix(own_base))
+        .and_then(|path| path.strip_prefix("/test-images/"))
+    {
+        Some(name) => {
+            let name = name.strip_prefix("redirect-").unwrap_or(name);
+            check_served_image(name.strip_prefix("norange-").unwrap_or(name))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The provider's verdict on an image it fetched: one of the simulator's
+/// test images.
+fn check_served_image(name: &str) -> Result<(), String> {
+    let image = test_image(name).ok_or("image could not be downloaded")?;
+    let Some((format, width, height)) = image.seen else {
+        return Err("image is not a valid image file".into());
+    };
+    if format != "png" && format != "jpeg" {
+        return Err("image must be a JPG or PNG".into());
+    }
+    if image.len > IMAGE_MAX_BYTES {
+        return Err("image file exceeds 10 MB".into());
+    }
+    if width < IMAGE_MIN_SIDE || height < IMAGE_MIN_SIDE {
+        return Err("image width and height must be at least 300 px".into());
+    }
+    let ratio = f64::from(width) / f64::from(height);
+    if !(1.0 / IMAGE_MAX_RATIO..=IMAGE_MAX_RATIO).contains(&ratio) {
+        return Err("image aspect ratio must be between 1:2.5 and 2.5:1".into());
     }
     Ok(())
 }
@@ -144,8 +192,10 @@ mod tests {
     fn with(field: &str, value: Value) -> Result<(), String> {
         let mut body = json!({"image": "https://x.io/a.png", "prompt": "p"});
         body[field] = value;
-        check_request(&body)
+        check_request(&body, OWN)
     }
+
+    const OWN: &str = "http://127.0.0.1:9";
 
     fn accepted(field: &str, value: Value) -> bool {
         with(field, value).is_ok()
@@ -159,9 +209,9 @@ mod tests {
             "thinking_type": "auto", "negative_prompt": "blur",
             "generate_audio_switch": true,
         });
-        assert_eq!(check_request(&body), Ok(()));
-        assert!(check_request(&json!([body])).is_err());
-        assert!(check_request(&json!("text")).is_err());
+        assert_eq!(check_request(&body, OWN), Ok(()));
+        assert!(check_request(&json!([body]), OWN).is_err());
+        assert!(check_request(&json!("text"), OWN).is_err());
     }
 
     #[test]
@@ -173,6 +223,9 @@ mod tests {
             "HTTPS://X.IO/A.PNG",
             "https://x.io/a.png?sig=abc",
             "https://x.io/a.jpg#frag",
+            // Judged by its bytes, which this simulator cannot fetch.
+            "https://images.example.com/photo-123?w=800&fm=png",
+            "https://x.io/",
         ] {
             assert!(accepted("image", json!(good)), "{good}");
         }
@@ -182,14 +235,40 @@ mod tests {
             "x.io/a.png",
             "https://x.io/a.gif",
             "https://x.io/a.webp",
-            "https://x.io/a.png.txt",
-            "https://x.io/a?f=.png",
-            "https://x.io/",
+            "https://x.io/a.HEIC?fm=png",
         ] {
             assert!(!accepted("image", json!(bad)), "{bad}");
         }
         assert!(!accepted("image", json!(1)));
-        assert!(check_request(&json!({"prompt": "p"})).is_err());
+        assert!(check_request(&json!({"prompt": "p"}), OWN).is_err());
+    }
+
+    #[test]
+    fn its_own_test_images_are_judged_by_what_is_served() {
+        for good in [
+            "good.png",
+            "good.jpg",
+            "photo-123?fm=png",
+            "exif.jpg",
+            "norange-good.png",
+        ] {
+            let url = format!("{OWN}/test-images/{good}");
+            assert!(accepted("image", json!(url)), "{good}");
+        }
+        for (bad, message) in [
+            ("small.png", "at least 300 px"),
+            ("wide.jpg", "aspect ratio"),
+            ("tall.png", "aspect ratio"),
+            ("huge.png", "10 MB"),
+            ("animation", "JPG or PNG"),
+            ("page", "not a valid image"),
+            ("fake.png", "not a valid image"),
+            ("empty.png", "not a valid image"),
+            ("missing.png", "could not be downloaded"),
+        ] {
+            let refusal = with("image", json!(format!("{OWN}/test-images/{bad}"))).unwrap_err();
+            assert!(refusal.contains(message), "{bad}: {refusal}");
+        }
     }
 
     #[test]
@@ -204,7 +283,7 @@ mod tests {
             assert!(accepted(field, json!("")), "{field}: 0 is allowed");
             assert!(!accepted(field, json!(5)), "{field}");
         }
-        assert!(check_request(&json!({"image": "https://x.io/a.png"})).is_err());
+        assert!(check_request(&json!({"image": "https://x.io/a.png"}), OWN).is_err());
     }
 
     #[test]

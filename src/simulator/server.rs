@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::config::SimConfig;
-use super::handlers::{download, stats, submit, task_result};
+use super::handlers::{download, stats, submit, task_result, test_image_file};
 use super::state::{SimHandle, SimState};
 
 /// Starts the simulator on 127.0.0.1 (`port` 0 picks a free one), serving
@@ -24,6 +24,7 @@ pub async fn start(config: SimConfig, port: u16) -> std::io::Result<SimHandle> {
         .route("/v3/async/task-result", get(task_result))
         .route("/files/{name}", get(download))
         .route("/_simulator/stats", get(stats))
+        .route("/test-images/{name}", get(test_image_file))
         .with_state(state.clone());
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

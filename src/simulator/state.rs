@@ -52,6 +52,11 @@ pub struct SimCounters {
     pub rate_limited: AtomicU64,
     /// 503s injected by `server_error_rate`.
     pub server_errors: AtomicU64,
+    /// Requests for `/test-images/...`.
+    pub image_requests: AtomicU64,
+    /// Of those, requests that carried an `Authorization` header (an image
+    /// host must never be sent the API key).
+    pub image_requests_with_key: AtomicU64,
 }
 
 /// Counts one more of something.

@@ -506,6 +506,7 @@ async fn an_unreachable_api_leaves_rows_pending_not_ambiguous() {
                 &path_str(&scratch.manifest()),
                 "--base-url",
                 &closed,
+                "--no-check-images",
                 "--max-retries",
                 "2",
                 "--retry-delay",
@@ -549,7 +550,13 @@ async fn a_wrong_base_url_stops_the_run_instead_of_failing_every_row() {
     let wrong = format!("{}/not-the-api/", scratch.sim.base_url());
     let code = scratch
         .command(
-            &["run", &path_str(&scratch.manifest()), "--base-url", &wrong],
+            &[
+                "run",
+                &path_str(&scratch.manifest()),
+                "--base-url",
+                &wrong,
+                "--no-check-images",
+            ],
             Some(crate::support::KEY),
         )
         .await;

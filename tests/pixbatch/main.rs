@@ -14,6 +14,7 @@ mod crash;
 mod faults;
 mod gallery;
 mod hostile;
+mod images;
 mod pipeline;
 mod results;
 mod secrets;

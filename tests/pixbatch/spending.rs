@@ -188,6 +188,7 @@ async fn the_plan_costs_what_a_person_computes() {
     let output = assert_cmd::Command::cargo_bin("pixbatch")
         .unwrap()
         .args(["plan", &manifest, "--base-url", &base, "--format", "json"])
+        .arg("--no-check-images")
         .env_remove("HIGHWAY_API_KEY")
         .env("PIXBATCH_PAID_RECORD", scratch.path("paid-requests.db"))
         .output()

@@ -21,6 +21,7 @@ pub const PAID_RECORD: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/paid-reques
 
 /// Timings that make a run take milliseconds instead of minutes.
 pub const FAST: &[&str] = &[
+    "--no-check-images",
     "--submit-rate",
     "60000",
     "--poll-rate",

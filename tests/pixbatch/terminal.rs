@@ -563,7 +563,7 @@ async fn a_terminal_is_asked_before_money_is_spent() {
     let run = |answer: &str| {
         let command = format!(
             "HIGHWAY_API_KEY=k PIXBATCH_PAID_RECORD={record} {bin} run jobs/example.csv --base-url {base} \
-             --ledger {ledger} --out {out} --poll-interval 50ms --submit-rate 6000",
+             --ledger {ledger} --out {out} --poll-interval 50ms --submit-rate 6000 --no-check-images",
             record = dir.path().join("paid.db").display(),
             bin = binary().display(),
             base = sim.base_url(),
