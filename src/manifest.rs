@@ -877,6 +877,18 @@ mod workbooks {
     }
 
     #[test]
+    fn a_formula_without_a_saved_result_is_refused_not_read_as_empty() {
+        // Written by openpyxl, which stores formulas without results.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/uncalculated.xlsx");
+        let rows = read_all(&mut Manifest::open(&path).unwrap());
+        let problem = rows[0].as_ref().unwrap_err();
+        assert_eq!(problem.rule, "formula-not-calculated");
+        assert_eq!(problem.location.cell().as_deref(), Some("B2"));
+        assert_eq!(problem.location.sheet.as_deref(), Some("Shots"));
+        assert_eq!(problem.location.column, Some((2, "duration".to_owned())));
+    }
+
+    #[test]
     fn a_workbook_reads_like_the_sheet_looks() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("book.xlsx");

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use calamine::{
-    CellErrorType, Data, ExcelDateTime, Ods, Reader, SheetType, SheetVisible, Xls, Xlsb, Xlsx,
-    open_workbook,
+    CellErrorType, Data, DataRef, ExcelDateTime, Ods, Reader, SheetType, SheetVisible, Xls, Xlsb,
+    Xlsx, open_workbook,
 };
 use serde_json::Value;
 
@@ -244,8 +244,17 @@ fn stream_xlsx(path: &Path, requested: Option<&str>, outbox: &mut Outbox) -> Res
     let name = choose_sheet(&workbook, requested)?;
     let mut rows = RowAssembler::new(&name, outbox);
     let mut cells = workbook.worksheet_cells_reader(&name).map_err(unreadable)?;
-    while let Some(cell) = cells.next_cell().map_err(unreadable)? {
-        rows.push(cell.get_position(), Data::from(cell.get_value().clone()))?;
+    while let Some(cell) = cells
+        .next_cell_with_formula_metadata()
+        .map_err(unreadable)?
+    {
+        if cell.formula.is_some() && matches!(cell.value, DataRef::Empty) {
+            // Written by a program that does not calculate (a script, an
+            // export): reading it as empty would send the default.
+            rows.push_uncalculated(cell.pos)?;
+        } else {
+            rows.push(cell.pos, Data::from(cell.value))?;
+        }
     }
     rows.finish()
 }
@@ -289,6 +298,9 @@ struct RowAssembler<'a> {
     header_line: u64,
     row: u32,
     cells: Vec<(u32, Data)>,
+    /// The first cell of the current row holding a formula with no saved
+    /// result.
+    uncalculated: Option<u32>,
 }
 
 impl<'a> RowAssembler<'a> {
@@ -300,7 +312,14 @@ impl<'a> RowAssembler<'a> {
             header_line: 0,
             row: 0,
             cells: Vec::new(),
+            uncalculated: None,
         }
+    }
+
+    fn push_uncalculated(&mut self, (row, column): (u32, u32)) -> Result<(), Stop> {
+        self.push((row, column), Data::Empty)?;
+        self.uncalculated.get_or_insert(column);
+        Ok(())
     }
 
     fn push(&mut self, (row, column): (u32, u32), value: Data) -> Result<(), Stop> {
@@ -325,13 +344,18 @@ impl<'a> RowAssembler<'a> {
     }
 
     fn flush(&mut self) -> Result<(), Stop> {
-        if self.cells.is_empty() {
+        let uncalculated = self.uncalculated.take();
+        if self.cells.is_empty() && uncalculated.is_none() {
             return Ok(());
         }
         let cells = std::mem::take(&mut self.cells);
         let line = u64::from(self.row) + 1;
-        let message = match &self.header {
-            None => {
+        let message = match (&self.header, uncalculated) {
+            (Some(header), Some(column)) => Message::Row(Err(uncalculated_problem(
+                line, header, column,
+            )
+            .in_sheet(Some(&self.sheet)))),
+            (None, _) => {
                 let opened = self.header_row(line, cells);
                 if let Ok(opened) = &opened {
                     self.header = Some(opened.columns.clone());
@@ -340,7 +364,7 @@ impl<'a> RowAssembler<'a> {
                 }
                 Message::Opened(Box::new(opened))
             }
-            Some(header) => Message::Row(
+            (Some(header), None) => Message::Row(
                 raw_row(line, header, self.header_line, cells)
                     .map_err(|problem| problem.in_sheet(Some(&self.sheet))),
             ),
@@ -381,6 +405,23 @@ impl<'a> RowAssembler<'a> {
             columns,
         })
     }
+}
+
+/// A formula cell without a saved result: reading it as empty would send
+/// the default, so the row is refused.
+fn uncalculated_problem(line: u64, header: &[(usize, String)], column: u32) -> Problem {
+    let number = column as usize + 1;
+    let name = header
+        .iter()
+        .find(|(named, _)| *named == number)
+        .map_or("no header", |(_, name)| name.as_str());
+    Problem::new(
+        line,
+        "formula-not-calculated",
+        "the cell holds a formula with no saved result (the file was written by a program \
+         that does not calculate): open the workbook in Excel or LibreOffice and save it",
+    )
+    .at_column(number, name)
 }
 
 /// One row's cells under the header's columns. A cell showing an error
