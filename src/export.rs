@@ -14,7 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
-use crate::ingest::MANIFEST_BOM_KEY;
+use crate::ingest::{MANIFEST_BOM_KEY, MANIFEST_SEMICOLONS_KEY};
 use crate::job::JobState;
 use crate::ledger::{JobRecord, Ledger, ResultRow};
 use crate::price::Usd;
@@ -65,8 +65,9 @@ impl ExportFormat {
 
 /// The columns pixbatch adds after the input columns: first what people
 /// read, then the technical details.
-pub const RESULT_COLUMNS: [&str; 15] = [
+pub const RESULT_COLUMNS: [&str; 16] = [
     "job_id",
+    "line",
     "state",
     "error",
     "local_path",
@@ -148,9 +149,10 @@ impl LocalPaths {
 fn result_values(row: &ResultRow, paths: &LocalPaths) -> Vec<Value> {
     match row {
         ResultRow::Job(job) => job_values(job, paths),
-        ResultRow::Invalid { problems, .. } => RESULT_COLUMNS
+        ResultRow::Invalid { problems, line, .. } => RESULT_COLUMNS
             .iter()
             .map(|&column| match column {
+                "line" => Value::from(*line),
                 "state" => Value::String(INVALID_STATE.to_owned()),
                 "error" => Value::String(problems.clone()),
                 _ => Value::Null,
@@ -183,6 +185,7 @@ fn job_values(job: &JobRecord, paths: &LocalPaths) -> Vec<Value> {
     let text = |text: &Option<String>| text.clone().map_or(Value::Null, Value::String);
     vec![
         Value::String(job.job_id.0.clone()),
+        Value::from(job.manifest_line),
         Value::String(job.state.as_str().to_owned()),
         text(&job_error(job)),
         local_path,
@@ -254,8 +257,16 @@ pub fn write_results(
     let mut n_rows = 0u64;
     let written = match options.format {
         ResultsFormat::Csv => {
-            let bom = options.excel || ledger.meta(MANIFEST_BOM_KEY)?.as_deref() == Some("yes");
-            write_csv(ledger, &table, bom, writer, &mut n_rows)?
+            let remembered = |key| Ok::<_, Error>(ledger.meta(key)?.as_deref() == Some("yes"));
+            let style = CsvStyle {
+                bom: options.excel || remembered(MANIFEST_BOM_KEY)?,
+                delimiter: if remembered(MANIFEST_SEMICOLONS_KEY)? {
+                    b';'
+                } else {
+                    b','
+                },
+            };
+            write_csv(ledger, &table, style, writer, &mut n_rows)?
         }
         ResultsFormat::Jsonl => write_jsonl(ledger, &table, writer, &mut n_rows)?,
         ResultsFormat::Xlsx => {
@@ -275,17 +286,31 @@ pub fn write_results(
     }
 }
 
+/// How the results CSV is written for the spreadsheet it goes back to.
+#[derive(Debug, Clone, Copy)]
+struct CsvStyle {
+    /// A UTF-8 byte-order mark first, for Excel.
+    bom: bool,
+    /// `;` when the manifest used semicolons (Excel's list separator in
+    /// much of Europe), else `,`.
+    delimiter: u8,
+}
+
 fn write_csv(
     ledger: &Ledger,
     table: &Table,
-    bom: bool,
+    style: CsvStyle,
     mut writer: impl Write,
     n_rows: &mut u64,
 ) -> Result<std::io::Result<()>, Error> {
-    if bom && let Err(error) = writer.write_all(BOM) {
+    if style.bom
+        && let Err(error) = writer.write_all(BOM)
+    {
         return Ok(Err(error));
     }
-    let mut csv = csv::Writer::from_writer(writer);
+    let mut csv = csv::WriterBuilder::new()
+        .delimiter(style.delimiter)
+        .from_writer(writer);
     if let Err(error) = csv.write_record(table.header()) {
         return Ok(Err(csv_io_error(error)));
     }
@@ -400,7 +425,7 @@ mod tests {
     #[test]
     fn colliding_input_columns_push_result_columns_aside() {
         let names = result_column_names(&["state".to_owned(), "prompt".to_owned()]);
-        assert_eq!(names[1], "result_state");
+        assert_eq!(names[2], "result_state");
         assert_eq!(names[0], "job_id");
     }
 

@@ -27,6 +27,9 @@ pub const MANIFEST_BOM_KEY: &str = "manifest_bom";
 /// The `meta` key saying whether the manifest was a workbook (`yes`/`no`):
 /// its results get a workbook too.
 pub const MANIFEST_WORKBOOK_KEY: &str = "manifest_workbook";
+/// The `meta` key saying whether the manifest was separated by semicolons
+/// (`yes`/`no`): its results CSV is too.
+pub const MANIFEST_SEMICOLONS_KEY: &str = "manifest_semicolons";
 
 /// Problems kept for printing; the rest are only counted.
 const MAX_PROBLEMS_KEPT: usize = 1000;
@@ -284,8 +287,12 @@ fn record_row(
 /// without the manifest.
 fn remember_kind(ingest: &Ingest<'_>, manifest: &Manifest) -> Result<(), Error> {
     let yes_no = |yes: bool| if yes { "yes" } else { "no" };
-    ingest.set_meta(MANIFEST_BOM_KEY, yes_no(manifest.has_bom()))?;
+    ingest.set_meta(MANIFEST_BOM_KEY, yes_no(manifest.made_for_excel()))?;
     ingest.set_meta(MANIFEST_WORKBOOK_KEY, yes_no(manifest.is_workbook()))?;
+    // Excel in much of Europe splits CSV files on semicolons: results
+    // follow a semicolon manifest.
+    let semicolons = manifest.delimiter() == Some(b';');
+    ingest.set_meta(MANIFEST_SEMICOLONS_KEY, yes_no(semicolons))?;
     Ok(())
 }
 
@@ -298,6 +305,10 @@ fn record_invalid(
     input: &Map<String, serde_json::Value>,
     problems: Vec<Problem>,
 ) -> Result<(), Error> {
+    let problems: Vec<Problem> = problems
+        .into_iter()
+        .map(|problem| problem.in_sheet(report.sheet.as_ref()))
+        .collect();
     ingest.add_invalid(line, input, &results_error(&problems))?;
     problems
         .into_iter()
@@ -306,18 +317,23 @@ fn record_invalid(
 }
 
 /// What the results table says of an invalid row: each problem as
-/// `rule (column N, NAME): message`, joined with `; ` (the line is the
-/// row's own place, so it is left out).
+/// `rule (column N, NAME): message` (in a workbook `rule (D7, NAME): ...`),
+/// joined with `; ` (the line is the row's own place, so it is left out).
 fn results_error(problems: &[Problem]) -> String {
     let described: Vec<String> = problems
         .iter()
-        .map(|problem| match &problem.location.column {
-            Some((index, name)) => format!(
-                "{} (column {index}, {name}): {}",
-                problem.rule, problem.message
-            ),
-            None => format!("{}: {}", problem.rule, problem.message),
-        })
+        .map(
+            |problem| match (&problem.location.column, problem.location.cell()) {
+                (Some((_, name)), Some(cell)) => {
+                    format!("{} ({cell}, {name}): {}", problem.rule, problem.message)
+                }
+                (Some((index, name)), None) => format!(
+                    "{} (column {index}, {name}): {}",
+                    problem.rule, problem.message
+                ),
+                (None, _) => format!("{}: {}", problem.rule, problem.message),
+            },
+        )
         .collect();
     described.join("; ")
 }

@@ -187,6 +187,8 @@ fn decide_format(path: &Path, head: &[u8]) -> Result<Format, ManifestError> {
         Content::Zip { ods: true } => WorkbookKind::Ods,
         Content::Zip { ods: false } => match by_name {
             Some(Format::Workbook(WorkbookKind::Xlsb)) => WorkbookKind::Xlsb,
+            // Re-zipped, its media type is no longer in the first bytes.
+            Some(Format::Workbook(WorkbookKind::Ods)) => WorkbookKind::Ods,
             _ => WorkbookKind::Xlsx,
         },
         Content::Ole => WorkbookKind::Xls,
@@ -224,6 +226,8 @@ pub struct Manifest {
     path: PathBuf,
     rows: Rows,
     has_bom: bool,
+    /// Decoded from a legacy encoding (`--encoding windows-1252`).
+    legacy_encoding: bool,
 }
 
 enum Rows {
@@ -281,6 +285,9 @@ impl Manifest {
             path: path.to_owned(),
             rows,
             has_bom,
+            legacy_encoding: options
+                .encoding
+                .is_some_and(|encoding| encoding != encoding_rs::UTF_8),
         })
     }
 
@@ -288,6 +295,22 @@ impl Manifest {
     /// results written for it get one too, so Excel reads them as Unicode.
     pub fn has_bom(&self) -> bool {
         self.has_bom
+    }
+
+    /// Whether the manifest came from a spreadsheet program's world: a
+    /// byte-order mark, a workbook, or a legacy encoding. Its results CSV
+    /// gets a byte-order mark, so Excel reads it as UTF-8 (`Café`, not
+    /// `CafÃ©`).
+    pub fn made_for_excel(&self) -> bool {
+        self.has_bom || self.legacy_encoding || self.is_workbook()
+    }
+
+    /// The delimiter of a delimited text manifest.
+    pub fn delimiter(&self) -> Option<u8> {
+        match &self.rows {
+            Rows::Csv(rows) => Some(rows.delimiter()),
+            Rows::Jsonl(_) | Rows::Workbook(_) => None,
+        }
     }
 
     /// Whether the manifest is a spreadsheet workbook (its results get a
@@ -438,7 +461,8 @@ fn open_failure(path: &Path, kind: WorkbookKind, failure: OpenFailure) -> Manife
             problem: Problem::new(
                 1,
                 "header-missing",
-                "the sheet is empty: its first row must name the columns (image, prompt, ...)",
+                "the sheet is empty: its first row must name the columns (image, prompt, ...); \
+                 if the rows are on another sheet, name it with --sheet",
             )
             .in_sheet(Some(&sheet)),
         },

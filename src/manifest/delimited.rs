@@ -13,6 +13,7 @@ const NOT_UTF8_HINT: &str = "save the file as UTF-8 (\"CSV UTF-8\"), or pass --e
 
 pub(super) struct CsvRows {
     reader: csv::Reader<TextStream>,
+    delimiter: u8,
     pub(super) headers: Vec<String>,
     record: csv::ByteRecord,
     lines: LineCounter,
@@ -79,10 +80,15 @@ impl CsvRows {
         };
         Ok(CsvRows {
             reader,
+            delimiter,
             headers,
             record: csv::ByteRecord::new(),
             lines,
         })
+    }
+
+    pub(super) fn delimiter(&self) -> u8 {
+        self.delimiter
     }
 
     pub(super) fn next_row(

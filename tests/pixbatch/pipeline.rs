@@ -31,9 +31,10 @@ async fn a_manifest_becomes_videos_and_a_results_table() {
         "input columns come first"
     );
     assert_eq!(
-        &header[5..12],
+        &header[5..13],
         [
             "job_id",
+            "line",
             "state",
             "error",
             "local_path",
@@ -47,6 +48,11 @@ async fn a_manifest_becomes_videos_and_a_results_table() {
     assert_eq!(table.len(), 5, "one row per manifest row");
     for (i, row) in table[1..].iter().enumerate() {
         assert_eq!(&row[0], format!("row-{}", i + 1), "manifest order");
+        assert_eq!(
+            &row[6],
+            (i + 2).to_string(),
+            "the row's line in the manifest"
+        );
         assert_eq!(&row[2], format!("shot {}, with a comma", i + 1));
         assert_eq!(
             &row[4],

@@ -216,6 +216,33 @@ async fn a_byte_order_mark_follows_the_manifest_or_excel() {
 }
 
 #[tokio::test]
+async fn a_european_excel_export_gets_results_excel_reads_back() {
+    // Excel's "CSV (semicolon)" in a legacy code page: no byte-order mark,
+    // semicolons, Windows-1252 bytes for "é".
+    let scratch = Scratch::new(fast_sim()).await;
+    let bytes = b"id;image;prompt\r\na;https://x.io/a.png;Caf\xe9 au lait, slowly\r\n";
+    std::fs::write(scratch.manifest(), bytes).unwrap();
+    assert_eq!(scratch.run(&["--encoding", "windows-1252"]).await, EXIT_OK);
+    let bytes = std::fs::read(scratch.out().join("results.csv")).unwrap();
+    let text = std::str::from_utf8(&bytes).unwrap();
+    let text = text
+        .strip_prefix('\u{feff}')
+        .expect("a byte-order mark, for Excel");
+    let mut lines = text.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("id;image;prompt;job_id;line;state")
+    );
+    let row = lines.next().unwrap();
+    assert!(
+        row.starts_with("a;https://x.io/a.png;Café au lait, slowly;a;2;downloaded;"),
+        "{row}"
+    );
+}
+
+#[tokio::test]
 async fn local_paths_open_the_videos_from_the_tables_folder() {
     let scratch = Scratch::new(fast_sim()).await;
     scratch.write_manifest(&crate::support::manifest_rows(2, |i| format!("shot {i}")));
