@@ -901,6 +901,23 @@ mod workbooks {
     }
 
     #[test]
+    fn a_zip_is_read_as_the_workbook_its_name_says() {
+        // A re-zipped .ods has no media type in its first bytes.
+        let zip = b"PK\x03\x04\x14\x00\x00\x00\x08\x00content.xml";
+        let format = |name: &str| decide_format(Path::new(name), zip).unwrap();
+        assert_eq!(format("a.ods"), super::Format::Workbook(WorkbookKind::Ods));
+        assert_eq!(
+            format("a.xlsb"),
+            super::Format::Workbook(WorkbookKind::Xlsb)
+        );
+        assert_eq!(
+            format("a.xlsx"),
+            super::Format::Workbook(WorkbookKind::Xlsx)
+        );
+        assert_eq!(format("a.csv"), super::Format::Workbook(WorkbookKind::Xlsx));
+    }
+
+    #[test]
     fn a_formula_without_a_saved_result_is_refused_not_read_as_empty() {
         // Written by openpyxl, which stores formulas without results.
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/uncalculated.xlsx");
