@@ -200,8 +200,9 @@ pub fn ingest(
     Ok(report)
 }
 
-/// Records a row as a job when it is valid and its image passed, else as
-/// an invalid row with every problem found.
+/// Records a row as a job when it is valid and its image passed (or the
+/// job was already sent: its image no longer matters), else as an invalid
+/// row with every problem found.
 fn take_row(
     ingest: &mut Ingest<'_>,
     report: &mut IngestReport,
@@ -211,6 +212,10 @@ fn take_row(
     columns: &Columns,
     prices: &PriceTable,
 ) -> Result<(), Error> {
+    let image_problem = match (&checked, image_problem) {
+        (Ok(spec), Some(_)) if ingest.was_sent(&spec.job_id)? => None,
+        (_, image_problem) => image_problem,
+    };
     match (checked, image_problem) {
         (Ok(spec), None) => record_row(ingest, report, row, &spec, columns, prices),
         (Ok(_), Some(problem)) => {

@@ -91,7 +91,9 @@ impl ImageFetcher {
 
     /// Reads `body` until the image's dimensions are known; then, when the
     /// `length` is not known and the `whole_body` is coming, counts the
-    /// rest (keeping none of it) up to just past the limit.
+    /// rest (keeping none of it) up to just past the limit, within the
+    /// request's time: a body that errs or times out while being counted
+    /// has an unknown length, not an unreachable image.
     async fn read_body<Chunk: AsRef<[u8]>>(
         &self,
         mut body: impl futures::Stream<Item = reqwest::Result<Chunk>> + Unpin,
@@ -128,16 +130,19 @@ impl ImageFetcher {
         };
         let bytes = match length {
             Some(length) => Some(length),
-            None if whole_body => {
-                while n_read <= self.max_bytes {
-                    match body.next().await {
-                        Some(Ok(chunk)) => n_read += chunk.as_ref().len() as u64,
-                        Some(Err(error)) => return Err(unreachable(&error, self.timeout)),
-                        None => break,
-                    }
+            None if whole_body => loop {
+                if n_read > self.max_bytes {
+                    break Some(n_read);
                 }
-                Some(n_read)
-            }
+                match body.next().await {
+                    Some(Ok(chunk)) => n_read += chunk.as_ref().len() as u64,
+                    // The image was read; only its length is not known (a
+                    // slow transform that ran out of time, say): the
+                    // provider will judge it.
+                    Some(Err(_)) => break None,
+                    None => break Some(n_read),
+                }
+            },
             // A part without the total: the length is not known.
             None => None,
         };

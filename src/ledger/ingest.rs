@@ -148,6 +148,15 @@ impl Ingest<'_> {
         write_meta(&self.tx, key, value)
     }
 
+    /// Whether the job `job_id` was sent, or may have been: whatever its
+    /// image is now (a signed URL expired, a host gone), the provider had
+    /// it then, so it is no reason to refuse the row.
+    pub fn was_sent(&self, job_id: &JobId) -> Result<bool> {
+        Ok(self
+            .existing(job_id)?
+            .is_some_and(|job| job.has_task || job.state != JobState::Pending))
+    }
+
     /// What the ledger already holds under `job_id`, if anything.
     fn existing(&self, job_id: &JobId) -> Result<Option<Existing>> {
         Ok(self

@@ -19,14 +19,14 @@ pub(super) struct TestImage {
     pub(super) len: u64,
     /// Whether the answer leaves out `Content-Length` (sent chunked).
     pub(super) no_length: bool,
-    /// Whether the image stops for `STALL` after its first bytes.
-    pub(super) stalls: bool,
+    /// The bytes sent before the image stops for `STALL`, if it does.
+    pub(super) stalls_after: Option<u64>,
     /// What the provider sees in it: format, width, height.
     pub(super) seen: Option<(&'static str, u32, u32)>,
 }
 
 /// Every name served, with what it is (the simulator's README table).
-pub const TEST_IMAGES: [(&str, &str); 15] = [
+pub const TEST_IMAGES: [(&str, &str); 16] = [
     ("good.png", "a 640x480 PNG"),
     ("good.jpg", "an 800x600 JPEG"),
     (
@@ -41,6 +41,10 @@ pub const TEST_IMAGES: [(&str, &str); 15] = [
     (
         "slow.png",
         "a 640x480 PNG that stops for 60 s after its first 8 bytes",
+    ),
+    (
+        "slow-tail.png",
+        "a 640x480 PNG of 5 MiB, sent without Content-Length, that stops for 60 s after its header",
     ),
     ("small.png", "a 200x200 PNG: too small"),
     ("wide.jpg", "a 2000x400 JPEG: wider than 2.5:1"),
@@ -59,7 +63,7 @@ pub(super) fn test_image(name: &str) -> Option<TestImage> {
         len: head.len() as u64,
         head,
         no_length: false,
-        stalls: false,
+        stalls_after: None,
         seen,
     };
     let html = b"<!doctype html><title>Not found</title><p>Try the gallery.</p>".to_vec();
@@ -73,9 +77,18 @@ pub(super) fn test_image(name: &str) -> Option<TestImage> {
             ..image(png(640, 480), Some(("png", 640, 480)))
         },
         "slow.png" => TestImage {
-            stalls: true,
+            stalls_after: Some(8),
             ..image(png(640, 480), Some(("png", 640, 480)))
         },
+        "slow-tail.png" => {
+            let head = png(640, 480);
+            TestImage {
+                stalls_after: Some(head.len() as u64),
+                no_length: true,
+                len: 5 * 1024 * 1024,
+                ..image(head, Some(("png", 640, 480)))
+            }
+        }
         "small.png" => image(png(200, 200), Some(("png", 200, 200))),
         "wide.jpg" => image(jpeg(2000, 400, 0), Some(("jpeg", 2000, 400))),
         "tall.png" => image(png(400, 1200), Some(("png", 400, 1200))),
@@ -106,7 +119,7 @@ pub(super) fn byte_range(header: &str, len: u64) -> Option<(u64, u64)> {
 const STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The bytes `start..=end` of `image`, in chunks, the zeros past its head
-/// made as they are sent; an image that stalls sends its first 8 bytes
+/// made as they are sent; an image that stalls sends its first bytes
 /// alone, then nothing for `STALL`.
 pub(super) fn chunks(
     image: TestImage,
@@ -115,12 +128,13 @@ pub(super) fn chunks(
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     use futures::StreamExt;
     const CHUNK: u64 = 64 * 1024;
-    let stalls = image.stalls && start == 0 && end >= 8;
+    let stall_at = image.stalls_after.filter(|&at| start == 0 && end >= at);
+    let stalls = stall_at.is_some();
     let mut pieces = Vec::new();
     let mut from = start;
-    if stalls {
-        pieces.push((0, 7));
-        from = 8;
+    if let Some(at) = stall_at {
+        pieces.push((0, at - 1));
+        from = at;
     }
     while from <= end {
         let to = (from + CHUNK - 1).min(end);

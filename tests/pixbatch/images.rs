@@ -367,6 +367,22 @@ async fn an_image_that_stops_sending_is_unreachable_after_the_timeout() {
         }
         read => panic!("the stalled image was read: {read:?}"),
     }
+    // A server that ignores the range and sends no length, then stalls
+    // after the header: the image was read, only its length is unknown.
+    let tail = fetcher
+        .check(&image_url(&scratch, "norange-slow-tail.png"))
+        .await;
+    assert!(
+        matches!(
+            tail,
+            RemoteImage::Read {
+                width: 640,
+                bytes: None,
+                ..
+            }
+        ),
+        "{tail:?}"
+    );
     // The simulator's other images are read (with room for a loaded
     // machine: only the stalled image may time out).
     let patient = std::time::Duration::from_secs(30);
@@ -375,5 +391,40 @@ async fn an_image_that_stops_sending_is_unreachable_after_the_timeout() {
     assert!(
         matches!(good, RemoteImage::Read { width: 640, .. }),
         "{good:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_image_gone_after_its_row_was_paid_for_does_not_undo_the_row() {
+    // The first run does not check: the image host is up then, say. By the
+    // second run it is gone (a signed URL expired, a host moved).
+    let scratch = Scratch::new(fast_sim()).await;
+    let gone = "http://127.0.0.1:1/gone.png";
+    let sent = format!("id,image,prompt\nsent,{gone},a calm sea\n");
+    scratch.write_manifest(&sent);
+    assert_eq!(
+        run_checking(&scratch, &["--no-check-images"]).await,
+        EXIT_OK
+    );
+    scratch.write_manifest(&format!("{sent}new,{gone},a new row\n"));
+    let status = run_checking(&scratch, &["--skip-invalid"]).await;
+    assert_eq!(
+        status, EXIT_OK,
+        "the sent row finishes; the new one is skipped"
+    );
+    let table = scratch.results_csv();
+    let state = |id: &str| {
+        let row = table.iter().find(|row| &row[0] == id).unwrap();
+        row[crate::support::column(&table, "state")].to_owned()
+    };
+    assert_eq!(
+        state("sent"),
+        "downloaded",
+        "its image is no reason to refuse it now"
+    );
+    assert_eq!(
+        state("new"),
+        "invalid",
+        "an unsent row with that image is refused"
     );
 }
