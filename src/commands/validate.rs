@@ -21,6 +21,9 @@ use crate::report::{ImageProgress, Terminal, print, render_validation};
 
 /// `validate` has no `--connect-timeout`; this is `run`'s default.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Nor `--progress-every`: off a terminal, a line on checking images this
+/// often (`run`'s default).
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 pub async fn validate(
     args: ValidateArgs,
@@ -37,7 +40,7 @@ pub async fn validate(
         Some(ImageChecking {
             reader: Manifest::open_with(&args.manifest, &reading)?,
             settings: ImageCheckSettings::new(CONNECT_TIMEOUT),
-            progress: ImageProgress::new(terminal, progress_mode(terminal, quiet, Duration::ZERO)),
+            progress: ImageProgress::new(terminal, progress_mode(terminal, quiet, PROGRESS_EVERY)),
         })
     } else {
         None

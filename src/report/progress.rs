@@ -266,12 +266,14 @@ pub fn spawn_progress(
 }
 
 /// `checking images 120/400` while remote images are fetched before a
-/// run: a bar on a terminal; elsewhere one log line as it starts and one
-/// as it ends.
+/// run: a bar on a terminal; elsewhere a log line as it starts, one every
+/// `--progress-every` while it goes on, and one as it ends.
 pub struct ImageProgress {
     multi: Option<indicatif::MultiProgress>,
     bar: ProgressBar,
     mode: ProgressMode,
+    /// When the last log line was written (log lines only).
+    last_line: std::sync::Mutex<Instant>,
 }
 
 impl ImageProgress {
@@ -285,6 +287,7 @@ impl ImageProgress {
             multi: (mode == ProgressMode::Bar).then(|| terminal.multi.clone()),
             bar,
             mode,
+            last_line: std::sync::Mutex::new(Instant::now()),
         }
     }
 
@@ -306,6 +309,15 @@ impl ImageProgress {
     /// One more image checked.
     pub fn advance(&self) {
         self.bar.inc(1);
+        if let ProgressMode::Lines(every) = self.mode
+            && !every.is_zero()
+            && let Ok(mut last_line) = self.last_line.lock()
+            && last_line.elapsed() >= every
+        {
+            *last_line = Instant::now();
+            let (done, total) = (self.bar.position(), self.bar.length().unwrap_or(0));
+            tracing::info!("checking images {done}/{total}");
+        }
     }
 
     pub fn finish(&self) {
@@ -322,6 +334,45 @@ impl ImageProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogBuffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn image_checks_log_a_line_every_so_often_in_a_log() {
+        let buffer = LogBuffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let every = Duration::from_secs(30);
+        let progress = ImageProgress::new(&Terminal::hidden(), ProgressMode::Lines(every));
+        progress.start(4, 1);
+        progress.advance();
+        tokio::time::advance(Duration::from_secs(31)).await;
+        progress.advance();
+        progress.advance();
+        progress.advance();
+        progress.finish();
+        let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("checking 4 remote image(s) before paying (1 known from the ledger)"));
+        assert_eq!(log.matches("checking images ").count(), 1, "{log}");
+        assert!(log.contains("checking images 2/4"), "{log}");
+        assert!(log.contains("checked 4 remote image(s)"), "{log}");
+    }
 
     fn counts(pairs: &[(JobState, u64)]) -> Counts {
         Counts(pairs.iter().copied().collect())
