@@ -317,6 +317,9 @@ pub struct SimKnobs {
     /// Seed for the simulator's random choices.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub sim_seed: u64,
+    /// Size of each simulated video (a playable clip, padded; e.g. 200KB; at most 1GiB).
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_sim_video_size)]
+    pub sim_video_bytes: u64,
 }
 
 /// How to read the manifest, where its name and first bytes do not say
@@ -453,4 +456,14 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// A simulated video's size: the simulator holds each video in memory, so
+/// it is kept to 1 GiB.
+fn parse_sim_video_size(text: &str) -> Result<u64, String> {
+    const LIMIT: u64 = 1 << 30;
+    match parse_size(text)? {
+        bytes if bytes > LIMIT => Err(format!("{bytes} bytes is more than 1GiB")),
+        bytes => Ok(bytes),
+    }
 }

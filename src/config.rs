@@ -395,6 +395,7 @@ pub fn sim_config(knobs: &SimKnobs) -> SimConfig {
         requests_per_minute: knobs.sim_rpm,
         url_ttl: knobs.sim_url_ttl,
         seed: knobs.sim_seed,
+        video_bytes: usize::try_from(knobs.sim_video_bytes).unwrap_or(usize::MAX),
         ..SimConfig::default()
     }
 }

@@ -124,12 +124,14 @@ fn run_simulate_twice_then_status_and_export() {
             .args(extra);
         command
     };
-    run(&["--sim-task-time", "200ms"])
+    run(&["--sim-task-time", "200ms", "--sim-video-bytes", "100KB"])
         .assert()
         .code(0)
         .stdout(predicate::str::contains("5 downloaded"));
     for id in ["sunrise-01", "harbor-02", "cat-03", "city-04", "forest-05"] {
-        assert!(out.join(format!("{id}.mp4")).is_file(), "{id}");
+        let video = out.join(format!("{id}.mp4"));
+        let size = std::fs::metadata(&video).map(|meta| meta.len());
+        assert_eq!(size.ok(), Some(100_000), "{id}: --sim-video-bytes");
     }
     assert!(out.join("results.csv").is_file());
     run(&[])
