@@ -9,8 +9,10 @@
 //! (`content-visibility`), and each card's `<img loading="lazy">` and
 //! `<video controls preload="metadata">` wait in an inert `<template>` until
 //! the card comes near the viewport (10,000 live media elements take
-//! Chromium seconds to build); `index.html#all` shows every one at once
-//! (for tests and screenshots). Without JavaScript the cards show their
+//! Chromium seconds to build), and go back into it when the card leaves
+//! (Chromium makes no more than about 1,000 video players);
+//! `index.html#all` shows every one at once (for tests and screenshots of
+//! galleries under 1,000 videos). Without JavaScript the cards show their
 //! text and a link to each video.
 
 use std::fmt;
@@ -238,34 +240,55 @@ fn card_states() -> impl Iterator<Item = &'static str> {
 
 /// The page's script. Each card's image and video wait in a `<template>`
 /// (inert: nothing loads, no player is made) until the card comes near the
-/// viewport, or all at once with `#all`; then they are put in place. A
-/// video is marked `data-loaded="yes"` once it has a picture and a
-/// duration, or `"error"` (a missing or unplayable file shows a badge).
+/// viewport, and go back into it when the card leaves (Chromium makes at
+/// most about 1,000 video players, so a long scroll must let go of them);
+/// `#all` shows every card at once and keeps them. A video is marked
+/// `data-loaded="yes"` once it has a picture and a duration, or `"error"`
+/// (a missing or unplayable file shows a badge; a video let go of is not
+/// an error).
 const SCRIPT: &str = r##"
 "use strict";
 (function () {
   var all = false;
+  var observer = null;
+  var templates = new WeakMap();
   function mark(video) {
     video.addEventListener("loadedmetadata", function () {
       video.dataset.loaded = video.videoWidth > 0 && video.duration > 0 ? "yes" : "error";
     }, { once: true });
-    video.addEventListener("error", function () { video.dataset.loaded = "error"; }, { once: true });
+    video.addEventListener("error", function () {
+      if (video.isConnected && video.hasAttribute("src")) video.dataset.loaded = "error";
+    }, { once: true });
   }
   function show(slot) {
     var template = slot.querySelector("template");
     if (!template) return;
+    templates.set(slot, template);
     var content = document.importNode(template.content, true);
     content.querySelectorAll("video").forEach(mark);
     if (all) content.querySelectorAll("img").forEach(function (img) { img.loading = "eager"; });
-    slot.replaceWith(content);
+    slot.replaceChildren(content);
+  }
+  function hide(slot) {
+    var template = templates.get(slot);
+    if (!template || template.parentNode === slot) return;
+    slot.querySelectorAll("video").forEach(function (video) {
+      video.removeAttribute("src");
+      video.load();
+    });
+    slot.replaceChildren(template);
   }
   var slots = Array.prototype.slice.call(document.querySelectorAll(".slot"));
-  function showAll() { all = true; slots.forEach(show); }
+  function showAll() {
+    all = true;
+    if (observer) observer.disconnect();
+    slots.forEach(show);
+  }
   window.addEventListener("hashchange", function () { if (location.hash === "#all") showAll(); });
   if (location.hash === "#all" || !("IntersectionObserver" in window)) { showAll(); return; }
-  var observer = new IntersectionObserver(function (entries) {
+  observer = new IntersectionObserver(function (entries) {
     entries.forEach(function (entry) {
-      if (entry.isIntersecting) { observer.unobserve(entry.target); show(entry.target); }
+      if (entry.isIntersecting) show(entry.target); else hide(entry.target);
     });
   }, { rootMargin: "800px 0px" });
   slots.forEach(function (slot) { observer.observe(slot); });
