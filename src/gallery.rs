@@ -27,7 +27,7 @@ use url::Url;
 use crate::error::Error;
 use crate::export::{INVALID_STATE, job_error, write_atomically};
 use crate::job::JobState;
-use crate::ledger::{JobRecord, Ledger, ResultRow};
+use crate::ledger::{JobRecord, KeyCells, Ledger, ResultRow};
 use crate::price::Usd;
 
 /// The gallery's file name in the output folder.
@@ -93,6 +93,22 @@ impl Places {
         match self.local_image(input, sent) {
             Some(path) => Some(self.href(&path)),
             None => web_url(sent),
+        }
+    }
+
+    /// The image an invalid row's image cell, written `text`, names: the
+    /// local file, when the cell is a path to one under the manifest's
+    /// folder, else what [`Places::image_src`] makes of it as a URL.
+    fn written_image(&self, input: &Map<String, Value>, text: &str) -> Option<String> {
+        let local = self
+            .manifest_dir
+            .as_ref()
+            .zip(local_path_parts(text))
+            .map(|(dir, parts)| parts.iter().fold(dir.clone(), |path, part| path.join(part)))
+            .filter(|path| path.is_file());
+        match local {
+            Some(path) => Some(self.href(&path)),
+            None => self.image_src(input, text),
         }
     }
 
@@ -181,15 +197,24 @@ impl Card {
         }
     }
 
-    /// A row that was not taken in: its input cells as read (the prompt and
-    /// image found by their column names) and its problems.
-    pub fn invalid(line: i64, input: &Map<String, Value>, problems: &str) -> Card {
+    /// A row that was not taken in: its id, prompt and image as validation
+    /// found them (the id `line N` when it has none), and its problems.
+    pub fn invalid(
+        line: i64,
+        input: &Map<String, Value>,
+        cells: &KeyCells,
+        problems: &str,
+        places: &Places,
+    ) -> Card {
         Card {
-            id: format!("line {line}"),
+            id: cells.id.clone().unwrap_or_else(|| format!("line {line}")),
             line,
             state: INVALID_STATE,
-            prompt: input_text(input, "prompt"),
-            image: input_text(input, "image").and_then(|url| web_url(&url)),
+            prompt: cells.prompt.clone(),
+            image: cells
+                .image
+                .as_ref()
+                .and_then(|text| places.written_image(input, text)),
             video: None,
             cost: None,
             reason: Some(problems.to_owned()),
@@ -493,8 +518,9 @@ pub fn write_gallery(
                     ResultRow::Invalid {
                         line,
                         input,
+                        cells,
                         problems,
-                    } => Card::invalid(line as i64, &input, &problems),
+                    } => Card::invalid(line as i64, &input, &cells, &problems, places),
                 })
             })
             .map_err(|error| io::Error::other(error.to_string()))??;
@@ -599,18 +625,21 @@ mod tests {
 
     #[test]
     fn a_hostile_row_shows_as_text() {
-        let mut input = Map::new();
-        input.insert("prompt".into(), "<script>alert(1)</script>".into());
-        input.insert(
-            "image".into(),
-            r#"https://x.test/"><img src=x onerror=alert(1)>"#.into(),
-        );
-        let html = page(&[Card::invalid(7, &input, r#""><b>bad</b>"#)]);
+        let cells = KeyCells {
+            id: Some("<i>x</i>".into()),
+            prompt: Some("<script>alert(1)</script>".into()),
+            image: Some(r#"https://x.test/"><img src=x onerror=alert(1)>"#.into()),
+        };
+        let places =
+            Places::new(Path::new("/w/out/index.html"), Path::new("/w/out"), None).unwrap();
+        let card = Card::invalid(7, &Map::new(), &cells, r#""><b>bad</b>"#, &places);
+        let html = page(&[card]);
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(
             html.contains("src=\"https://x.test/&quot;&gt;&lt;img src=x onerror=alert(1)&gt;\"")
         );
         assert!(html.contains("&quot;&gt;&lt;b&gt;bad&lt;/b&gt;"));
+        assert!(html.contains("<dd>&lt;i&gt;x&lt;/i&gt;</dd>"));
         assert!(html.contains("<title>jobs &lt;1&gt;.csv</title>"));
         assert_eq!(
             html.matches("<script>").count(),

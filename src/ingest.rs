@@ -12,13 +12,13 @@ use crate::error::Error;
 use crate::job::Counts;
 use crate::job::{JobId, JobSpec, JobState};
 use crate::ledger::PendingCost;
-use crate::ledger::{Ingest, IngestOutcome, Ledger};
+use crate::ledger::{Ingest, IngestOutcome, KeyCells, Ledger};
 use crate::manifest::Manifest;
 use crate::price::{CostBreakdown, PriceTable, Usd};
 use crate::row::{Problem, RawRow};
 use crate::validate::{
-    ColumnMapping, Columns, ValidationContext, image_warning, remote_image, remote_image_problem,
-    validate_row,
+    ColumnMapping, Columns, ValidationContext, image_warning, key_cells, remote_image,
+    remote_image_problem, validate_row,
 };
 
 /// The ledger's `meta` key saying whether the manifest started with a
@@ -142,7 +142,15 @@ pub fn ingest(
                 // A row that could not be read into cells: its place in
                 // the results table says why, without cells.
                 let line = problem.location.line;
-                record_invalid(&mut ingest, &mut report, line, &Map::new(), vec![problem])?;
+                let (input, cells) = (Map::new(), KeyCells::default());
+                record_invalid(
+                    &mut ingest,
+                    &mut report,
+                    line,
+                    &input,
+                    &cells,
+                    vec![problem],
+                )?;
                 continue;
             }
         };
@@ -211,16 +219,13 @@ fn take_row(
     columns: &Columns,
     prices: &PriceTable,
 ) -> Result<(), Error> {
-    match (checked, image_problem) {
-        (Ok(spec), None) => record_row(ingest, report, row, &spec, columns, prices),
-        (Ok(_), Some(problem)) => {
-            record_invalid(ingest, report, row.line, &row.input_map(), vec![problem])
-        }
-        (Err(problems), image_problem) => {
-            let problems = problems.into_iter().chain(image_problem).collect();
-            record_invalid(ingest, report, row.line, &row.input_map(), problems)
-        }
-    }
+    let problems = match (checked, image_problem) {
+        (Ok(spec), None) => return record_row(ingest, report, row, &spec, columns, prices),
+        (Ok(_), Some(problem)) => vec![problem],
+        (Err(problems), image_problem) => problems.into_iter().chain(image_problem).collect(),
+    };
+    let cells = key_cells(row, columns);
+    record_invalid(ingest, report, row.line, &row.input_map(), &cells, problems)
 }
 
 /// The problem with a row's remote image, from the ledger's record of it
@@ -276,7 +281,9 @@ fn record_row(
         }
         IngestOutcome::Duplicate { first_line } => {
             let problem = duplicate_problem(row, spec, first_line, columns);
-            return record_invalid(ingest, report, row.line, &spec.input, vec![problem]);
+            let cells = key_cells(row, columns);
+            let problems = vec![problem];
+            return record_invalid(ingest, report, row.line, &spec.input, &cells, problems);
         }
     }
     report.n_valid += 1;
@@ -297,19 +304,21 @@ fn remember_kind(ingest: &Ingest<'_>, manifest: &Manifest) -> Result<(), Error> 
 }
 
 /// Reports the `problems` of the row on `line`, and keeps the row's place
-/// in the results table (it is not a job).
+/// in the results table (it is not a job) with its cells and what the
+/// gallery shows of it.
 fn record_invalid(
     ingest: &mut Ingest<'_>,
     report: &mut IngestReport,
     line: u64,
     input: &Map<String, serde_json::Value>,
+    cells: &KeyCells,
     problems: Vec<Problem>,
 ) -> Result<(), Error> {
     let problems: Vec<Problem> = problems
         .into_iter()
         .map(|problem| problem.in_sheet(report.sheet.as_ref()))
         .collect();
-    ingest.add_invalid(line, input, &results_error(&problems))?;
+    ingest.add_invalid(line, input, cells, &results_error(&problems))?;
     problems
         .into_iter()
         .for_each(|problem| report.problem(problem));

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, params};
 
 use super::error::Result;
-use super::records::{JobRecord, PendingCost, ResultRow};
+use super::records::{JobRecord, KeyCells, PendingCost, ResultRow};
 use super::store::Ledger;
 use crate::job::{JobId, JobState};
 
@@ -181,7 +181,8 @@ impl Ledger {
         ))?;
         let mut jobs = jobs_stmt.query([])?;
         let mut invalid_stmt = self.conn.prepare(
-            "SELECT manifest_row, manifest_line, input_json, problems FROM invalid_rows ORDER BY manifest_row",
+            "SELECT manifest_row, manifest_line, input_json, problems, row_id, prompt, image \
+             FROM invalid_rows ORDER BY manifest_row",
         )?;
         let mut invalid = invalid_stmt.query([])?;
         // Two streams, each in manifest order, merged by row number.
@@ -264,6 +265,11 @@ fn numbered_invalid(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ResultRow
             line: row.get::<_, i64>(1)?.max(0) as u64,
             input: serde_json::from_str(&input).unwrap_or_default(),
             problems: row.get(3)?,
+            cells: KeyCells {
+                id: row.get(4)?,
+                prompt: row.get(5)?,
+                image: row.get(6)?,
+            },
         },
     ))
 }
@@ -299,14 +305,14 @@ mod tests {
         {
             let mut ingest = ledger.begin_ingest().unwrap();
             ingest
-                .add_invalid(2, &serde_json::Map::new(), "first")
+                .add_invalid(2, &serde_json::Map::new(), &KeyCells::default(), "first")
                 .unwrap();
             ingest.add(&spec("a", "p", 3), None).unwrap();
             ingest
-                .add_invalid(4, &serde_json::Map::new(), "second")
+                .add_invalid(4, &serde_json::Map::new(), &KeyCells::default(), "second")
                 .unwrap();
             ingest
-                .add_invalid(5, &serde_json::Map::new(), "third")
+                .add_invalid(5, &serde_json::Map::new(), &KeyCells::default(), "third")
                 .unwrap();
             ingest.add(&spec("b", "p", 6), None).unwrap();
             ingest.finish(&["id".to_owned()]).unwrap();
@@ -335,7 +341,7 @@ mod tests {
         {
             let mut ingest = ledger.begin_ingest().unwrap();
             ingest
-                .add_invalid(9, &serde_json::Map::new(), "dropped")
+                .add_invalid(9, &serde_json::Map::new(), &KeyCells::default(), "dropped")
                 .unwrap();
         }
         assert_eq!(ledger.n_invalid_rows().unwrap(), 3);

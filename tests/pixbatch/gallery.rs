@@ -450,3 +450,42 @@ async fn scrolling_through_1200_videos_keeps_only_those_near_the_screen_alive() 
     assert_eq!(seen["loaded"], seen["live"], "{seen}");
     assert!(!log.contains("WebMediaPlayer"), "{log}");
 }
+
+#[tokio::test]
+async fn an_invalid_row_shows_its_id_prompt_and_image_under_aliases_and_mappings() {
+    let scratch = Scratch::new(fast_sim()).await;
+    std::fs::create_dir(scratch.path("img")).unwrap();
+    std::fs::copy(
+        "sample-data/images/square-cat.jpeg",
+        scratch.path("img/cat.jpeg"),
+    )
+    .unwrap();
+    scratch.write_manifest(
+        "Job ID,Image URL,Words,Duration\n\
+         good,img/cat.jpeg,A good shot,5\n\
+         bad,img/cat.jpeg,A shot too long,99\n",
+    );
+    let args = [
+        "--skip-invalid",
+        "--column",
+        "prompt=Words",
+        "--image-base-url",
+        "http://127.0.0.1:9/batch/",
+    ];
+    scratch.run(&args).await;
+    let html = std::fs::read_to_string(scratch.out().join("index.html")).unwrap();
+    let (_, invalid) = html
+        .split_once("<article class=\"card\" data-state=\"invalid\">")
+        .expect("an invalid card");
+    let invalid = &invalid[..invalid.find("</article>").unwrap()];
+    assert!(invalid.contains("src=\"../img/cat.jpeg\""), "{invalid}");
+    assert!(
+        invalid.contains("<p class=\"prompt\">A shot too long</p>"),
+        "{invalid}"
+    );
+    assert!(
+        invalid.contains("<dt>id</dt><dd>bad</dd><dt>line</dt><dd>3</dd>"),
+        "{invalid}"
+    );
+    assert!(invalid.contains("duration"), "the problem: {invalid}");
+}
