@@ -308,8 +308,13 @@ mod tests {
                 .add_invalid(2, &serde_json::Map::new(), &KeyCells::default(), "first")
                 .unwrap();
             ingest.add(&spec("a", "p", 3), None).unwrap();
+            let cells = KeyCells {
+                id: Some("c".into()),
+                prompt: Some("a prompt".into()),
+                image: Some("img/c.png".into()),
+            };
             ingest
-                .add_invalid(4, &serde_json::Map::new(), &KeyCells::default(), "second")
+                .add_invalid(4, &serde_json::Map::new(), &cells, "second")
                 .unwrap();
             ingest
                 .add_invalid(5, &serde_json::Map::new(), &KeyCells::default(), "third")
@@ -334,6 +339,17 @@ mod tests {
             "the job left out of the manifest is not a row"
         );
         assert_eq!(ledger.n_invalid_rows().unwrap(), 3);
+        let mut kept = Vec::new();
+        ledger
+            .for_each_result_row(|row| {
+                if let ResultRow::Invalid { line: 4, cells, .. } = row {
+                    kept.push(cells.prompt);
+                }
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept, [Some("a prompt".to_owned())]);
         // Invalid rows are not jobs.
         assert_eq!(ledger.counts(true).unwrap().values().sum::<u64>(), 2);
 
@@ -373,6 +389,23 @@ mod tests {
             rows[1].1.starts_with("invalid: already-submitted: "),
             "{rows:?}"
         );
+        // The gallery shows its id and its request's prompt and image.
+        let mut cells = Vec::new();
+        ledger
+            .for_each_result_row(|row| {
+                if let ResultRow::Invalid { cells: found, .. } = row {
+                    cells.push(found);
+                }
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        let expected = KeyCells {
+            id: Some("renamed-a".into()),
+            prompt: Some("same".into()),
+            image: Some(crate::job::tests::request().image),
+        };
+        assert_eq!(cells, [expected]);
     }
 
     #[test]
