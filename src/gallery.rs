@@ -38,7 +38,7 @@ pub const GALLERY_FILE: &str = "index.html";
 /// and escaped when written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Card {
-    /// The job id; for a row not taken in, `line N`.
+    /// The job id; for a row not taken in, its id cell or `line N`.
     pub id: String,
     /// The row's line in the manifest.
     pub line: i64,
