@@ -139,18 +139,7 @@ pub fn ingest(
         let row = match row {
             Ok(row) => row,
             Err(problem) => {
-                // A row that could not be read into cells: its place in
-                // the results table says why, without cells.
-                let line = problem.location.line;
-                let (input, cells) = (Map::new(), KeyCells::default());
-                record_invalid(
-                    &mut ingest,
-                    &mut report,
-                    line,
-                    &input,
-                    &cells,
-                    vec![problem],
-                )?;
+                record_unread(&mut ingest, &mut report, problem)?;
                 continue;
             }
         };
@@ -301,6 +290,24 @@ fn remember_kind(ingest: &Ingest<'_>, manifest: &Manifest) -> Result<(), Error> 
     let semicolons = manifest.delimiter() == Some(b';');
     ingest.set_meta(MANIFEST_SEMICOLONS_KEY, yes_no(semicolons))?;
     Ok(())
+}
+
+/// Reports the problem of a row that could not be read into cells; its
+/// place in the results table says why, without cells.
+fn record_unread(
+    ingest: &mut Ingest<'_>,
+    report: &mut IngestReport,
+    problem: Problem,
+) -> Result<(), Error> {
+    let (line, input) = (problem.location.line, Map::new());
+    record_invalid(
+        ingest,
+        report,
+        line,
+        &input,
+        &KeyCells::default(),
+        vec![problem],
+    )
 }
 
 /// Reports the `problems` of the row on `line`, and keeps the row's place
