@@ -9,8 +9,10 @@
 //! (`content-visibility`), and each card's `<img loading="lazy">` and
 //! `<video controls preload="metadata">` wait in an inert `<template>` until
 //! the card comes near the viewport (10,000 live media elements take
-//! Chromium seconds to build); `index.html#all` shows every one at once
-//! (for tests and screenshots). Without JavaScript the cards show their
+//! Chromium seconds to build), and go back into it when the card leaves
+//! (Chromium makes no more than about 1,000 video players);
+//! `index.html#all` shows every one at once (for tests and screenshots of
+//! galleries under 1,000 videos). Without JavaScript the cards show their
 //! text and a link to each video.
 
 use std::fmt;
@@ -25,7 +27,7 @@ use url::Url;
 use crate::error::Error;
 use crate::export::{INVALID_STATE, job_error, write_atomically};
 use crate::job::JobState;
-use crate::ledger::{JobRecord, Ledger, ResultRow};
+use crate::ledger::{JobRecord, KeyCells, Ledger, ResultRow};
 use crate::price::Usd;
 
 /// The gallery's file name in the output folder.
@@ -36,7 +38,7 @@ pub const GALLERY_FILE: &str = "index.html";
 /// and escaped when written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Card {
-    /// The job id; for a row not taken in, `line N`.
+    /// The job id; for a row not taken in, its id cell or `line N`.
     pub id: String,
     /// The row's line in the manifest.
     pub line: i64,
@@ -91,6 +93,22 @@ impl Places {
         match self.local_image(input, sent) {
             Some(path) => Some(self.href(&path)),
             None => web_url(sent),
+        }
+    }
+
+    /// The image an invalid row's image cell, written `text`, names: the
+    /// local file, when the cell is a path to one under the manifest's
+    /// folder, else what [`Places::image_src`] makes of it as a URL.
+    fn written_image(&self, input: &Map<String, Value>, text: &str) -> Option<String> {
+        let local = self
+            .manifest_dir
+            .as_ref()
+            .zip(local_path_parts(text))
+            .map(|(dir, parts)| parts.iter().fold(dir.clone(), |path, part| path.join(part)))
+            .filter(|path| path.is_file());
+        match local {
+            Some(path) => Some(self.href(&path)),
+            None => self.image_src(input, text),
         }
     }
 
@@ -179,15 +197,24 @@ impl Card {
         }
     }
 
-    /// A row that was not taken in: its input cells as read (the prompt and
-    /// image found by their column names) and its problems.
-    pub fn invalid(line: i64, input: &Map<String, Value>, problems: &str) -> Card {
+    /// A row that was not taken in: its id, prompt and image as validation
+    /// found them (the id `line N` when it has none), and its problems.
+    pub fn invalid(
+        line: i64,
+        input: &Map<String, Value>,
+        cells: &KeyCells,
+        problems: &str,
+        places: &Places,
+    ) -> Card {
         Card {
-            id: format!("line {line}"),
+            id: cells.id.clone().unwrap_or_else(|| format!("line {line}")),
             line,
             state: INVALID_STATE,
-            prompt: input_text(input, "prompt"),
-            image: input_text(input, "image").and_then(|url| web_url(&url)),
+            prompt: cells.prompt.clone(),
+            image: cells
+                .image
+                .as_ref()
+                .and_then(|text| places.written_image(input, text)),
             video: None,
             cost: None,
             reason: Some(problems.to_owned()),
@@ -238,34 +265,55 @@ fn card_states() -> impl Iterator<Item = &'static str> {
 
 /// The page's script. Each card's image and video wait in a `<template>`
 /// (inert: nothing loads, no player is made) until the card comes near the
-/// viewport, or all at once with `#all`; then they are put in place. A
-/// video is marked `data-loaded="yes"` once it has a picture and a
-/// duration, or `"error"` (a missing or unplayable file shows a badge).
+/// viewport, and go back into it when the card leaves (Chromium makes at
+/// most about 1,000 video players, so a long scroll must let go of them);
+/// `#all` shows every card at once and keeps them. A video is marked
+/// `data-loaded="yes"` once it has a picture and a duration, or `"error"`
+/// (a missing or unplayable file shows a badge; a video let go of is not
+/// an error).
 const SCRIPT: &str = r##"
 "use strict";
 (function () {
   var all = false;
+  var observer = null;
+  var templates = new WeakMap();
   function mark(video) {
     video.addEventListener("loadedmetadata", function () {
       video.dataset.loaded = video.videoWidth > 0 && video.duration > 0 ? "yes" : "error";
     }, { once: true });
-    video.addEventListener("error", function () { video.dataset.loaded = "error"; }, { once: true });
+    video.addEventListener("error", function () {
+      if (video.isConnected && video.hasAttribute("src")) video.dataset.loaded = "error";
+    }, { once: true });
   }
   function show(slot) {
     var template = slot.querySelector("template");
     if (!template) return;
+    templates.set(slot, template);
     var content = document.importNode(template.content, true);
     content.querySelectorAll("video").forEach(mark);
     if (all) content.querySelectorAll("img").forEach(function (img) { img.loading = "eager"; });
-    slot.replaceWith(content);
+    slot.replaceChildren(content);
+  }
+  function hide(slot) {
+    var template = templates.get(slot);
+    if (!template || template.parentNode === slot) return;
+    slot.querySelectorAll("video").forEach(function (video) {
+      video.removeAttribute("src");
+      video.load();
+    });
+    slot.replaceChildren(template);
   }
   var slots = Array.prototype.slice.call(document.querySelectorAll(".slot"));
-  function showAll() { all = true; slots.forEach(show); }
+  function showAll() {
+    all = true;
+    if (observer) observer.disconnect();
+    slots.forEach(show);
+  }
   window.addEventListener("hashchange", function () { if (location.hash === "#all") showAll(); });
   if (location.hash === "#all" || !("IntersectionObserver" in window)) { showAll(); return; }
-  var observer = new IntersectionObserver(function (entries) {
+  observer = new IntersectionObserver(function (entries) {
     entries.forEach(function (entry) {
-      if (entry.isIntersecting) { observer.unobserve(entry.target); show(entry.target); }
+      if (entry.isIntersecting) show(entry.target); else hide(entry.target);
     });
   }, { rootMargin: "800px 0px" });
   slots.forEach(function (slot) { observer.observe(slot); });
@@ -470,8 +518,9 @@ pub fn write_gallery(
                     ResultRow::Invalid {
                         line,
                         input,
+                        cells,
                         problems,
-                    } => Card::invalid(line as i64, &input, &problems),
+                    } => Card::invalid(line as i64, &input, &cells, &problems, places),
                 })
             })
             .map_err(|error| io::Error::other(error.to_string()))??;
@@ -576,18 +625,21 @@ mod tests {
 
     #[test]
     fn a_hostile_row_shows_as_text() {
-        let mut input = Map::new();
-        input.insert("prompt".into(), "<script>alert(1)</script>".into());
-        input.insert(
-            "image".into(),
-            r#"https://x.test/"><img src=x onerror=alert(1)>"#.into(),
-        );
-        let html = page(&[Card::invalid(7, &input, r#""><b>bad</b>"#)]);
+        let cells = KeyCells {
+            id: Some("<i>x</i>".into()),
+            prompt: Some("<script>alert(1)</script>".into()),
+            image: Some(r#"https://x.test/"><img src=x onerror=alert(1)>"#.into()),
+        };
+        let places =
+            Places::new(Path::new("/w/out/index.html"), Path::new("/w/out"), None).unwrap();
+        let card = Card::invalid(7, &Map::new(), &cells, r#""><b>bad</b>"#, &places);
+        let html = page(&[card]);
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(
             html.contains("src=\"https://x.test/&quot;&gt;&lt;img src=x onerror=alert(1)&gt;\"")
         );
         assert!(html.contains("&quot;&gt;&lt;b&gt;bad&lt;/b&gt;"));
+        assert!(html.contains("<dd>&lt;i&gt;x&lt;/i&gt;</dd>"));
         assert!(html.contains("<title>jobs &lt;1&gt;.csv</title>"));
         assert_eq!(
             html.matches("<script>").count(),

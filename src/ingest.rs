@@ -12,13 +12,13 @@ use crate::error::Error;
 use crate::job::Counts;
 use crate::job::{JobId, JobSpec, JobState};
 use crate::ledger::PendingCost;
-use crate::ledger::{Ingest, IngestOutcome, Ledger};
+use crate::ledger::{Ingest, IngestOutcome, KeyCells, Ledger};
 use crate::manifest::Manifest;
 use crate::price::{CostBreakdown, PriceTable, Usd};
 use crate::row::{Problem, RawRow};
 use crate::validate::{
-    ColumnMapping, Columns, ValidationContext, image_warning, remote_image, remote_image_problem,
-    validate_row,
+    ColumnMapping, Columns, ValidationContext, image_warning, key_cells, remote_image,
+    remote_image_problem, validate_row,
 };
 
 /// The ledger's `meta` key saying whether the manifest started with a
@@ -139,10 +139,7 @@ pub fn ingest(
         let row = match row {
             Ok(row) => row,
             Err(problem) => {
-                // A row that could not be read into cells: its place in
-                // the results table says why, without cells.
-                let line = problem.location.line;
-                record_invalid(&mut ingest, &mut report, line, &Map::new(), vec![problem])?;
+                record_unread(&mut ingest, &mut report, problem)?;
                 continue;
             }
         };
@@ -216,16 +213,13 @@ fn take_row(
         (Ok(spec), Some(_)) if ingest.was_sent(&spec.job_id)? => None,
         (_, image_problem) => image_problem,
     };
-    match (checked, image_problem) {
-        (Ok(spec), None) => record_row(ingest, report, row, &spec, columns, prices),
-        (Ok(_), Some(problem)) => {
-            record_invalid(ingest, report, row.line, &row.input_map(), vec![problem])
-        }
-        (Err(problems), image_problem) => {
-            let problems = problems.into_iter().chain(image_problem).collect();
-            record_invalid(ingest, report, row.line, &row.input_map(), problems)
-        }
-    }
+    let problems = match (checked, image_problem) {
+        (Ok(spec), None) => return record_row(ingest, report, row, &spec, columns, prices),
+        (Ok(_), Some(problem)) => vec![problem],
+        (Err(problems), image_problem) => problems.into_iter().chain(image_problem).collect(),
+    };
+    let cells = key_cells(row, columns);
+    record_invalid(ingest, report, row.line, &row.input_map(), &cells, problems)
 }
 
 /// The problem with a row's remote image, from the ledger's record of it
@@ -281,7 +275,9 @@ fn record_row(
         }
         IngestOutcome::Duplicate { first_line } => {
             let problem = duplicate_problem(row, spec, first_line, columns);
-            return record_invalid(ingest, report, row.line, &spec.input, vec![problem]);
+            let cells = key_cells(row, columns);
+            let problems = vec![problem];
+            return record_invalid(ingest, report, row.line, &spec.input, &cells, problems);
         }
     }
     report.n_valid += 1;
@@ -301,20 +297,40 @@ fn remember_kind(ingest: &Ingest<'_>, manifest: &Manifest) -> Result<(), Error> 
     Ok(())
 }
 
+/// Reports the problem of a row that could not be read into cells; its
+/// place in the results table says why, without cells.
+fn record_unread(
+    ingest: &mut Ingest<'_>,
+    report: &mut IngestReport,
+    problem: Problem,
+) -> Result<(), Error> {
+    let (line, input) = (problem.location.line, Map::new());
+    record_invalid(
+        ingest,
+        report,
+        line,
+        &input,
+        &KeyCells::default(),
+        vec![problem],
+    )
+}
+
 /// Reports the `problems` of the row on `line`, and keeps the row's place
-/// in the results table (it is not a job).
+/// in the results table (it is not a job) with its cells and what the
+/// gallery shows of it.
 fn record_invalid(
     ingest: &mut Ingest<'_>,
     report: &mut IngestReport,
     line: u64,
     input: &Map<String, serde_json::Value>,
+    cells: &KeyCells,
     problems: Vec<Problem>,
 ) -> Result<(), Error> {
     let problems: Vec<Problem> = problems
         .into_iter()
         .map(|problem| problem.in_sheet(report.sheet.as_ref()))
         .collect();
-    ingest.add_invalid(line, input, &results_error(&problems))?;
+    ingest.add_invalid(line, input, cells, &results_error(&problems))?;
     problems
         .into_iter()
         .for_each(|problem| report.problem(problem));

@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::image::{FileProbe, ImageInfo, ImageProbe, RemoteImage};
 use crate::job::{JobId, JobSpec, VideoRequest, hashed_job_id};
+use crate::ledger::KeyCells;
 use crate::row::{Cell, Problem, RawRow};
 
 pub const MAX_PROMPT_CHARS: usize = 2500;
@@ -880,6 +881,28 @@ fn url_extension(url: &Url) -> Option<String> {
     name.rsplit_once('.')
         .map(|(_, ext)| ext.to_ascii_lowercase())
         .filter(|ext| !ext.is_empty())
+}
+
+/// A row's id, prompt and image cells as written, found by field name,
+/// alias or `--column` mapping (for an invalid row's card in the gallery).
+pub fn key_cells(row: &RawRow, columns: &Columns) -> KeyCells {
+    let text = |field: Field| {
+        let cell = row
+            .cells
+            .iter()
+            .find(|cell| columns.field(&cell.name) == Some(field))?;
+        let text = match &cell.value {
+            Value::String(text) => text.trim().to_owned(),
+            Value::Null => return None,
+            other => other.to_string(),
+        };
+        (!text.is_empty()).then_some(text)
+    };
+    KeyCells {
+        id: text(Field::Id),
+        prompt: text(Field::Prompt),
+        image: text(Field::Image),
+    }
 }
 
 /// A row's image cell and its URL, when the cell holds an http(s) URL that

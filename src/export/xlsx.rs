@@ -216,7 +216,9 @@ mod tests {
         let mut input = serde_json::Map::new();
         input.insert("prompt".into(), Value::from("p"));
         for line in 2..n + 2 {
-            ingest.add_invalid(line, &input, "duration-range").unwrap();
+            ingest
+                .add_invalid(line, &input, &Default::default(), "duration-range")
+                .unwrap();
         }
         ingest.finish(&["prompt".to_owned()]).unwrap();
         ledger

@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use super::error::Result;
 use super::paid::PaidContext;
-use super::records::{IngestOutcome, PendingCost, Renamed};
+use super::records::{IngestOutcome, KeyCells, PendingCost, Renamed};
 use super::store::{Ledger, now_ms, write_meta};
 use crate::job::{JobId, JobSpec, JobState};
 
@@ -103,27 +103,40 @@ impl Ingest<'_> {
 
     /// Records a row that is not a job: invalid (or a duplicate), skipped
     /// with `--skip-invalid`. It takes the next row number, so the results
-    /// table shows it in its place; `problems` is what the table says.
+    /// table shows it in its place; `cells` is what the gallery shows of
+    /// it, `problems` what the table says.
     pub fn add_invalid(
         &mut self,
         line: u64,
         input: &serde_json::Map<String, serde_json::Value>,
+        cells: &KeyCells,
         problems: &str,
     ) -> Result<()> {
         let input_json = serde_json::to_string(input).expect("JSON values always serialize");
         self.tx
             .prepare_cached(
-                "INSERT INTO invalid_rows (manifest_row, manifest_line, input_json, problems) \
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO invalid_rows \
+                 (manifest_row, manifest_line, input_json, problems, row_id, prompt, image) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![self.n_rows + 1, line as i64, input_json, problems])?;
+            .execute(params![
+                self.n_rows + 1,
+                line as i64,
+                input_json,
+                problems,
+                cells.id,
+                cells.prompt,
+                cells.image
+            ])?;
         self.n_rows += 1;
         Ok(())
     }
 
     /// Moves the jobs `job_ids` (a `SELECT` of job ids taking `params`) of
     /// this ingest to the invalid rows, keeping their place, with `problem`
-    /// as what the results table says (`--skip-invalid`). Returns how many.
+    /// as what the results table says (`--skip-invalid`); the gallery shows
+    /// each one's id, and the prompt and image of its request. Returns how
+    /// many.
     pub(super) fn set_aside(
         &self,
         job_ids: &str,
@@ -133,8 +146,11 @@ impl Ingest<'_> {
         let rows = format!("FROM jobs WHERE job_id IN ({job_ids})");
         self.tx.execute(
             &format!(
-                "INSERT INTO invalid_rows (manifest_row, manifest_line, input_json, problems) \
-                 SELECT manifest_row, manifest_line, input_json, '{}' {rows}",
+                "INSERT INTO invalid_rows \
+                 (manifest_row, manifest_line, input_json, problems, row_id, prompt, image) \
+                 SELECT manifest_row, manifest_line, input_json, '{}', job_id, \
+                 json_extract(request_json, '$.prompt'), json_extract(request_json, '$.image') \
+                 {rows}",
                 problem.replace('\'', "''")
             ),
             params,

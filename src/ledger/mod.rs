@@ -23,7 +23,7 @@ pub use images::{ImageCheck, ImageUrls};
 pub use ingest::Ingest;
 pub use lock::{LockHolder, RunLock};
 pub use records::{
-    CheckedFile, ErrorRecord, IngestOutcome, JobRecord, LiveTask, PaidElsewhere, PendingCost,
-    PendingJob, Renamed, Reservation, ResultRow, RetryCounts, RetrySelection,
+    CheckedFile, ErrorRecord, IngestOutcome, JobRecord, KeyCells, LiveTask, PaidElsewhere,
+    PendingCost, PendingJob, Renamed, Reservation, ResultRow, RetryCounts, RetrySelection,
 };
 pub use store::{Ledger, SIMULATOR, now_ms};

@@ -105,6 +105,17 @@ pub struct JobRecord {
     pub request: Option<VideoRequest>,
 }
 
+/// An invalid row's id, prompt and image as written, found as validation
+/// finds them (by field name, alias or `--column` mapping), for the
+/// gallery; `None` for a cell that is missing or empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyCells {
+    pub id: Option<String>,
+    pub prompt: Option<String>,
+    /// A URL, or a local path as written (relative to the manifest).
+    pub image: Option<String>,
+}
+
 /// One row of the current manifest as the results table shows it, in
 /// manifest order (`Ledger::for_each_result_row`): a valid row and the job
 /// it became, or a row that was invalid and skipped (`--skip-invalid`),
@@ -118,6 +129,8 @@ pub enum ResultRow {
         /// The row's cells as read; empty when the row could not be read
         /// into cells at all (a ragged CSV row, a line that is not JSON).
         input: serde_json::Map<String, serde_json::Value>,
+        /// Its id, prompt and image, as validation read them.
+        cells: KeyCells,
         /// Every problem of the row, one `rule (column): message` each,
         /// joined with `; `.
         problems: String,

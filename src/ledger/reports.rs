@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, params};
 
 use super::error::Result;
-use super::records::{JobRecord, PendingCost, ResultRow};
+use super::records::{JobRecord, KeyCells, PendingCost, ResultRow};
 use super::store::Ledger;
 use crate::job::{JobId, JobState};
 
@@ -181,7 +181,8 @@ impl Ledger {
         ))?;
         let mut jobs = jobs_stmt.query([])?;
         let mut invalid_stmt = self.conn.prepare(
-            "SELECT manifest_row, manifest_line, input_json, problems FROM invalid_rows ORDER BY manifest_row",
+            "SELECT manifest_row, manifest_line, input_json, problems, row_id, prompt, image \
+             FROM invalid_rows ORDER BY manifest_row",
         )?;
         let mut invalid = invalid_stmt.query([])?;
         // Two streams, each in manifest order, merged by row number.
@@ -264,6 +265,11 @@ fn numbered_invalid(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ResultRow
             line: row.get::<_, i64>(1)?.max(0) as u64,
             input: serde_json::from_str(&input).unwrap_or_default(),
             problems: row.get(3)?,
+            cells: KeyCells {
+                id: row.get(4)?,
+                prompt: row.get(5)?,
+                image: row.get(6)?,
+            },
         },
     ))
 }
@@ -299,14 +305,19 @@ mod tests {
         {
             let mut ingest = ledger.begin_ingest().unwrap();
             ingest
-                .add_invalid(2, &serde_json::Map::new(), "first")
+                .add_invalid(2, &serde_json::Map::new(), &KeyCells::default(), "first")
                 .unwrap();
             ingest.add(&spec("a", "p", 3), None).unwrap();
+            let cells = KeyCells {
+                id: Some("c".into()),
+                prompt: Some("a prompt".into()),
+                image: Some("img/c.png".into()),
+            };
             ingest
-                .add_invalid(4, &serde_json::Map::new(), "second")
+                .add_invalid(4, &serde_json::Map::new(), &cells, "second")
                 .unwrap();
             ingest
-                .add_invalid(5, &serde_json::Map::new(), "third")
+                .add_invalid(5, &serde_json::Map::new(), &KeyCells::default(), "third")
                 .unwrap();
             ingest.add(&spec("b", "p", 6), None).unwrap();
             ingest.finish(&["id".to_owned()]).unwrap();
@@ -328,6 +339,17 @@ mod tests {
             "the job left out of the manifest is not a row"
         );
         assert_eq!(ledger.n_invalid_rows().unwrap(), 3);
+        let mut kept = Vec::new();
+        ledger
+            .for_each_result_row(|row| {
+                if let ResultRow::Invalid { line: 4, cells, .. } = row {
+                    kept.push(cells.prompt);
+                }
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept, [Some("a prompt".to_owned())]);
         // Invalid rows are not jobs.
         assert_eq!(ledger.counts(true).unwrap().values().sum::<u64>(), 2);
 
@@ -335,7 +357,7 @@ mod tests {
         {
             let mut ingest = ledger.begin_ingest().unwrap();
             ingest
-                .add_invalid(9, &serde_json::Map::new(), "dropped")
+                .add_invalid(9, &serde_json::Map::new(), &KeyCells::default(), "dropped")
                 .unwrap();
         }
         assert_eq!(ledger.n_invalid_rows().unwrap(), 3);
@@ -367,6 +389,23 @@ mod tests {
             rows[1].1.starts_with("invalid: already-submitted: "),
             "{rows:?}"
         );
+        // The gallery shows its id and its request's prompt and image.
+        let mut cells = Vec::new();
+        ledger
+            .for_each_result_row(|row| {
+                if let ResultRow::Invalid { cells: found, .. } = row {
+                    cells.push(found);
+                }
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        let expected = KeyCells {
+            id: Some("renamed-a".into()),
+            prompt: Some("same".into()),
+            image: Some(crate::job::tests::request().image),
+        };
+        assert_eq!(cells, [expected]);
     }
 
     #[test]

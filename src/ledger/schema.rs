@@ -89,7 +89,10 @@ const MIGRATIONS: &[&str] = &[
         manifest_row  INTEGER PRIMARY KEY,
         manifest_line INTEGER NOT NULL,
         input_json    TEXT NOT NULL,
-        problems      TEXT NOT NULL
+        problems      TEXT NOT NULL,
+        row_id        TEXT,
+        prompt        TEXT,
+        image         TEXT
     );
     ",
     // 5: remote images checked before paying, by URL. `passed` says whether

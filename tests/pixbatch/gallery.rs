@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pixbatch::error::EXIT_SOME_FAILED;
+use pixbatch::gallery::{Card, GalleryWriter};
 use pixbatch::simulator::Scripted;
 
 use crate::support::{Scratch, fast_sim, path_str};
@@ -221,4 +222,270 @@ async fn a_plain_visit_loads_only_the_cards_near_the_screen() {
         80 - n_loaded,
         "the others wait, and no video shown failed"
     );
+}
+
+/// Chromium driven over the DevTools protocol: its commands come in on fd
+/// 3 and its answers go out on fd 4 (`--remote-debugging-pipe`), each a
+/// JSON message ended by a NUL; a shell hands it our pipes as those fds.
+struct DevTools {
+    child: tokio::process::Child,
+    to: tokio::process::ChildStdin,
+    from: tokio::io::BufReader<tokio::process::ChildStdout>,
+    /// Chromium's log (console messages, media errors), read as it comes.
+    log: tokio::task::JoinHandle<String>,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl DevTools {
+    async fn start(browser: &Path) -> DevTools {
+        use std::process::Stdio;
+        use tokio::io::AsyncReadExt as _;
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec "$0" "$@" 3<&0 4>&1 </dev/null >/dev/null"#)
+            .arg(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--host-resolver-rules=MAP * ~NOTFOUND",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--window-size=1280,1000",
+                "--remote-debugging-pipe",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("Chromium starts");
+        let mut stderr = child.stderr.take().unwrap();
+        let log = tokio::spawn(async move {
+            let mut log = String::new();
+            let _ = stderr.read_to_string(&mut log).await;
+            log
+        });
+        DevTools {
+            to: child.stdin.take().unwrap(),
+            from: tokio::io::BufReader::new(child.stdout.take().unwrap()),
+            child,
+            log,
+            next_id: 0,
+            _profile: profile,
+        }
+    }
+
+    /// Sends a command (to the page's session, if given) and returns its
+    /// result, skipping the events that come before it.
+    async fn call(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: serde_json::Value,
+    ) -> serde_json::Value {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        self.next_id += 1;
+        let mut message =
+            serde_json::json!({"id": self.next_id, "method": method, "params": params});
+        if let Some(session) = session {
+            message["sessionId"] = session.into();
+        }
+        let mut bytes = serde_json::to_vec(&message).unwrap();
+        bytes.push(0);
+        self.to.write_all(&bytes).await.unwrap();
+        loop {
+            let mut answer = Vec::new();
+            let n = self.from.read_until(0, &mut answer).await.unwrap();
+            assert!(n > 0, "Chromium closed the pipe during {method}");
+            answer.pop();
+            let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+            if answer["id"] == self.next_id {
+                assert!(answer.get("error").is_none(), "{method}: {answer}");
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// Opens `url` in a new page; returns the page's session.
+    async fn open(&mut self, url: &str) -> String {
+        let target = self
+            .call(
+                None,
+                "Target.createTarget",
+                serde_json::json!({"url": "about:blank"}),
+            )
+            .await;
+        let session = self
+            .call(
+                None,
+                "Target.attachToTarget",
+                serde_json::json!({"targetId": target["targetId"], "flatten": true}),
+            )
+            .await["sessionId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.call(Some(&session), "Page.enable", serde_json::json!({}))
+            .await;
+        self.call(
+            Some(&session),
+            "Page.navigate",
+            serde_json::json!({"url": url}),
+        )
+        .await;
+        session
+    }
+
+    /// Runs `expression` in the page, awaiting the promise it gives.
+    async fn evaluate(&mut self, session: &str, expression: &str) -> serde_json::Value {
+        let params = serde_json::json!({
+            "expression": expression, "awaitPromise": true, "returnByValue": true
+        });
+        let result = self.call(Some(session), "Runtime.evaluate", params).await;
+        assert!(result.get("exceptionDetails").is_none(), "{result}");
+        result["result"]["value"].clone()
+    }
+
+    /// Ends the browser; returns its log.
+    async fn close(mut self) -> String {
+        let _ = self
+            .call(None, "Browser.close", serde_json::json!({}))
+            .await;
+        let _ = self.child.wait().await;
+        drop(self.to);
+        self.log.await.unwrap()
+    }
+}
+
+/// Scrolls the page from top to bottom a screen at a time, letting it
+/// draw twice at each stop, then waits for the videos on screen to load;
+/// returns the most videos alive at once, the error badges seen, and the
+/// videos alive and loaded at the bottom.
+const SCROLL_TO_THE_BOTTOM: &str = r#"
+(async () => {
+  const drawn = () => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+  await new Promise(done => document.readyState === "complete" ? done() : addEventListener("load", done));
+  const live = () => document.querySelectorAll("main video").length;
+  let most = 0, errors = 0, stops = 0;
+  for (let y = 0; y < document.documentElement.scrollHeight; y += innerHeight) {
+    scrollTo(0, y);
+    await drawn();
+    stops += 1;
+    most = Math.max(most, live());
+    errors += document.querySelectorAll("video[data-loaded=error]").length;
+  }
+  await Promise.all(Array.from(document.querySelectorAll("main video:not([data-loaded])"), video =>
+    new Promise(done => {
+      video.addEventListener("loadedmetadata", done, { once: true });
+      video.addEventListener("error", done, { once: true });
+    })));
+  await drawn();
+  return {
+    most, errors, stops, live: live(),
+    loaded: document.querySelectorAll("video[data-loaded=yes]").length,
+    last_shown: document.querySelector("article:last-of-type video") !== null,
+  };
+})()
+"#;
+
+#[tokio::test]
+async fn scrolling_through_1200_videos_keeps_only_those_near_the_screen_alive() {
+    let Some(browser) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("index.html");
+    std::fs::write(
+        dir.path().join("clip.mp4"),
+        pixbatch::simulator::video_content("clip", 0),
+    )
+    .unwrap();
+    std::fs::copy(
+        "sample-data/images/square-cat.jpeg",
+        dir.path().join("cat.jpeg"),
+    )
+    .unwrap();
+    let mut gallery = GalleryWriter::begin(std::fs::File::create(&page).unwrap(), "long").unwrap();
+    for line in 2..1202 {
+        gallery
+            .card(&Card {
+                id: format!("row-{line}"),
+                line,
+                state: "downloaded",
+                prompt: Some(format!("Shot {line}")),
+                image: Some("cat.jpeg".into()),
+                video: Some("clip.mp4".into()),
+                cost: None,
+                reason: None,
+            })
+            .unwrap();
+    }
+    gallery.finish().unwrap();
+
+    let mut devtools = DevTools::start(&browser).await;
+    let session = devtools.open(&file_url(&page, "top")).await;
+    let seen = tokio::time::timeout(
+        Duration::from_secs(300),
+        devtools.evaluate(&session, SCROLL_TO_THE_BOTTOM),
+    )
+    .await
+    .expect("the scroll ends within five minutes");
+    let log = devtools.close().await;
+    eprintln!("scrolled: {seen}");
+    assert!(seen["stops"].as_u64().unwrap() > 50, "{seen}");
+    assert!(seen["last_shown"].as_bool().unwrap(), "{seen}");
+    assert_eq!(seen["errors"], 0, "no video shown failed: {seen}");
+    let most = seen["most"].as_u64().unwrap();
+    assert!(
+        (8..200).contains(&most),
+        "a few screens of videos alive: {seen}"
+    );
+    assert_eq!(seen["loaded"], seen["live"], "{seen}");
+    assert!(!log.contains("WebMediaPlayer"), "{log}");
+}
+
+#[tokio::test]
+async fn an_invalid_row_shows_its_id_prompt_and_image_under_aliases_and_mappings() {
+    let scratch = Scratch::new(fast_sim()).await;
+    std::fs::create_dir(scratch.path("img")).unwrap();
+    std::fs::copy(
+        "sample-data/images/square-cat.jpeg",
+        scratch.path("img/cat.jpeg"),
+    )
+    .unwrap();
+    scratch.write_manifest(
+        "Job ID,Image URL,Words,Duration\n\
+         good,img/cat.jpeg,A good shot,5\n\
+         bad,img/cat.jpeg,A shot too long,99\n",
+    );
+    let args = [
+        "--skip-invalid",
+        "--column",
+        "prompt=Words",
+        "--image-base-url",
+        "http://127.0.0.1:9/batch/",
+    ];
+    scratch.run(&args).await;
+    let html = std::fs::read_to_string(scratch.out().join("index.html")).unwrap();
+    let (_, invalid) = html
+        .split_once("<article class=\"card\" data-state=\"invalid\">")
+        .expect("an invalid card");
+    let invalid = &invalid[..invalid.find("</article>").unwrap()];
+    assert!(invalid.contains("src=\"../img/cat.jpeg\""), "{invalid}");
+    assert!(
+        invalid.contains("<p class=\"prompt\">A shot too long</p>"),
+        "{invalid}"
+    );
+    assert!(
+        invalid.contains("<dt>id</dt><dd>bad</dd><dt>line</dt><dd>3</dd>"),
+        "{invalid}"
+    );
+    assert!(invalid.contains("duration"), "the problem: {invalid}");
 }
