@@ -212,15 +212,20 @@ async fn a_plain_visit_loads_only_the_cards_near_the_screen() {
     let Visit { dom, console } = visit(&browser, url.as_str(), None).await;
     assert!(console.is_empty(), "console messages: {console:#?}");
     assert_eq!(dom.matches("<article class=\"card\"").count(), 80);
-    let n_loaded = dom.matches("data-loaded=\"yes\"").count();
+    // Which videos finished loading within the browser's time depends on
+    // the machine's load; which were put in place does not.
+    let n_shown = 80 - dom.matches("<template><video").count();
     assert!(
-        (4..80).contains(&n_loaded),
-        "the first cards' videos load, not all 80: {n_loaded}"
+        (1..80).contains(&n_shown),
+        "the first cards' videos are put in place, not all 80: {n_shown}"
     );
-    assert_eq!(
-        dom.matches("<template><video").count(),
-        80 - n_loaded,
-        "the others wait, and no video shown failed"
+    assert!(
+        dom.matches("data-loaded=\"yes\"").count() <= n_shown,
+        "only videos in place load"
+    );
+    assert!(
+        !dom.contains("data-loaded=\"error\""),
+        "no video shown failed"
     );
 }
 
