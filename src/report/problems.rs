@@ -8,37 +8,52 @@ use serde_json::{Value, json};
 
 use crate::cli::OutputFormat;
 use crate::ingest::{ImagesChecked, IngestReport};
+use crate::row::Problem;
 
 /// Each kept problem on its own line, `FILE: line L, column C (NAME): ... [rule]`
 /// (in a workbook, `FILE: Sheet!D7 (NAME): ... [rule]`), then each kept
 /// warning, `FILE: warning: line L, ...`.
 pub fn render_problems(manifest: &Path, report: &IngestReport) -> String {
     let mut out = String::new();
-    for problem in &report.problems {
-        let _ = writeln!(out, "{}: {problem}", manifest.display());
-    }
-    let n_kept = report.problems.len() as u64;
-    if report.n_problems > n_kept {
-        let _ = writeln!(
-            out,
-            "{}: ... and {} more problem(s)",
-            manifest.display(),
-            report.n_problems - n_kept
-        );
-    }
-    for warning in &report.warnings {
-        let _ = writeln!(out, "{}: warning: {warning}", manifest.display());
-    }
-    let n_kept = report.warnings.len() as u64;
-    if report.n_warnings > n_kept {
-        let _ = writeln!(
-            out,
-            "{}: ... and {} more warning(s)",
-            manifest.display(),
-            report.n_warnings - n_kept
-        );
-    }
+    let (problems, warnings) = (&report.problems, &report.warnings);
+    list(
+        &mut out,
+        manifest,
+        "",
+        problems,
+        report.n_problems,
+        "problem",
+    );
+    list(
+        &mut out,
+        manifest,
+        "warning: ",
+        warnings,
+        report.n_warnings,
+        "warning",
+    );
     out
+}
+
+/// The kept `items`, one a line, then how many more of the `n_found` there
+/// were.
+fn list(
+    out: &mut String,
+    manifest: &Path,
+    label: &str,
+    items: &[Problem],
+    n_found: u64,
+    noun: &str,
+) {
+    let manifest = manifest.display();
+    for item in items {
+        let _ = writeln!(out, "{manifest}: {label}{item}");
+    }
+    let n_kept = items.len() as u64;
+    if n_found > n_kept {
+        let n_more = n_found - n_kept;
+        let _ = writeln!(out, "{manifest}: ... and {n_more} more {noun}(s)");
+    }
 }
 
 /// One line on how remote images were checked: fetched, known from the
@@ -113,7 +128,7 @@ fn validation_json(manifest: &Path, report: &IngestReport) -> Value {
 }
 
 /// Problems (or warnings) as JSON objects.
-fn problems_json(problems: &[crate::row::Problem]) -> Vec<Value> {
+fn problems_json(problems: &[Problem]) -> Vec<Value> {
     problems
         .iter()
         .map(|problem| {
