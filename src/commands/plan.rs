@@ -47,6 +47,7 @@ pub async fn plan(
     let mode = progress_mode(terminal, quiet, config.progress_every);
     let Some((ingested, _)) = ingest_for(&config, reader, ledger, terminal, mode, &stop).await?
     else {
+        tracing::warn!("stopped while checking images: there is no plan");
         return Ok(EXIT_PENDING);
     };
     if config.summary_format == OutputFormat::Text {

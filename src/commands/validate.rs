@@ -54,6 +54,7 @@ pub async fn validate(
     let Some((report, _)) =
         check_and_ingest(manifest, context, ledger, options, prices, checking, &stop).await?
     else {
+        tracing::warn!("stopped while checking images: the manifest was not checked");
         return Ok(EXIT_PENDING);
     };
     print(&render_validation(&args.manifest, &report, args.format))?;
