@@ -368,8 +368,10 @@ async fn an_image_that_stops_sending_is_unreachable_after_the_timeout() {
         read => panic!("the stalled image was read: {read:?}"),
     }
     // A server that ignores the range and sends no length, then stalls
-    // after the header: the image was read, only its length is unknown.
-    let tail = fetcher
+    // after the header (for 60 s): the image was read, only its length is
+    // unknown. (Time enough for the header on a loaded machine.)
+    let enough = std::time::Duration::from_secs(5);
+    let tail = pixbatch::api::ImageFetcher::new(enough, enough, 10 * 1024 * 1024)
         .check(&image_url(&scratch, "norange-slow-tail.png"))
         .await;
     assert!(
