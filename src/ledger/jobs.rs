@@ -100,10 +100,8 @@ impl Ledger {
              file_name = NULL, bytes = NULL, sha256 = NULL, finished_at = NULL",
             &[&task_id.0],
         )?;
-        tx.execute(
-            "INSERT INTO tasks (task_id, job_id, submitted_at) VALUES (?1, ?2, ?3)",
-            params![task_id.0, job_id.0, now_ms()],
-        )?;
+        tx.prepare_cached("INSERT INTO tasks (task_id, job_id, submitted_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![task_id.0, job_id.0, now_ms()])?;
         tx.commit()?;
         Ok(())
     }
@@ -193,11 +191,10 @@ impl Ledger {
         video_url: &str,
         expires_at_ms: Option<i64>,
     ) -> Result<String> {
-        let n_tasks: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM tasks WHERE job_id = ?1",
-            [&job_id.0],
-            |row| row.get(0),
-        )?;
+        let n_tasks: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM tasks WHERE job_id = ?1")?
+            .query_row([&job_id.0], |row| row.get(0))?;
         let file_name = video_file_name(job_id, n_tasks as u64);
         transition(
             &self.conn,
@@ -245,10 +242,11 @@ impl Ledger {
     /// place, so a crash between the rename and `mark_downloaded` can be
     /// recognized by the next run.
     pub fn record_checked_file(&mut self, job_id: &JobId, file: &CheckedFile) -> Result<()> {
-        self.conn.execute(
-            "UPDATE jobs SET bytes = ?2, sha256 = ?3, updated_at = ?4 WHERE job_id = ?1 AND state = 'succeeded'",
-            params![job_id.0, file.bytes as i64, file.sha256, now_ms()],
-        )?;
+        self.conn
+            .prepare_cached(
+                "UPDATE jobs SET bytes = ?2, sha256 = ?3, updated_at = ?4 WHERE job_id = ?1 AND state = 'succeeded'",
+            )?
+            .execute(params![job_id.0, file.bytes as i64, file.sha256, now_ms()])?;
         Ok(())
     }
 
@@ -301,11 +299,8 @@ const SPENT_KEY: &str = "spent_micros";
 
 fn job_cost(conn: &Connection, job_id: &JobId) -> Result<u64> {
     let cost: Option<i64> = conn
-        .query_row(
-            "SELECT cost_micros FROM jobs WHERE job_id = ?1",
-            [&job_id.0],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT cost_micros FROM jobs WHERE job_id = ?1")?
+        .query_row([&job_id.0], |row| row.get(0))
         .optional()?
         .flatten();
     Ok(cost.unwrap_or(0).max(0) as u64)
@@ -313,11 +308,8 @@ fn job_cost(conn: &Connection, job_id: &JobId) -> Result<u64> {
 
 fn spent_micros(conn: &Connection) -> Result<u64> {
     let spent: Option<i64> = conn
-        .query_row(
-            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1",
-            [SPENT_KEY],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1")?
+        .query_row([SPENT_KEY], |row| row.get(0))
         .optional()?;
     Ok(spent.unwrap_or(0).max(0) as u64)
 }
