@@ -837,11 +837,9 @@ mod workbooks {
     /// A workbook as people make them: a title row and a blank row above
     /// the table, which starts in column B; typed cells; formulas with their
     /// cached results; an error cell; a second sheet.
-    fn write_workbook(path: &Path) {
-        let mut workbook = Workbook::new();
-        let shots = workbook.add_worksheet();
-        shots.set_name("Shots").unwrap();
-        shots.write_string(0, 0, "My shots").unwrap();
+    /// The shots table from row 3, column B: a header, a row of every
+    /// kind of cell on row 4, row 5 empty, and an error cell on row 6.
+    fn write_table(shots: &mut rust_xlsxwriter::Worksheet) {
         for (col, name) in [
             "Image URL",
             "Prompt",
@@ -873,10 +871,18 @@ mod workbooks {
             .unwrap();
         // Row 5 is left empty; row 6 has an error cell.
         shots.write_string(5, 1, "https://x/b.png").unwrap();
-        shots.write_string(5, 2, "second").unwrap();
         shots
             .write_formula(5, 3, Formula::new("=1/0").set_result("#DIV/0!"))
             .unwrap();
+    }
+
+    fn write_workbook(path: &Path) {
+        let mut workbook = Workbook::new();
+        let shots = workbook.add_worksheet();
+        shots.set_name("Shots").unwrap();
+        shots.write_string(0, 0, "My shots").unwrap();
+        write_table(shots);
+        shots.write_string(5, 2, "second").unwrap();
         let extra = workbook.add_worksheet();
         extra.set_name("Extra takes").unwrap();
         extra.write_string(0, 0, "prompt").unwrap();
@@ -959,39 +965,7 @@ mod workbooks {
         let untitled = dir.path().join("untitled.xlsx");
         let mut workbook = Workbook::new();
         let shots = workbook.add_worksheet().set_name("Shots").unwrap();
-        for (col, name) in [
-            "Image URL",
-            "Prompt",
-            "Duration",
-            "Audio",
-            "cfg",
-            "Shot date",
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            shots.write_string(2, col as u16 + 1, name).unwrap();
-        }
-        shots.write_string(3, 1, "https://x/a.png").unwrap();
-        shots.write_string(3, 2, "Café crème").unwrap();
-        shots.write_number(3, 3, 5.0).unwrap();
-        shots.write_boolean(3, 4, true).unwrap();
-        shots
-            .write_formula(
-                3,
-                5,
-                Formula::new("=0.1+0.2").set_result("0.30000000000000004"),
-            )
-            .unwrap();
-        let date = ExcelDateTime::from_ymd(2026, 11, 26).unwrap();
-        let date_format = Format::new().set_num_format("yyyy-mm-dd");
-        shots
-            .write_datetime_with_format(3, 6, &date, &date_format)
-            .unwrap();
-        shots.write_string(5, 1, "https://x/b.png").unwrap();
-        shots
-            .write_formula(5, 3, Formula::new("=1/0").set_result("#DIV/0!"))
-            .unwrap();
+        write_table(shots);
         workbook.save(&untitled).unwrap();
 
         let mut manifest = Manifest::open(&untitled).unwrap();

@@ -49,24 +49,29 @@ struct Visit {
 /// Opens `url` in headless Chromium (a fresh profile, no network), lets
 /// the page run for up to 10 s of virtual time, and returns its DOM; with
 /// `screenshot`, saves one there instead.
+/// Headless, with a fresh profile given apart, nothing leaving the machine
+/// (no background traffic, every host name unknown), the log on stderr.
+const BROWSER_FLAGS: [&str; 12] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--window-size=1280,1000",
+];
+
 async fn visit(browser: &Path, url: &str, screenshot: Option<&Path>) -> Visit {
     let profile = tempfile::tempdir().unwrap();
     let mut command = tokio::process::Command::new(browser);
-    command.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--host-resolver-rules=MAP * ~NOTFOUND",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--virtual-time-budget=10000",
-        "--window-size=1280,1000",
-    ]);
+    command
+        .args(BROWSER_FLAGS)
+        .arg("--virtual-time-budget=10000");
     command.arg(format!("--user-data-dir={}", profile.path().display()));
     match screenshot {
         Some(path) => command.arg(format!("--screenshot={}", path.display())),
@@ -255,21 +260,8 @@ impl DevTools {
             .arg("-c")
             .arg(r#"exec "$0" "$@" 3<&0 4>&1 </dev/null >/dev/null"#)
             .arg(browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--host-resolver-rules=MAP * ~NOTFOUND",
-                "--enable-logging=stderr",
-                "--v=0",
-                "--window-size=1280,1000",
-                "--remote-debugging-pipe",
-            ])
+            .args(BROWSER_FLAGS)
+            .arg("--remote-debugging-pipe")
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
