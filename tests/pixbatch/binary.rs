@@ -1,17 +1,7 @@
 //! The real binary, as a user runs it: exit codes and what is printed.
 
-use assert_cmd::Command;
+use crate::support::pixbatch;
 use predicates::prelude::*;
-
-fn pixbatch() -> Command {
-    let mut command = Command::cargo_bin("pixbatch").expect("the binary is built");
-    command
-        .env_remove("HIGHWAY_API_KEY")
-        .env_remove("HIGHWAY_BASE_URL")
-        .env_remove("PIXBATCH_LOG")
-        .env("PIXBATCH_PAID_RECORD", crate::support::PAID_RECORD);
-    command
-}
 
 #[test]
 fn validate_lists_every_mistake_and_exits_2() {

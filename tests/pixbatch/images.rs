@@ -31,18 +31,9 @@ async fn run_checking(scratch: &Scratch, extra: &[&str]) -> i32 {
 
 /// The real binary, off the async runtime so the simulator keeps serving.
 async fn binary(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        assert_cmd::Command::cargo_bin("pixbatch")
-            .unwrap()
-            .args(&args)
-            .env_remove("HIGHWAY_API_KEY")
-            .env_remove("HIGHWAY_BASE_URL")
-            .env_remove("PIXBATCH_LOG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    tokio::task::spawn_blocking(move || crate::support::pixbatch().args(&args).output().unwrap())
+        .await
+        .unwrap()
 }
 
 fn image_url(scratch: &Scratch, name: &str) -> String {

@@ -431,12 +431,8 @@ fn paths_on_stdout_and_in_relative_folders_follow_the_current_directory() {
     manifest.push_str("too-long,https://x.io/a.png,p,99,,,,,\n");
     std::fs::write(dir.path().join("shots.csv"), manifest).unwrap();
     let pixbatch = || {
-        let mut command = assert_cmd::Command::cargo_bin("pixbatch").unwrap();
-        command
-            .current_dir(dir.path())
-            .env_remove("HIGHWAY_API_KEY")
-            .env_remove("HIGHWAY_BASE_URL")
-            .env("PIXBATCH_PAID_RECORD", crate::support::PAID_RECORD);
+        let mut command = crate::support::pixbatch();
+        command.current_dir(dir.path());
         command
     };
     pixbatch()

@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use assert_cmd::Command;
 use rust_xlsxwriter::{Formula, Workbook};
 use serde_json::Value;
 
@@ -13,7 +12,7 @@ use pixbatch::error::{EXIT_INVALID, EXIT_OK};
 use pixbatch::job::JobId;
 use pixbatch::ledger::Ledger;
 
-use crate::support::{FAST, Scratch, command, fast_sim, path_str};
+use crate::support::{FAST, Scratch, command, fast_sim, path_str, pixbatch};
 
 const BASE: &str = "https://cdn.example.com/shots/";
 
@@ -222,16 +221,6 @@ async fn a_workbook_runs_end_to_end_with_the_simulator() {
         })
         .count();
     assert_eq!(videos, 3);
-}
-
-fn pixbatch() -> Command {
-    let mut command = Command::cargo_bin("pixbatch").expect("the binary is built");
-    command
-        .env_remove("HIGHWAY_API_KEY")
-        .env_remove("HIGHWAY_BASE_URL")
-        .env_remove("PIXBATCH_LOG")
-        .env("PIXBATCH_PAID_RECORD", crate::support::PAID_RECORD);
-    command
 }
 
 /// A workbook with mistakes: a duration out of range, an error cell, an

@@ -216,3 +216,15 @@ pub fn column(table: &[csv::StringRecord], name: &str) -> usize {
 pub fn path_str(path: &Path) -> String {
     path.display().to_string()
 }
+
+/// The real binary, with none of the user's API settings or log level,
+/// and the test run's own record of paid requests.
+pub fn pixbatch() -> assert_cmd::Command {
+    let mut command = assert_cmd::Command::cargo_bin("pixbatch").expect("the binary is built");
+    command
+        .env_remove("HIGHWAY_API_KEY")
+        .env_remove("HIGHWAY_BASE_URL")
+        .env_remove("PIXBATCH_LOG")
+        .env("PIXBATCH_PAID_RECORD", PAID_RECORD);
+    command
+}
