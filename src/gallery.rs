@@ -60,7 +60,8 @@ pub struct Card {
 #[derive(Debug, Clone)]
 pub struct Places {
     page_dir: PathBuf,
-    out_dir: PathBuf,
+    /// The output folder as seen from the page, worked out once.
+    videos: PathBuf,
     manifest_dir: Option<PathBuf>,
 }
 
@@ -69,9 +70,10 @@ impl Places {
     /// image paths in the manifest start.
     pub fn new(page: &Path, out_dir: &Path, manifest_dir: Option<&Path>) -> io::Result<Places> {
         let page = std::path::absolute(page)?;
+        let page_dir = page.parent().map_or_else(|| page.clone(), Path::to_owned);
         Ok(Places {
-            page_dir: page.parent().map_or_else(|| page.clone(), Path::to_owned),
-            out_dir: std::path::absolute(out_dir)?,
+            videos: crate::export::relative_path(&std::path::absolute(out_dir)?, &page_dir),
+            page_dir,
             manifest_dir: manifest_dir
                 .map(|dir| match dir.as_os_str().is_empty() {
                     true => std::path::absolute("."),
@@ -151,8 +153,13 @@ fn web_url(url: &str) -> Option<String> {
 /// `target` relative to the folder `from` (both absolute), as a URL path:
 /// each part percent-encoded, joined with `/`.
 pub fn relative_href(from: &Path, target: &Path) -> String {
-    crate::export::relative_path(target, from)
-        .components()
+    encode_href(&crate::export::relative_path(target, from))
+}
+
+/// A relative path as a URL path: each part percent-encoded, joined with
+/// `/`.
+fn encode_href(path: &Path) -> String {
+    path.components()
         .map(|part| encode_path_part(&part.as_os_str().to_string_lossy()))
         .collect::<Vec<_>>()
         .join("/")
@@ -175,7 +182,7 @@ fn encode_path_part(part: &str) -> String {
 impl Card {
     pub fn from_job(job: &JobRecord, places: &Places) -> Card {
         let video = match (job.state, &job.file_name) {
-            (JobState::Downloaded, Some(name)) => Some(places.href(&places.out_dir.join(name))),
+            (JobState::Downloaded, Some(name)) => Some(encode_href(&places.videos.join(name))),
             _ => None,
         };
         let (prompt, image) = match &job.request {
