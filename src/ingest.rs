@@ -538,6 +538,21 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    #[test]
+    fn an_invalid_rows_error_names_its_cell_in_a_workbook() {
+        let problem = Problem::new(4, "duration-range", "got 99").at_column(3, "Duration");
+        assert_eq!(
+            results_error(&[problem.clone()]),
+            "duration-range (column 3, Duration): got 99"
+        );
+        let sheet: Arc<str> = Arc::from("Shots");
+        let no_column = Problem::new(4, "prompt-required", "empty");
+        assert_eq!(
+            results_error(&[problem.in_sheet(Some(&sheet)), no_column]),
+            "duration-range (C4, Duration): got 99; prompt-required: empty"
+        );
+    }
+
     fn run(dir: &Path, text: &str, ledger: &mut Ledger, skip_invalid: bool) -> IngestReport {
         run_file(dir, "m.csv", text, ledger, skip_invalid)
     }

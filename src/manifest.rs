@@ -1023,6 +1023,10 @@ mod workbooks {
                 .contains("Empty row 1: the sheet is empty"),
             "{error}"
         );
+        assert!(
+            error.to_string().contains("name it with --sheet"),
+            "points to the flag: {error}"
+        );
     }
 
     #[test]
