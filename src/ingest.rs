@@ -542,7 +542,7 @@ mod tests {
     fn an_invalid_rows_error_names_its_cell_in_a_workbook() {
         let problem = Problem::new(4, "duration-range", "got 99").at_column(3, "Duration");
         assert_eq!(
-            results_error(&[problem.clone()]),
+            results_error(std::slice::from_ref(&problem)),
             "duration-range (column 3, Duration): got 99"
         );
         let sheet: Arc<str> = Arc::from("Shots");
