@@ -4,10 +4,10 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use url::Url;
 
 use super::classify::{self, Endpoint, Failure, FatalCause};
@@ -83,6 +83,13 @@ pub enum DownloadError {
 pub struct Downloaded {
     pub bytes: u64,
     pub sha256: String,
+}
+
+/// Where a download's bytes go, in order. Making them durable is the
+/// owner's job, once the download is complete.
+pub trait VideoSink {
+    /// Takes the next chunk; an error is the local disk's.
+    fn write(&mut self, chunk: Bytes) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
 /// Builds every HTTP client pixbatch uses, so the TLS provider is always
@@ -236,14 +243,14 @@ impl ApiClient {
         })
     }
 
-    /// Streams a video into `file`, hashing as it goes, and checks the
-    /// length against `Content-Length`. The file is flushed and synced;
-    /// renaming it into place is the caller's job. No API key is sent: the
-    /// URL is signed, and may point at another host.
+    /// Streams a video into `sink`, hashing as it goes, and checks the
+    /// length against `Content-Length`. Syncing the file and renaming it
+    /// into place are the caller's job. No API key is sent: the URL is
+    /// signed, and may point at another host.
     pub async fn download(
         &self,
         url: &str,
-        file: &mut tokio::fs::File,
+        sink: &mut impl VideoSink,
         max_bytes: u64,
     ) -> Result<Downloaded, DownloadError> {
         let url = Url::parse(url).map_err(|error| {
@@ -282,16 +289,16 @@ impl ApiClient {
                 "the video is {expected} bytes, over the {max_bytes}-byte cap (--max-video-bytes)"
             )));
         }
-        stream_to_file(response, expected, file, max_bytes).await
+        stream_to_sink(response, expected, sink, max_bytes).await
     }
 }
 
-/// Streams a response body into `file`, hashing as it goes, and checks it
+/// Streams a response body into `sink`, hashing as it goes, and checks it
 /// against the announced length and the size cap.
-async fn stream_to_file(
+async fn stream_to_sink(
     response: reqwest::Response,
     expected: Option<u64>,
-    file: &mut tokio::fs::File,
+    sink: &mut impl VideoSink,
     max_bytes: u64,
 ) -> Result<Downloaded, DownloadError> {
     let mut hasher = Sha256::new();
@@ -326,7 +333,7 @@ async fn stream_to_file(
             )));
         }
         hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(disk_error)?;
+        sink.write(chunk).await.map_err(disk_error)?;
     }
     if let Some(expected) = expected
         && expected != n_bytes
@@ -340,8 +347,6 @@ async fn stream_to_file(
             "the download was empty".to_owned(),
         ));
     }
-    file.flush().await.map_err(disk_error)?;
-    file.sync_all().await.map_err(disk_error)?;
     Ok(Downloaded {
         bytes: n_bytes,
         sha256: hex(&hasher.finalize()),
@@ -432,14 +437,20 @@ mod tests {
             ApiKey::new("k".into()),
             TIMEOUTS,
         );
-        let dir = tempfile::tempdir().unwrap();
-        let mut file = tokio::fs::File::create(dir.path().join("v")).await.unwrap();
+        let mut sink = Vec::new();
         for url in ["file:///etc/passwd", "ftp://127.0.0.1/v.mp4", "not a url"] {
-            let result = client.download(url, &mut file, 1000).await;
+            let result = client.download(url, &mut sink, 1000).await;
             assert!(
                 matches!(result, Err(DownloadError::Final(_))),
                 "{url}: {result:?}"
             );
+        }
+    }
+
+    impl VideoSink for Vec<u8> {
+        async fn write(&mut self, chunk: Bytes) -> std::io::Result<()> {
+            self.extend_from_slice(&chunk);
+            Ok(())
         }
     }
 

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use super::decide::{DownloadVerdict, after_download_error};
 use super::engine::Shared;
 use super::record::{Halted, JobRef};
+use super::video_file::VideoFile;
 use crate::api::{DownloadError, RemoteStatus};
 use crate::error::Error;
 use crate::job::{ErrorKind, JobState, TaskId, hex, video_file_name};
@@ -171,7 +172,7 @@ async fn attempt(
         Err(error) => return Ok(Err(disk(error))),
     };
     let mut file = match temp.as_file().try_clone() {
-        Ok(file) => tokio::fs::File::from_std(file),
+        Ok(file) => VideoFile::start(file),
         Err(error) => return Ok(Err(disk(error))),
     };
     let downloaded = match shared
@@ -182,7 +183,10 @@ async fn attempt(
         Ok(downloaded) => downloaded,
         Err(error) => return Ok(Err(error)),
     };
-    drop(file);
+    // Written out and synced (fsync) before the checksum is recorded.
+    if let Err(error) = file.finish().await {
+        return Ok(Err(disk(error)));
+    }
     let checked = CheckedFile {
         bytes: downloaded.bytes,
         sha256: downloaded.sha256,

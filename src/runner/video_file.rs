@@ -1,0 +1,168 @@
+//! A video being written to disk: a blocking thread of its own writes the
+//! chunks with `std::fs` while the next ones arrive, and a second one syncs
+//! what is already written as the rest comes in, so the closing fsync that
+//! makes the file durable has little left to do.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::mpsc::{SyncSender, sync_channel};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::api::VideoSink;
+
+/// Chunks waiting for the writer: with chunks of at most a few hundred KiB,
+/// a few MiB per download, whatever the video's size.
+const QUEUED_CHUNKS: usize = 16;
+
+/// Written bytes between two background syncs. Left to itself the kernel
+/// would start writing a finished video back only after 30 s, so the final
+/// fsync of a 1 GB file would write all of it while the download waits.
+const SYNC_EVERY: u64 = 16 << 20;
+
+/// A file being written by its own thread. `finish` must be called for the
+/// bytes to be complete and durable; dropping it stops the writer.
+pub(super) struct VideoFile {
+    chunks: Option<mpsc::Sender<Bytes>>,
+    writer: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl VideoFile {
+    pub(super) fn start(file: File) -> VideoFile {
+        let (chunks, queued) = mpsc::channel(QUEUED_CHUNKS);
+        VideoFile {
+            chunks: Some(chunks),
+            writer: Some(tokio::task::spawn_blocking(move || {
+                write_chunks(file, queued)
+            })),
+        }
+    }
+
+    /// Waits until every chunk is written and the file is synced.
+    pub(super) async fn finish(mut self) -> std::io::Result<()> {
+        self.chunks = None;
+        self.writer_result().await
+    }
+
+    /// How the writer thread ended (it ends once the chunks stop coming,
+    /// or at its first error).
+    async fn writer_result(&mut self) -> std::io::Result<()> {
+        let Some(writer) = self.writer.take() else {
+            return Err(std::io::Error::other("the video's writer already stopped"));
+        };
+        writer.await.unwrap_or_else(|error| {
+            Err(std::io::Error::other(format!("the writer failed: {error}")))
+        })
+    }
+}
+
+impl VideoSink for VideoFile {
+    async fn write(&mut self, chunk: Bytes) -> std::io::Result<()> {
+        let Some(chunks) = &self.chunks else {
+            return Err(std::io::Error::other("the video was already finished"));
+        };
+        if chunks.send(chunk).await.is_ok() {
+            return Ok(());
+        }
+        // The writer stopped at an error: that error is the answer.
+        self.chunks = None;
+        self.writer_result()
+            .await
+            .and(Err(std::io::Error::other("the video's writer stopped")))
+    }
+}
+
+/// The writer thread: writes the chunks in order, has the written part
+/// synced in the background now and then, and ends with a full sync.
+fn write_chunks(mut file: File, mut queued: mpsc::Receiver<Bytes>) -> std::io::Result<()> {
+    let syncer = BackgroundSync::start(file.try_clone()?);
+    let mut written: u64 = 0;
+    let mut kicked_at: u64 = 0;
+    while let Some(chunk) = queued.blocking_recv() {
+        file.write_all(&chunk)?;
+        written += chunk.len() as u64;
+        if written - kicked_at >= SYNC_EVERY {
+            syncer.kick();
+            kicked_at = written;
+        }
+    }
+    syncer.stop()?;
+    file.sync_all()
+}
+
+/// A thread that syncs a file's data whenever kicked, while its writer
+/// goes on writing. Kicks that come while it is busy are dropped: the
+/// next sync covers their bytes too.
+struct BackgroundSync {
+    kicks: SyncSender<()>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl BackgroundSync {
+    fn start(file: File) -> BackgroundSync {
+        let (kicks, kicked) = sync_channel::<()>(1);
+        let thread = std::thread::spawn(move || {
+            while kicked.recv().is_ok() {
+                file.sync_data()?;
+            }
+            Ok(())
+        });
+        BackgroundSync { kicks, thread }
+    }
+
+    fn kick(&self) {
+        // Full: a sync is already due. Disconnected: the thread stopped at
+        // an error, which `stop` reports.
+        let _ = self.kicks.try_send(());
+    }
+
+    /// Waits for the sync under way, if any; its error, if it failed.
+    fn stop(self) -> std::io::Result<()> {
+        drop(self.kicks);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the background sync panicked")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chunks_are_written_in_order_and_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.mp4");
+        let mut video = VideoFile::start(File::create(&path).unwrap());
+        let mut expected = Vec::new();
+        // Enough to pass SYNC_EVERY a few times.
+        for i in 0..50u8 {
+            let chunk = Bytes::from(vec![i; 1 << 20]);
+            expected.extend_from_slice(&chunk);
+            video.write(chunk).await.unwrap();
+        }
+        video.finish().await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    #[tokio::test]
+    async fn a_write_error_reaches_the_writer_of_the_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.mp4");
+        std::fs::write(&path, b"").unwrap();
+        // A file opened read-only refuses every write.
+        let mut video = VideoFile::start(File::open(&path).unwrap());
+        let mut failed = None;
+        for _ in 0..(QUEUED_CHUNKS + 2) {
+            if let Err(error) = video.write(Bytes::from_static(b"data")).await {
+                failed = Some(error);
+                break;
+            }
+        }
+        let error = failed.expect("a write fails once the writer has stopped");
+        assert_ne!(error.to_string(), "the video's writer stopped", "{error}");
+        assert!(video.finish().await.is_err());
+    }
+}
