@@ -23,10 +23,17 @@ const QUEUED_CHUNKS: usize = 16;
 const SYNC_EVERY: u64 = 16 << 20;
 
 /// A file being written by its own thread. `finish` must be called for the
-/// bytes to be complete and durable; dropping it stops the writer.
+/// bytes to be complete and durable; dropping it instead (a failed or
+/// cancelled download) stops the writer without a sync.
 pub(super) struct VideoFile {
-    chunks: Option<mpsc::Sender<Bytes>>,
+    chunks: Option<mpsc::Sender<ToWriter>>,
     writer: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+enum ToWriter {
+    Chunk(Bytes),
+    /// Every chunk was sent: sync the file.
+    Finish,
 }
 
 impl VideoFile {
@@ -42,7 +49,10 @@ impl VideoFile {
 
     /// Waits until every chunk is written and the file is synced.
     pub(super) async fn finish(mut self) -> std::io::Result<()> {
-        self.chunks = None;
+        if let Some(chunks) = self.chunks.take() {
+            // If the writer already stopped, its result says why.
+            let _ = chunks.send(ToWriter::Finish).await;
+        }
         self.writer_result().await
     }
 
@@ -63,7 +73,7 @@ impl VideoSink for VideoFile {
         let Some(chunks) = &self.chunks else {
             return Err(std::io::Error::other("the video was already finished"));
         };
-        if chunks.send(chunk).await.is_ok() {
+        if chunks.send(ToWriter::Chunk(chunk)).await.is_ok() {
             return Ok(());
         }
         // The writer stopped at an error: that error is the answer.
@@ -75,12 +85,21 @@ impl VideoSink for VideoFile {
 }
 
 /// The writer thread: writes the chunks in order, has the written part
-/// synced in the background now and then, and ends with a full sync.
-fn write_chunks(mut file: File, mut queued: mpsc::Receiver<Bytes>) -> std::io::Result<()> {
+/// synced in the background now and then, and ends with a full sync once
+/// told every chunk was sent. An abandoned file is not synced: its owner
+/// removes it.
+fn write_chunks(mut file: File, mut queued: mpsc::Receiver<ToWriter>) -> std::io::Result<()> {
     let syncer = BackgroundSync::start(file.try_clone()?);
     let mut written: u64 = 0;
     let mut kicked_at: u64 = 0;
-    while let Some(chunk) = queued.blocking_recv() {
+    while let Some(message) = queued.blocking_recv() {
+        let chunk = match message {
+            ToWriter::Chunk(chunk) => chunk,
+            ToWriter::Finish => {
+                syncer.stop()?;
+                return file.sync_all();
+            }
+        };
         file.write_all(&chunk)?;
         written += chunk.len() as u64;
         if written - kicked_at >= SYNC_EVERY {
@@ -88,8 +107,7 @@ fn write_chunks(mut file: File, mut queued: mpsc::Receiver<Bytes>) -> std::io::R
             kicked_at = written;
         }
     }
-    syncer.stop()?;
-    file.sync_all()
+    Ok(())
 }
 
 /// A thread that syncs a file's data whenever kicked, while its writer
