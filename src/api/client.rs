@@ -7,14 +7,13 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::classify::{self, Endpoint, Failure, FatalCause};
 use super::key::ApiKey;
 use super::wire::{self, TaskResult};
 
-use crate::job::{TaskId, hex};
+use crate::job::TaskId;
 
 pub const SUBMIT_PATH: &str = "v3/async/pixverse-v6-i2v";
 pub const RESULT_PATH: &str = "v3/async/task-result";
@@ -78,15 +77,9 @@ pub enum DownloadError {
     Disk(String),
 }
 
-/// A complete, checked download.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Downloaded {
-    pub bytes: u64,
-    pub sha256: String,
-}
-
-/// Where a download's bytes go, in order. Making them durable is the
-/// owner's job, once the download is complete.
+/// Where a download's bytes go, in order. Checksumming them and making
+/// them durable are the owner's job (off the task that receives them, so
+/// the two overlap with receiving).
 pub trait VideoSink {
     /// Takes the next chunk; an error is the local disk's.
     fn write(&mut self, chunk: Bytes) -> impl Future<Output = std::io::Result<()>> + Send;
@@ -243,16 +236,16 @@ impl ApiClient {
         })
     }
 
-    /// Streams a video into `sink`, hashing as it goes, and checks the
-    /// length against `Content-Length`. Syncing the file and renaming it
-    /// into place are the caller's job. No API key is sent: the URL is
-    /// signed, and may point at another host.
+    /// Streams a video into `sink` and checks its length against
+    /// `Content-Length` and the cap; the length is the answer. Checksum,
+    /// sync and rename are the caller's job. No API key is sent: the URL
+    /// is signed, and may point at another host.
     pub async fn download(
         &self,
         url: &str,
         sink: &mut impl VideoSink,
         max_bytes: u64,
-    ) -> Result<Downloaded, DownloadError> {
+    ) -> Result<u64, DownloadError> {
         let url = Url::parse(url).map_err(|error| {
             DownloadError::Final(format!("the video URL is not a URL: {error}"))
         })?;
@@ -293,15 +286,14 @@ impl ApiClient {
     }
 }
 
-/// Streams a response body into `sink`, hashing as it goes, and checks it
-/// against the announced length and the size cap.
+/// Streams a response body into `sink`, and checks it against the
+/// announced length and the size cap.
 async fn stream_to_sink(
     response: reqwest::Response,
     expected: Option<u64>,
     sink: &mut impl VideoSink,
     max_bytes: u64,
-) -> Result<Downloaded, DownloadError> {
-    let mut hasher = Sha256::new();
+) -> Result<u64, DownloadError> {
     let mut n_bytes: u64 = 0;
     let mut stream = response.bytes_stream();
     let started = std::time::Instant::now();
@@ -332,7 +324,6 @@ async fn stream_to_sink(
                 "the video is over the {max_bytes}-byte cap (--max-video-bytes)"
             )));
         }
-        hasher.update(&chunk);
         sink.write(chunk).await.map_err(disk_error)?;
     }
     if let Some(expected) = expected
@@ -347,10 +338,7 @@ async fn stream_to_sink(
             "the download was empty".to_owned(),
         ));
     }
-    Ok(Downloaded {
-        bytes: n_bytes,
-        sha256: hex(&hasher.finalize()),
-    })
+    Ok(n_bytes)
 }
 
 fn transport_error(error: &reqwest::Error, endpoint: Endpoint) -> ApiError {

@@ -175,22 +175,20 @@ async fn attempt(
         Ok(file) => VideoFile::start(file),
         Err(error) => return Ok(Err(disk(error))),
     };
-    let downloaded = match shared
+    let bytes = match shared
         .api
         .download(url, &mut file, shared.settings.max_video_bytes)
         .await
     {
-        Ok(downloaded) => downloaded,
+        Ok(bytes) => bytes,
         Err(error) => return Ok(Err(error)),
     };
     // Written out and synced (fsync) before the checksum is recorded.
-    if let Err(error) = file.finish().await {
-        return Ok(Err(disk(error)));
-    }
-    let checked = CheckedFile {
-        bytes: downloaded.bytes,
-        sha256: downloaded.sha256,
+    let sha256 = match file.finish().await {
+        Ok(sha256) => sha256,
+        Err(error) => return Ok(Err(disk(error))),
     };
+    let checked = CheckedFile { bytes, sha256 };
     shared
         .recorder
         .checked_file(&job.job, checked.clone())

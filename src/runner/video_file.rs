@@ -1,19 +1,22 @@
-//! A video being written to disk: a blocking thread of its own writes the
-//! chunks with `std::fs` while the next ones arrive, and a second one syncs
-//! what is already written as the rest comes in, so the closing fsync that
-//! makes the file durable has little left to do.
+//! A video being written to disk: one blocking thread writes the chunks
+//! with `std::fs` while the next ones arrive, another computes the
+//! checksum, and a third (for videos over `SYNC_EVERY`) syncs what is
+//! already written as the rest comes in, so the closing fsync that makes
+//! the file durable has little left to do.
 
 use std::fs::File;
 use std::io::Write;
 use std::sync::mpsc::{SyncSender, sync_channel};
 
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::api::VideoSink;
+use crate::job::hex;
 
-/// Chunks waiting for the writer: with chunks of at most a few hundred KiB,
+/// Chunks waiting for the writer (and as many for the hasher): with chunks of at most a few hundred KiB,
 /// a few MiB per download, whatever the video's size.
 const QUEUED_CHUNKS: usize = 16;
 
@@ -22,12 +25,15 @@ const QUEUED_CHUNKS: usize = 16;
 /// fsync of a 1 GB file would write all of it while the download waits.
 const SYNC_EVERY: u64 = 16 << 20;
 
-/// A file being written by its own thread. `finish` must be called for the
-/// bytes to be complete and durable; dropping it instead (a failed or
-/// cancelled download) stops the writer without a sync.
+/// A file being written and checksummed by threads of its own. `finish`
+/// must be called for the bytes to be complete and durable; dropping it
+/// instead (a failed or cancelled download) stops the writer without a
+/// sync.
 pub(super) struct VideoFile {
     chunks: Option<mpsc::Sender<ToWriter>>,
     writer: Option<JoinHandle<std::io::Result<()>>>,
+    to_hash: mpsc::Sender<Bytes>,
+    hasher: JoinHandle<String>,
 }
 
 enum ToWriter {
@@ -39,21 +45,29 @@ enum ToWriter {
 impl VideoFile {
     pub(super) fn start(file: File) -> VideoFile {
         let (chunks, queued) = mpsc::channel(QUEUED_CHUNKS);
+        let (to_hash, hash_queue) = mpsc::channel(QUEUED_CHUNKS);
         VideoFile {
             chunks: Some(chunks),
             writer: Some(tokio::task::spawn_blocking(move || {
                 write_chunks(file, queued)
             })),
+            to_hash,
+            hasher: tokio::task::spawn_blocking(move || sha256_of(hash_queue)),
         }
     }
 
-    /// Waits until every chunk is written and the file is synced.
-    pub(super) async fn finish(mut self) -> std::io::Result<()> {
+    /// Waits until every chunk is written and the file is synced; the
+    /// answer is the SHA-256 of the chunks, in hex.
+    pub(super) async fn finish(mut self) -> std::io::Result<String> {
         if let Some(chunks) = self.chunks.take() {
             // If the writer already stopped, its result says why.
             let _ = chunks.send(ToWriter::Finish).await;
         }
-        self.writer_result().await
+        self.writer_result().await?;
+        drop(self.to_hash);
+        self.hasher
+            .await
+            .map_err(|error| std::io::Error::other(format!("the checksum failed: {error}")))
     }
 
     /// How the writer thread ended (it ends once the chunks stop coming,
@@ -73,6 +87,8 @@ impl VideoSink for VideoFile {
         let Some(chunks) = &self.chunks else {
             return Err(std::io::Error::other("the video was already finished"));
         };
+        // The hasher stops only when told to, in `finish`.
+        let _ = self.to_hash.send(chunk.clone()).await;
         if chunks.send(ToWriter::Chunk(chunk)).await.is_ok() {
             return Ok(());
         }
@@ -89,25 +105,39 @@ impl VideoSink for VideoFile {
 /// told every chunk was sent. An abandoned file is not synced: its owner
 /// removes it.
 fn write_chunks(mut file: File, mut queued: mpsc::Receiver<ToWriter>) -> std::io::Result<()> {
-    let syncer = BackgroundSync::start(file.try_clone()?);
+    // Started at the first kick: most videos are done before one is due.
+    let mut syncer: Option<BackgroundSync> = None;
     let mut written: u64 = 0;
     let mut kicked_at: u64 = 0;
     while let Some(message) = queued.blocking_recv() {
         let chunk = match message {
             ToWriter::Chunk(chunk) => chunk,
             ToWriter::Finish => {
-                syncer.stop()?;
+                syncer.map_or(Ok(()), BackgroundSync::stop)?;
                 return file.sync_all();
             }
         };
         file.write_all(&chunk)?;
         written += chunk.len() as u64;
         if written - kicked_at >= SYNC_EVERY {
+            let syncer = match &mut syncer {
+                Some(syncer) => syncer,
+                None => syncer.insert(BackgroundSync::start(file.try_clone()?)),
+            };
             syncer.kick();
             kicked_at = written;
         }
     }
     Ok(())
+}
+
+/// The hasher thread: the SHA-256 of the chunks, in order, in hex.
+fn sha256_of(mut chunks: mpsc::Receiver<Bytes>) -> String {
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = chunks.blocking_recv() {
+        hasher.update(&chunk);
+    }
+    hex(&hasher.finalize())
 }
 
 /// A thread that syncs a file's data whenever kicked, while its writer
@@ -161,8 +191,9 @@ mod tests {
             expected.extend_from_slice(&chunk);
             video.write(chunk).await.unwrap();
         }
-        video.finish().await.unwrap();
+        let sha256 = video.finish().await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), expected);
+        assert_eq!(sha256, crate::job::hex_sha256(&expected));
     }
 
     #[tokio::test]
