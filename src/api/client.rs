@@ -4,17 +4,16 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use url::Url;
 
 use super::classify::{self, Endpoint, Failure, FatalCause};
 use super::key::ApiKey;
 use super::wire::{self, TaskResult};
 
-use crate::job::{TaskId, hex};
+use crate::job::TaskId;
 
 pub const SUBMIT_PATH: &str = "v3/async/pixverse-v6-i2v";
 pub const RESULT_PATH: &str = "v3/async/task-result";
@@ -78,11 +77,12 @@ pub enum DownloadError {
     Disk(String),
 }
 
-/// A complete, checked download.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Downloaded {
-    pub bytes: u64,
-    pub sha256: String,
+/// Where a download's bytes go, in order. Checksumming them and making
+/// them durable are the owner's job (off the task that receives them, so
+/// the two overlap with receiving).
+pub trait VideoSink {
+    /// Takes the next chunk; an error is the local disk's.
+    fn write(&mut self, chunk: Bytes) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
 /// Builds every HTTP client pixbatch uses, so the TLS provider is always
@@ -236,16 +236,16 @@ impl ApiClient {
         })
     }
 
-    /// Streams a video into `file`, hashing as it goes, and checks the
-    /// length against `Content-Length`. The file is flushed and synced;
-    /// renaming it into place is the caller's job. No API key is sent: the
-    /// URL is signed, and may point at another host.
+    /// Streams a video into `sink` and checks its length against
+    /// `Content-Length` and the cap; the length is the answer. Checksum,
+    /// sync and rename are the caller's job. No API key is sent: the URL
+    /// is signed, and may point at another host.
     pub async fn download(
         &self,
         url: &str,
-        file: &mut tokio::fs::File,
+        sink: &mut impl VideoSink,
         max_bytes: u64,
-    ) -> Result<Downloaded, DownloadError> {
+    ) -> Result<u64, DownloadError> {
         let url = Url::parse(url).map_err(|error| {
             DownloadError::Final(format!("the video URL is not a URL: {error}"))
         })?;
@@ -282,19 +282,18 @@ impl ApiClient {
                 "the video is {expected} bytes, over the {max_bytes}-byte cap (--max-video-bytes)"
             )));
         }
-        stream_to_file(response, expected, file, max_bytes).await
+        stream_to_sink(response, expected, sink, max_bytes).await
     }
 }
 
-/// Streams a response body into `file`, hashing as it goes, and checks it
-/// against the announced length and the size cap.
-async fn stream_to_file(
+/// Streams a response body into `sink`, and checks it against the
+/// announced length and the size cap.
+async fn stream_to_sink(
     response: reqwest::Response,
     expected: Option<u64>,
-    file: &mut tokio::fs::File,
+    sink: &mut impl VideoSink,
     max_bytes: u64,
-) -> Result<Downloaded, DownloadError> {
-    let mut hasher = Sha256::new();
+) -> Result<u64, DownloadError> {
     let mut n_bytes: u64 = 0;
     let mut stream = response.bytes_stream();
     let started = std::time::Instant::now();
@@ -325,8 +324,7 @@ async fn stream_to_file(
                 "the video is over the {max_bytes}-byte cap (--max-video-bytes)"
             )));
         }
-        hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(disk_error)?;
+        sink.write(chunk).await.map_err(disk_error)?;
     }
     if let Some(expected) = expected
         && expected != n_bytes
@@ -340,12 +338,7 @@ async fn stream_to_file(
             "the download was empty".to_owned(),
         ));
     }
-    file.flush().await.map_err(disk_error)?;
-    file.sync_all().await.map_err(disk_error)?;
-    Ok(Downloaded {
-        bytes: n_bytes,
-        sha256: hex(&hasher.finalize()),
-    })
+    Ok(n_bytes)
 }
 
 fn transport_error(error: &reqwest::Error, endpoint: Endpoint) -> ApiError {
@@ -432,14 +425,20 @@ mod tests {
             ApiKey::new("k".into()),
             TIMEOUTS,
         );
-        let dir = tempfile::tempdir().unwrap();
-        let mut file = tokio::fs::File::create(dir.path().join("v")).await.unwrap();
+        let mut sink = Vec::new();
         for url in ["file:///etc/passwd", "ftp://127.0.0.1/v.mp4", "not a url"] {
-            let result = client.download(url, &mut file, 1000).await;
+            let result = client.download(url, &mut sink, 1000).await;
             assert!(
                 matches!(result, Err(DownloadError::Final(_))),
                 "{url}: {result:?}"
             );
+        }
+    }
+
+    impl VideoSink for Vec<u8> {
+        async fn write(&mut self, chunk: Bytes) -> std::io::Result<()> {
+            self.extend_from_slice(&chunk);
+            Ok(())
         }
     }
 

@@ -11,7 +11,7 @@ mod wire;
 
 pub use classify::{Endpoint, Failure, FatalCause};
 pub use client::{
-    ApiClient, ApiError, DownloadError, Downloaded, RESULT_PATH, SUBMIT_PATH, Timeouts, http_client,
+    ApiClient, ApiError, DownloadError, RESULT_PATH, SUBMIT_PATH, Timeouts, VideoSink, http_client,
 };
 pub use images::{IMAGE_HEAD_LIMIT, ImageFetcher};
 pub use key::ApiKey;

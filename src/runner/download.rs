@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use super::decide::{DownloadVerdict, after_download_error};
 use super::engine::Shared;
 use super::record::{Halted, JobRef};
+use super::video_file::VideoFile;
 use crate::api::{DownloadError, RemoteStatus};
 use crate::error::Error;
 use crate::job::{ErrorKind, JobState, TaskId, hex, video_file_name};
@@ -171,22 +172,23 @@ async fn attempt(
         Err(error) => return Ok(Err(disk(error))),
     };
     let mut file = match temp.as_file().try_clone() {
-        Ok(file) => tokio::fs::File::from_std(file),
+        Ok(file) => VideoFile::start(file),
         Err(error) => return Ok(Err(disk(error))),
     };
-    let downloaded = match shared
+    let bytes = match shared
         .api
         .download(url, &mut file, shared.settings.max_video_bytes)
         .await
     {
-        Ok(downloaded) => downloaded,
+        Ok(bytes) => bytes,
         Err(error) => return Ok(Err(error)),
     };
-    drop(file);
-    let checked = CheckedFile {
-        bytes: downloaded.bytes,
-        sha256: downloaded.sha256,
+    // Written out and synced (fsync) before the checksum is recorded.
+    let sha256 = match file.finish().await {
+        Ok(sha256) => sha256,
+        Err(error) => return Ok(Err(disk(error))),
     };
+    let checked = CheckedFile { bytes, sha256 };
     shared
         .recorder
         .checked_file(&job.job, checked.clone())

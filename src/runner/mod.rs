@@ -12,6 +12,7 @@ mod events;
 mod poll;
 mod record;
 mod submit;
+mod video_file;
 
 pub use control::{Control, Fatal, RunReport, Stop};
 pub use download::prepare_out_dir;

@@ -17,7 +17,7 @@ use super::config::{Scripted, ScriptedDownload};
 use super::images::{byte_range, chunks, test_image};
 use super::rules::check_request;
 use super::state::{SimState, SimTask, bump};
-use super::video::video_content;
+use super::video::Video;
 
 fn error_response(status: u16, reason: &str, message: &str, retry_after: Option<&str>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -362,26 +362,35 @@ pub(super) async fn download(
         Err(refusal) => return refusal.response(),
     };
     let scripted = state.scripts.lock().expect("lock").download.pop_front();
-    let content = video_content(task_id, state.config.video_bytes);
+    let video = Video::new(task_id, state.config.video_bytes as u64);
     match scripted {
         Some(ScriptedDownload::Expired) => {
             state.revoke_urls(task_id);
             FileRefusal::AccessDenied.response()
         }
         Some(ScriptedDownload::Truncated) => {
-            let full_len = content.len() as u64;
-            let half = content[..content.len() / 2].to_vec();
-            broken_response(half, full_len, "simulated connection drop")
+            let half = video.range_to_vec(0, video.len() / 2);
+            broken_response(half, video.len(), "simulated connection drop")
         }
         None => {
             bump(&state.counters.downloads_completed);
-            ([(header::CONTENT_TYPE, "video/mp4")], content).into_response()
+            video_response(&video)
         }
         Some(ScriptedDownload::Slow(total)) => {
             bump(&state.counters.downloads_completed);
-            slow_response(content, total)
+            slow_response(video.to_vec(), total)
         }
     }
+}
+
+/// The whole video, with its length, streamed from the video's blocks.
+fn video_response(video: &Video) -> Response {
+    let chunks = video.chunks(0, video.len()).map(Ok::<_, std::io::Error>);
+    let mut response = Response::new(Body::from_stream(futures::stream::iter(chunks)));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(video.len()));
+    response
 }
 
 /// The task whose video `name` is, if the URL's signature is valid, not

@@ -29,4 +29,4 @@ pub use config::{Scripted, ScriptedDownload, SimConfig};
 pub use images::TEST_IMAGES;
 pub use server::start;
 pub use state::{Accepted, SimCounters, SimHandle, SimStats, TASK_ID_PREFIX};
-pub use video::video_content;
+pub use video::{Video, video_content};

@@ -78,4 +78,54 @@ mod tests {
             );
         }
     }
+
+    /// A video far larger than anything the test holds is sent whole,
+    /// with its length announced, and starts with the playable clip.
+    #[tokio::test]
+    async fn a_large_video_is_streamed_with_its_length() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        const LEN: u64 = 256 << 20;
+        let config = SimConfig {
+            video_bytes: LEN as usize,
+            ..SimConfig::default()
+        };
+        let handle = start(config, 0).await.unwrap();
+        let task_id = handle.state.create_task("{}", &serde_json::json!({}));
+        let url = handle.state.video_url(&task_id);
+        let path = url.strip_prefix(&handle.base_url()).unwrap();
+        let mut stream = tokio::net::TcpStream::connect(handle.addr).await.unwrap();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut received = Vec::new();
+        let mut buffer = vec![0; 1 << 20];
+        let mut body_len = 0u64;
+        let mut header_end = None;
+        loop {
+            let n = stream.read(&mut buffer).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            match header_end {
+                Some(_) => body_len += n as u64,
+                None => {
+                    received.extend_from_slice(&buffer[..n]);
+                    if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                        header_end = Some(at + 4);
+                        body_len = (received.len() - at - 4) as u64;
+                    }
+                }
+            }
+        }
+        let header_end = header_end.expect("a complete header");
+        let head = String::from_utf8_lossy(&received[..header_end]).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {LEN}\r\n")),
+            "{head}"
+        );
+        assert_eq!(body_len, LEN);
+        let clip = super::super::video::CLIP;
+        assert!(received[header_end..].starts_with(clip));
+    }
 }
