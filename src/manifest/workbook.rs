@@ -1,9 +1,13 @@
-//! Workbooks (.xlsx, .xlsm, .xlsb, .xls, .ods) read with calamine. A reader
-//! thread owns the workbook and sends rows down a short channel, so the
-//! caller pulls rows one at a time as it does from a CSV file. Worksheets
-//! of .xlsx/.xlsm/.xlsb are streamed cell by cell (only the shared-string
-//! table is held whole); .xls and .ods sheets are read whole, as calamine
-//! offers no streaming reader for them.
+//! Workbooks (.xlsx, .xlsm, .xlsb, .xls, .ods). A reader thread owns the
+//! workbook and sends rows down a short channel, so the caller pulls rows
+//! one at a time as it does from a CSV file. .xlsx/.xlsm are read by
+//! `xlsx` (their shared strings in a temporary file, the sheet streamed);
+//! .xlsb is streamed cell by cell by calamine, which holds its shared
+//! strings whole; .xls and .ods sheets are read whole, as calamine offers
+//! no streaming reader for them.
+
+mod shared_strings;
+mod xlsx;
 
 use std::fs::File;
 use std::io::BufReader;
@@ -12,11 +16,12 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use calamine::{
-    CellErrorType, Data, DataRef, ExcelDateTime, Ods, Reader, SheetType, SheetVisible, Xls, Xlsb,
-    Xlsx, open_workbook,
+    CellErrorType, Data, ExcelDateTime, Ods, Reader, SheetType, SheetVisible, Xls, Xlsb,
+    open_workbook,
 };
 use serde_json::Value;
 
+use self::xlsx::XlsxWorkbook;
 use super::header_names;
 use crate::row::{Cell, Problem, RawRow};
 
@@ -204,17 +209,31 @@ impl Outbox {
     }
 }
 
-/// The sheet to read: the one named (exactly, else ignoring case), or the
-/// first visible worksheet.
-fn choose_sheet<R: Reader<BufReader<File>>>(
-    workbook: &R,
-    requested: Option<&str>,
-) -> Result<String, Stop> {
-    let worksheets: Vec<_> = workbook
+/// A sheet of the workbook, as choosing one needs it.
+struct SheetListing {
+    name: String,
+    visible: bool,
+    /// A worksheet (not a chart sheet or a dialog sheet).
+    worksheet: bool,
+}
+
+/// The sheets calamine lists for a workbook.
+fn listing<R: Reader<BufReader<File>>>(workbook: &R) -> Vec<SheetListing> {
+    workbook
         .sheets_metadata()
         .iter()
-        .filter(|sheet| sheet.typ == SheetType::WorkSheet)
-        .collect();
+        .map(|sheet| SheetListing {
+            name: sheet.name.clone(),
+            visible: sheet.visible == SheetVisible::Visible,
+            worksheet: sheet.typ == SheetType::WorkSheet,
+        })
+        .collect()
+}
+
+/// The sheet to read: the one named (exactly, else ignoring case), or the
+/// first visible worksheet.
+fn choose_sheet(sheets: &[SheetListing], requested: Option<&str>) -> Result<String, Stop> {
+    let worksheets: Vec<_> = sheets.iter().filter(|sheet| sheet.worksheet).collect();
     let names = || worksheets.iter().map(|sheet| sheet.name.clone()).collect();
     match requested {
         Some(requested) => worksheets
@@ -232,7 +251,7 @@ fn choose_sheet<R: Reader<BufReader<File>>>(
             }),
         None => worksheets
             .iter()
-            .find(|sheet| sheet.visible == SheetVisible::Visible)
+            .find(|sheet| sheet.visible)
             .or(worksheets.first())
             .map(|sheet| sheet.name.clone())
             .ok_or_else(|| Stop::Unreadable("the workbook has no worksheet".to_owned())),
@@ -240,20 +259,17 @@ fn choose_sheet<R: Reader<BufReader<File>>>(
 }
 
 fn stream_xlsx(path: &Path, requested: Option<&str>, outbox: &mut Outbox) -> Result<(), Stop> {
-    let mut workbook: Xlsx<_> = open_workbook(path).map_err(unreadable)?;
-    let name = choose_sheet(&workbook, requested)?;
+    let mut workbook = XlsxWorkbook::open(path).map_err(Stop::Unreadable)?;
+    let name = choose_sheet(&workbook.sheets, requested)?;
     let mut rows = RowAssembler::new(&name, outbox);
-    let mut cells = workbook.worksheet_cells_reader(&name).map_err(unreadable)?;
-    while let Some(cell) = cells
-        .next_cell_with_formula_metadata()
-        .map_err(unreadable)?
-    {
-        if cell.formula.is_some() && matches!(cell.value, DataRef::Empty) {
+    let mut cells = workbook.cells(&name).map_err(Stop::Unreadable)?;
+    while let Some(cell) = cells.next_cell().map_err(Stop::Unreadable)? {
+        if cell.formula && matches!(cell.value, Data::Empty) {
             // Written by a program that does not calculate (a script, an
             // export): reading it as empty would send the default.
-            rows.push_uncalculated(cell.pos)?;
+            rows.push_uncalculated(cell.position)?;
         } else {
-            rows.push(cell.pos, Data::from(cell.value))?;
+            rows.push(cell.position, cell.value)?;
         }
     }
     rows.finish()
@@ -261,7 +277,7 @@ fn stream_xlsx(path: &Path, requested: Option<&str>, outbox: &mut Outbox) -> Res
 
 fn stream_xlsb(path: &Path, requested: Option<&str>, outbox: &mut Outbox) -> Result<(), Stop> {
     let mut workbook: Xlsb<_> = open_workbook(path).map_err(unreadable)?;
-    let name = choose_sheet(&workbook, requested)?;
+    let name = choose_sheet(&listing(&workbook), requested)?;
     let mut rows = RowAssembler::new(&name, outbox);
     let mut cells = workbook.worksheet_cells_reader(&name).map_err(unreadable)?;
     while let Some(cell) = cells.next_cell().map_err(unreadable)? {
@@ -276,7 +292,7 @@ where
     R::Error: std::fmt::Display,
 {
     let mut workbook: R = open_workbook(path).map_err(unreadable)?;
-    let name = choose_sheet(&workbook, requested)?;
+    let name = choose_sheet(&listing(&workbook), requested)?;
     let range = workbook.worksheet_range(&name).map_err(unreadable)?;
     let (first_row, first_column) = range.start().unwrap_or((0, 0));
     let mut rows = RowAssembler::new(&name, outbox);

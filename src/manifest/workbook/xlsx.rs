@@ -1,0 +1,703 @@
+//! .xlsx and .xlsm workbooks read directly with zip and quick-xml, because
+//! calamine holds the whole shared-string table in memory (a million rows
+//! of distinct prompts is hundreds of MB). Here the table goes to a
+//! temporary file (`shared_strings`), and the sheet is streamed cell by
+//! cell, each cell read as calamine reads it: numbers as floats (dates by
+//! their cell's number format), booleans, errors, inline and rich text,
+//! formulas' saved values.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use calamine::{CellErrorType, Data, ExcelDateTime, ExcelDateTimeType};
+use quick_xml::events::{BytesStart, Event};
+use zip::ZipArchive;
+use zip::read::ZipFile;
+
+use super::SheetListing;
+use super::shared_strings::{SharedStrings, SharedStringsWriter};
+
+type Archive = ZipArchive<BufReader<File>>;
+type Xml<'a> = quick_xml::Reader<BufReader<ZipFile<'a, BufReader<File>>>>;
+
+/// What a number in a cell is, by the cell's number format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NumberKind {
+    Plain,
+    Date,
+    Duration,
+}
+
+/// An opened .xlsx package: its worksheets and what reading cells needs.
+pub(super) struct XlsxWorkbook {
+    zip: Archive,
+    pub(super) sheets: Vec<SheetListing>,
+    /// The part holding each sheet, in the order of `sheets`.
+    paths: Vec<String>,
+    date1904: bool,
+    /// The number kind of each cell style (`s="3"` is the fourth).
+    styles: Vec<NumberKind>,
+    strings: SharedStrings,
+}
+
+/// One cell as the sheet stores it.
+pub(super) struct XlsxCell {
+    /// (row, column), both from 0.
+    pub(super) position: (u32, u32),
+    pub(super) value: Data,
+    /// Whether the cell holds a formula (its value is the saved result).
+    pub(super) formula: bool,
+}
+
+impl XlsxWorkbook {
+    pub(super) fn open(path: &Path) -> Result<XlsxWorkbook, String> {
+        let file = File::open(path).map_err(|error| format!("cannot open it: {error}"))?;
+        let mut zip = ZipArchive::new(BufReader::new(file))
+            .map_err(|error| format!("not a readable .xlsx package: {error}"))?;
+        let workbook_path = office_document(&mut zip)?;
+        let relations = relationships(&mut zip, &workbook_path)?;
+        let (sheets, paths, date1904) = read_sheet_list(&mut zip, &workbook_path, &relations)?;
+        let target_of = |kind: &str, default: &str| {
+            relations
+                .values()
+                .find(|(_, typ)| typ.rsplit('/').next() == Some(kind))
+                .map_or_else(|| resolve(&workbook_path, default), |(target, _)| {
+                    resolve(&workbook_path, target)
+                })
+        };
+        let styles = read_styles(&mut zip, &target_of("styles", "styles.xml"))?;
+        let strings = read_shared_strings(&mut zip, &target_of("sharedStrings", "sharedStrings.xml"))?;
+        Ok(XlsxWorkbook {
+            zip,
+            sheets,
+            paths,
+            date1904,
+            styles,
+            strings,
+        })
+    }
+
+    /// The cells of the sheet named `name` (one of `sheets`).
+    pub(super) fn cells(&mut self, name: &str) -> Result<SheetCells<'_>, String> {
+        let index = self
+            .sheets
+            .iter()
+            .position(|sheet| sheet.name == name)
+            .ok_or_else(|| format!("no sheet named {name:?}"))?;
+        let path = &self.paths[index];
+        let mut xml = part(&mut self.zip, path)?
+            .ok_or_else(|| format!("the sheet's part {path} is missing from the package"))?;
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match xml.read_event_into(&mut buf).map_err(xml_error(path))? {
+                Event::Start(e) if e.local_name().as_ref() == "sheetData" => break,
+                Event::Eof => return Err(format!("{path} has no sheet data (not a worksheet?)")),
+                _ => {}
+            }
+        }
+        Ok(SheetCells {
+            xml,
+            path: path.clone(),
+            strings: &mut self.strings,
+            styles: &self.styles,
+            date1904: self.date1904,
+            row: 0,
+            column: 0,
+            buf,
+            inner: Vec::new(),
+            text: String::new(),
+        })
+    }
+}
+
+/// The cells of one sheet, in the order the sheet stores them.
+pub(super) struct SheetCells<'a> {
+    xml: Xml<'a>,
+    path: String,
+    strings: &'a mut SharedStrings,
+    styles: &'a [NumberKind],
+    date1904: bool,
+    /// Where a cell without an `r` reference is: after the previous one.
+    row: u32,
+    column: u32,
+    buf: Vec<u8>,
+    inner: Vec<u8>,
+    text: String,
+}
+
+impl SheetCells<'_> {
+    pub(super) fn next_cell(&mut self) -> Result<Option<XlsxCell>, String> {
+        loop {
+            self.buf.clear();
+            let event = self.xml.read_event_into(&mut self.buf);
+            let attributes = match event.map_err(xml_error(&self.path))? {
+                Event::Start(e) if e.local_name().as_ref() == "row" => {
+                    if let Some(reference) = attribute(&e, "r")? {
+                        self.row = parse_reference(&reference)?.0;
+                    }
+                    self.column = 0;
+                    continue;
+                }
+                Event::End(e) if e.local_name().as_ref() == "row" => {
+                    self.row = self.row.saturating_add(1);
+                    self.column = 0;
+                    continue;
+                }
+                Event::Start(e) if e.local_name().as_ref() == "c" => CellAttributes::of(&e)?,
+                Event::End(e) if e.local_name().as_ref() == "sheetData" => return Ok(None),
+                Event::Eof => return Err(format!("{} ends inside the sheet data", self.path)),
+                _ => continue,
+            };
+            return self.cell(attributes).map(Some);
+        }
+    }
+
+    /// Reads a `<c>` element's children: its formula, value or inline text.
+    fn cell(&mut self, attributes: CellAttributes) -> Result<XlsxCell, String> {
+        let position = match &attributes.reference {
+            Some(reference) => match parse_reference(reference)? {
+                (row, Some(column)) => (row, column),
+                (_, None) => return Err(format!("the cell reference {reference:?} has no column")),
+            },
+            None => (self.row, self.column),
+        };
+        self.column = position.1.saturating_add(1);
+        let mut cell = XlsxCell {
+            position,
+            value: Data::Empty,
+            formula: false,
+        };
+        loop {
+            self.inner.clear();
+            let event = self.xml.read_event_into(&mut self.inner);
+            let child = match event.map_err(xml_error(&self.path))? {
+                Event::Start(e) => match e.local_name().as_ref() {
+                    "f" => Child::Formula,
+                    "is" => Child::Inline,
+                    "v" => Child::Value,
+                    _ => Child::Other(e.name().as_ref().to_owned()),
+                },
+                Event::End(e) if e.local_name().as_ref() == "c" => return Ok(cell),
+                Event::Eof => return Err(format!("{} ends inside a cell", self.path)),
+                _ => continue,
+            };
+            match child {
+                Child::Formula => {
+                    cell.formula = true;
+                    self.skip("f")?;
+                }
+                Child::Inline => {
+                    let text = read_rich_text(&mut self.xml, "is", &mut self.inner, &self.path)?;
+                    cell.value = Data::String(text);
+                }
+                Child::Value if matches!(attributes.kind.as_deref(), Some("inlineStr" | "is")) => {
+                    self.skip("v")?;
+                }
+                Child::Value => {
+                    self.text.clear();
+                    read_text(&mut self.xml, "v", &mut self.inner, &mut self.text, &self.path)?;
+                    cell.value = self.value(&attributes)?;
+                }
+                Child::Other(name) => self.skip(&name)?,
+            }
+        }
+    }
+
+    /// The value of a `<v>` (in `self.text`) by the cell's type and style.
+    fn value(&mut self, attributes: &CellAttributes) -> Result<Data, String> {
+        let text = self.text.as_str();
+        Ok(match attributes.kind.as_deref() {
+            Some("s") if text.is_empty() => Data::Empty,
+            Some("s") => {
+                let index = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("the shared string index {text:?} is not a number"))?;
+                Data::String(self.strings.get(index)?.to_owned())
+            }
+            Some("b") => boolean(text)?,
+            Some("d") => Data::DateTimeIso(text.to_owned()),
+            Some("e") => Data::Error(
+                text.parse::<CellErrorType>()
+                    .map_err(|_| format!("the cell error {text:?} is not one Excel has"))?,
+            ),
+            Some("str") => Data::String(unescape_ooxml(text).into_owned()),
+            Some("n") | None if text.is_empty() => Data::Empty,
+            Some("n") | None => match text.parse::<f64>() {
+                Ok(number) => self.number(number, attributes.style),
+                Err(_) if attributes.kind.is_none() => Data::String(text.to_owned()),
+                Err(_) => return Err(format!("the number cell holds {text:?}")),
+            },
+            Some(other) => return Err(format!("a cell has the unknown type t={other:?}")),
+        })
+    }
+
+    /// A number, as a date or duration when its cell's format shows one.
+    fn number(&self, number: f64, style: Option<usize>) -> Data {
+        let kind = style.and_then(|style| self.styles.get(style).copied());
+        let typ = match kind {
+            Some(NumberKind::Date) => ExcelDateTimeType::DateTime,
+            Some(NumberKind::Duration) => ExcelDateTimeType::TimeDelta,
+            Some(NumberKind::Plain) | None => return Data::Float(number),
+        };
+        Data::DateTime(ExcelDateTime::new(number, typ, self.date1904))
+    }
+
+    fn skip(&mut self, name: &str) -> Result<(), String> {
+        self.inner.clear();
+        self.xml
+            .read_to_end_into(quick_xml::name::QName(name), &mut self.inner)
+            .map(|_| ())
+            .map_err(xml_error(&self.path))
+    }
+}
+
+/// A child element of a cell.
+enum Child {
+    Formula,
+    Inline,
+    Value,
+    Other(String),
+}
+
+/// The attributes of a `<c>` element that reading its value needs.
+struct CellAttributes {
+    reference: Option<String>,
+    /// `t`: s (shared string), str, inlineStr, b, e, d, n.
+    kind: Option<String>,
+    /// `s`: the cell's style, which says whether a number is a date.
+    style: Option<usize>,
+}
+
+impl CellAttributes {
+    fn of(element: &BytesStart<'_>) -> Result<CellAttributes, String> {
+        let mut attributes = CellAttributes {
+            reference: None,
+            kind: None,
+            style: None,
+        };
+        for attribute in element.attributes().with_checks(false) {
+            let attribute = attribute.map_err(|error| format!("a cell's attributes: {error}"))?;
+            match attribute.key.local_name().as_ref() {
+                "r" => attributes.reference = Some(attribute.value.into_owned()),
+                "t" => attributes.kind = Some(attribute.value.into_owned()),
+                "s" => attributes.style = attribute.value.trim().parse().ok(),
+                _ => {}
+            }
+        }
+        Ok(attributes)
+    }
+}
+
+/// A cell reference such as `C4` or a row's `4`, as (row, column) from 0.
+fn parse_reference(reference: &str) -> Result<(u32, Option<u32>), String> {
+    let bad = || format!("the cell reference {reference:?} is not like A1");
+    let digits = reference
+        .find(|c: char| c.is_ascii_digit())
+        .ok_or_else(bad)?;
+    let (letters, number) = reference.split_at(digits);
+    let row: u32 = number.parse().map_err(|_| bad())?;
+    let mut column: u32 = 0;
+    for letter in letters.bytes() {
+        if !letter.is_ascii_alphabetic() {
+            return Err(bad());
+        }
+        let value = u32::from(letter.to_ascii_uppercase() - b'A') + 1;
+        column = column
+            .checked_mul(26)
+            .and_then(|column| column.checked_add(value))
+            .ok_or_else(bad)?;
+    }
+    let row = row.checked_sub(1).ok_or_else(bad)?;
+    Ok((row, column.checked_sub(1)))
+}
+
+/// A boolean cell: Excel writes 0 or 1; XML Schema allows false and true.
+fn boolean(text: &str) -> Result<Data, String> {
+    match text.trim() {
+        "" => Ok(Data::Empty),
+        "0" => Ok(Data::Bool(false)),
+        "1" => Ok(Data::Bool(true)),
+        other if other.eq_ignore_ascii_case("false") => Ok(Data::Bool(false)),
+        other if other.eq_ignore_ascii_case("true") => Ok(Data::Bool(true)),
+        other => Err(format!("the boolean cell holds {other:?}")),
+    }
+}
+
+fn xml_error(path: &str) -> impl Fn(quick_xml::Error) -> String + '_ {
+    move |error| format!("{path} is not well-formed XML: {error}")
+}
+
+/// An attribute's value, with XML escapes resolved.
+fn attribute(element: &BytesStart<'_>, name: &str) -> Result<Option<String>, String> {
+    for attribute in element.attributes().with_checks(false) {
+        let attribute = attribute.map_err(|error| format!("an attribute: {error}"))?;
+        if attribute.key.as_ref() == name || attribute.key.local_name().as_ref() == name {
+            return attribute
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map(|value| Some(value.into_owned()))
+                .map_err(|error| format!("the attribute {name}: {error}"));
+        }
+    }
+    Ok(None)
+}
+
+/// An XML part of the package, found by its path (ignoring case, as Excel
+/// does), or `None` when the package has no such part.
+fn part<'a>(zip: &'a mut Archive, path: &str) -> Result<Option<Xml<'a>>, String> {
+    let found = zip.index_for_name(path).or_else(|| {
+        zip.file_names_raw().position(|name| {
+            String::from_utf8_lossy(name)
+                .replace('\\', "/")
+                .eq_ignore_ascii_case(path)
+        })
+    });
+    let Some(index) = found else {
+        return Ok(None);
+    };
+    let file = zip
+        .by_index(index)
+        .map_err(|error| format!("cannot read {path} in the package: {error}"))?;
+    let mut xml = quick_xml::Reader::from_reader(BufReader::new(file));
+    let config = xml.config_mut();
+    config.check_end_names = false;
+    config.trim_text(false);
+    config.expand_empty_elements = true;
+    Ok(Some(xml))
+}
+
+/// Reads the events of a part, calling `each` with every start tag.
+fn each_start(
+    xml: &mut Xml<'_>,
+    path: &str,
+    mut each: impl FnMut(&BytesStart<'_>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match xml.read_event_into(&mut buf).map_err(xml_error(path))? {
+            Event::Start(e) => each(&e)?,
+            Event::Eof => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+/// The workbook part named by the package's relationships.
+fn office_document(zip: &mut Archive) -> Result<String, String> {
+    let mut target = None;
+    if let Some(mut xml) = part(zip, "_rels/.rels")? {
+        each_start(&mut xml, "_rels/.rels", |e| {
+            if e.local_name().as_ref() == "Relationship"
+                && attribute(e, "Type")?.is_some_and(|t| t.ends_with("/officeDocument"))
+            {
+                target = attribute(e, "Target")?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(target.map_or_else(|| "xl/workbook.xml".to_owned(), |t| resolve("", &t)))
+}
+
+/// The workbook's relationships: id → (target, type).
+fn relationships(
+    zip: &mut Archive,
+    workbook: &str,
+) -> Result<HashMap<String, (String, String)>, String> {
+    let (directory, name) = workbook.rsplit_once('/').unwrap_or(("", workbook));
+    let path = if directory.is_empty() {
+        format!("_rels/{name}.rels")
+    } else {
+        format!("{directory}/_rels/{name}.rels")
+    };
+    let mut relations = HashMap::new();
+    let Some(mut xml) = part(zip, &path)? else {
+        return Err(format!("the package has no {path}"));
+    };
+    each_start(&mut xml, &path, |e| {
+        if e.local_name().as_ref() == "Relationship"
+            && let Some(id) = attribute(e, "Id")?
+        {
+            let target = attribute(e, "Target")?.unwrap_or_default();
+            let typ = attribute(e, "Type")?.unwrap_or_default();
+            relations.insert(id, (target, typ));
+        }
+        Ok(())
+    })?;
+    Ok(relations)
+}
+
+/// A relationship's target as a path in the package: absolute (`/xl/…`) or
+/// relative to the part that names it.
+fn resolve(from: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = match target.strip_prefix('/') {
+        Some(_) => Vec::new(),
+        None => from.rsplit_once('/').map_or(Vec::new(), |(directory, _)| {
+            directory.split('/').filter(|part| !part.is_empty()).collect()
+        }),
+    };
+    for segment in target.split(['/', '\\']) {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            segment => parts.push(segment),
+        }
+    }
+    parts.join("/")
+}
+
+type SheetList = (Vec<SheetListing>, Vec<String>, bool);
+
+/// The sheets the workbook lists (name, visibility, kind, part) and
+/// whether its dates count from 1904.
+fn read_sheet_list(
+    zip: &mut Archive,
+    workbook: &str,
+    relations: &HashMap<String, (String, String)>,
+) -> Result<SheetList, String> {
+    let (mut sheets, mut paths, mut date1904) = (Vec::new(), Vec::new(), false);
+    let Some(mut xml) = part(zip, workbook)? else {
+        return Err(format!("the package has no {workbook}"));
+    };
+    each_start(&mut xml, workbook, |e| {
+        match e.local_name().as_ref() {
+            "sheet" => {
+                let name = attribute(e, "name")?.unwrap_or_default();
+                let id = attribute(e, "id")?.unwrap_or_default();
+                let (target, typ) = relations
+                    .get(&id)
+                    .ok_or_else(|| format!("the sheet {name:?} names no part ({id:?})"))?;
+                let state = attribute(e, "state")?;
+                sheets.push(SheetListing {
+                    name,
+                    visible: state.is_none_or(|state| state == "visible"),
+                    worksheet: typ.rsplit('/').next() == Some("worksheet"),
+                });
+                paths.push(resolve(workbook, target));
+            }
+            "workbookPr" => {
+                if let Some(flag) = attribute(e, "date1904")? {
+                    date1904 = flag == "1" || flag == "true";
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok((sheets, paths, date1904))
+}
+
+/// The number kind of every cell style (`cellXfs`), from the built-in
+/// number formats and the workbook's own (`numFmts`).
+fn read_styles(zip: &mut Archive, path: &str) -> Result<Vec<NumberKind>, String> {
+    let Some(mut xml) = part(zip, path)? else {
+        return Ok(Vec::new());
+    };
+    let mut custom: HashMap<String, NumberKind> = HashMap::new();
+    let mut styles = Vec::new();
+    let mut in_cell_styles = false;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match xml.read_event_into(&mut buf).map_err(xml_error(path))? {
+            Event::Start(e) => match e.local_name().as_ref() {
+                "numFmt" => {
+                    if let (Some(id), Some(code)) =
+                        (attribute(&e, "numFmtId")?, attribute(&e, "formatCode")?)
+                    {
+                        custom.insert(id, custom_format_kind(&code));
+                    }
+                }
+                "cellXfs" => in_cell_styles = true,
+                "xf" if in_cell_styles => {
+                    let kind = attribute(&e, "numFmtId")?.map_or(NumberKind::Plain, |id| {
+                        custom
+                            .get(&id)
+                            .copied()
+                            .unwrap_or_else(|| builtin_format_kind(&id))
+                    });
+                    styles.push(kind);
+                }
+                _ => {}
+            },
+            Event::End(e) if e.local_name().as_ref() == "cellXfs" => in_cell_styles = false,
+            Event::Eof => return Ok(styles),
+            _ => {}
+        }
+    }
+}
+
+/// Built-in number formats (ECMA-376 18.8.30) that show dates or times;
+/// 46 (`[h]:mm:ss`) is a duration. As calamine reads them.
+fn builtin_format_kind(id: &str) -> NumberKind {
+    match id.trim().parse::<u16>() {
+        Ok(14..=22 | 27..=36 | 45 | 47 | 50..=58) => NumberKind::Date,
+        Ok(46) => NumberKind::Duration,
+        _ => NumberKind::Plain,
+    }
+}
+
+/// Whether a custom number format shows a date (a d, m, h, y or s outside
+/// quotes, escapes and brackets, or AM/PM) or a duration (`[h]`, `[mm]`).
+/// Ported from calamine's `detect_custom_number_format` (MIT), which is not
+/// public, so dates read the same as before.
+fn custom_format_kind(format: &str) -> NumberKind {
+    let (mut escaped, mut quoted, mut brackets) = (false, false, 0u8);
+    let (mut previous, mut hms, mut am_pm) = (' ', false, false);
+    for c in format.chars() {
+        match (c, escaped, quoted, am_pm, brackets) {
+            (_, true, ..) => escaped = false,
+            ('_' | '\\' | '*', ..) => escaped = true,
+            ('"', _, true, _, _) => quoted = false,
+            (_, _, true, _, _) => {}
+            ('"', ..) => quoted = true,
+            (';', ..) => return NumberKind::Plain,
+            ('[', ..) => brackets = brackets.saturating_add(1),
+            (']', .., 1) if hms => return NumberKind::Duration,
+            (']', ..) => brackets = brackets.saturating_sub(1),
+            ('a' | 'A', _, _, false, 0) => am_pm = true,
+            ('p' | 'm' | '/' | 'P' | 'M', _, _, true, 0) => return NumberKind::Date,
+            ('d' | 'm' | 'h' | 'y' | 's' | 'D' | 'M' | 'H' | 'Y' | 'S', _, _, false, 0) => {
+                return NumberKind::Date;
+            }
+            _ => {
+                if !(hms && c.eq_ignore_ascii_case(&previous)) {
+                    hms = previous == '[' && matches!(c, 'm' | 'h' | 's' | 'M' | 'H' | 'S');
+                }
+            }
+        }
+        previous = c;
+    }
+    NumberKind::Plain
+}
+
+/// The shared strings, read once from their part into a temporary file.
+fn read_shared_strings(zip: &mut Archive, path: &str) -> Result<SharedStrings, String> {
+    let stored = |error: std::io::Error| format!("cannot store the shared strings: {error}");
+    let Some(mut xml) = part(zip, path)? else {
+        return SharedStrings::empty().map_err(stored);
+    };
+    let mut writer = SharedStringsWriter::new().map_err(stored)?;
+    let (mut buf, mut inner) = (Vec::new(), Vec::new());
+    loop {
+        buf.clear();
+        match xml.read_event_into(&mut buf).map_err(xml_error(path))? {
+            Event::Start(e) if e.local_name().as_ref() == "si" => {
+                let text = read_rich_text(&mut xml, "si", &mut inner, path)?;
+                writer.push(&text).map_err(stored)?;
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    writer.finish().map_err(stored)
+}
+
+/// The text of a string item (`<si>`, `<is>`): its `<t>`, or its rich
+/// text runs' `<t>`s joined, leaving out phonetic guides (`<rPh>`).
+fn read_rich_text(
+    xml: &mut Xml<'_>,
+    closing: &str,
+    buf: &mut Vec<u8>,
+    path: &str,
+) -> Result<String, String> {
+    let mut text = String::new();
+    let mut phonetic = false;
+    let mut run = String::new();
+    loop {
+        buf.clear();
+        // A `<t>` outside phonetic guides: whether it keeps its spaces.
+        let preserve = match xml.read_event_into(buf).map_err(xml_error(path))? {
+            Event::Start(e) => match e.local_name().as_ref() {
+                "rPh" => {
+                    phonetic = true;
+                    continue;
+                }
+                "t" if !phonetic => attribute(&e, "xml:space")?.is_some_and(|v| v == "preserve"),
+                _ => continue,
+            },
+            Event::End(e) if e.local_name().as_ref() == closing => return Ok(text),
+            Event::End(e) if e.local_name().as_ref() == "rPh" => {
+                phonetic = false;
+                continue;
+            }
+            Event::Eof => return Err(format!("{path} ends inside a string")),
+            _ => continue,
+        };
+        run.clear();
+        read_text(xml, "t", buf, &mut run, path)?;
+        let kept = if preserve {
+            run.as_str()
+        } else {
+            run.trim_matches([' ', '\t', '\r', '\n'])
+        };
+        text.push_str(&unescape_ooxml(kept));
+    }
+}
+
+/// The character data of an element up to its end tag, XML escapes
+/// resolved, appended to `out`.
+fn read_text(
+    xml: &mut Xml<'_>,
+    closing: &str,
+    buf: &mut Vec<u8>,
+    out: &mut String,
+    path: &str,
+) -> Result<(), String> {
+    loop {
+        buf.clear();
+        match xml.read_event_into(buf).map_err(xml_error(path))? {
+            Event::Text(text) => out.push_str(&text.xml10_content()),
+            Event::CData(text) => out.push_str(&text.xml10_content()),
+            Event::GeneralRef(reference) => {
+                if let Some(entity) = quick_xml::escape::resolve_xml_entity(&reference) {
+                    out.push_str(entity);
+                } else if let Ok(Some(c)) = reference.resolve_char_ref() {
+                    out.push(c);
+                } else {
+                    return Err(format!("{path} has the unknown entity &{};", &*reference));
+                }
+            }
+            Event::End(e) if e.local_name().as_ref() == closing => return Ok(()),
+            Event::Eof => return Err(format!("{path} ends inside <{closing}>")),
+            _ => {}
+        }
+    }
+}
+
+/// Text with Office's `_xHHHH_` escapes (UTF-16 code units, for characters
+/// XML cannot hold, such as a carriage return) turned back into characters.
+fn unescape_ooxml(text: &str) -> Cow<'_, str> {
+    let escape_at = |at: usize| -> Option<u16> {
+        let bytes = text.as_bytes().get(at..at + 7)?;
+        if bytes[0] != b'_' || bytes[1] != b'x' || bytes[6] != b'_' {
+            return None;
+        }
+        u16::from_str_radix(text.get(at + 2..at + 6)?, 16).ok()
+    };
+    if !text.contains("_x") {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut units = Vec::new();
+    let mut at = 0;
+    while at < text.len() {
+        if let Some(unit) = escape_at(at) {
+            units.push(unit);
+            at += 7;
+            continue;
+        }
+        out.extend(char::decode_utf16(units.drain(..)).map(|c| c.unwrap_or('\u{FFFD}')));
+        let c = text[at..].chars().next().unwrap_or('\u{FFFD}');
+        out.push(c);
+        at += c.len_utf8();
+    }
+    out.extend(char::decode_utf16(units).map(|c| c.unwrap_or('\u{FFFD}')));
+    Cow::Owned(out)
+}
