@@ -11,6 +11,7 @@ mod xlsx;
 
 use std::fs::File;
 use std::io::BufReader;
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -25,8 +26,12 @@ use self::xlsx::XlsxWorkbook;
 use super::header_names;
 use crate::row::{Cell, Problem, RawRow};
 
-/// Rows read ahead of the caller, at most.
-const ROWS_AHEAD: usize = 64;
+/// Rows handed to the caller together: one hand-over between the threads
+/// (a wake-up of the other) per batch rather than per row.
+const BATCH: usize = 64;
+
+/// Batches read ahead of the caller, at most.
+const BATCHES_AHEAD: usize = 4;
 
 /// The kinds of workbook calamine reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +83,7 @@ struct Opened {
 
 enum Message {
     Opened(Box<Result<Opened, OpenFailure>>),
-    Row(Result<RawRow, Problem>),
+    Rows(Vec<Result<RawRow, Problem>>),
     Failed(String),
     End,
 }
@@ -91,6 +96,8 @@ pub(super) struct WorkbookRows {
     pub(super) numbers: Vec<usize>,
     pub(super) headers: Vec<String>,
     pub(super) kind: WorkbookKind,
+    /// Rows received and not yet taken.
+    pending: VecDeque<Result<RawRow, Problem>>,
     ended: bool,
 }
 
@@ -101,7 +108,7 @@ impl WorkbookRows {
         kind: WorkbookKind,
         sheet: Option<String>,
     ) -> Result<WorkbookRows, OpenFailure> {
-        let (sender, receiver) = sync_channel(ROWS_AHEAD);
+        let (sender, receiver) = sync_channel(BATCHES_AHEAD);
         let path = path.to_owned();
         std::thread::Builder::new()
             .name("workbook-reader".to_owned())
@@ -119,19 +126,28 @@ impl WorkbookRows {
             numbers,
             headers,
             kind,
+            pending: VecDeque::new(),
             ended: false,
         })
     }
 
     pub(super) fn next_row(&mut self) -> Result<Option<Result<RawRow, Problem>>, String> {
-        if self.ended {
-            return Ok(None);
+        while self.pending.is_empty() && !self.ended {
+            self.receive()?;
         }
+        Ok(self.pending.pop_front())
+    }
+
+    /// Takes the reader's next message: rows, or the end.
+    fn receive(&mut self) -> Result<(), String> {
         match self.receiver.recv() {
-            Ok(Message::Row(row)) => Ok(Some(row)),
+            Ok(Message::Rows(rows)) => {
+                self.pending.extend(rows);
+                Ok(())
+            }
             Ok(Message::End) => {
                 self.ended = true;
-                Ok(None)
+                Ok(())
             }
             Ok(Message::Failed(message)) => {
                 self.ended = true;
@@ -172,6 +188,7 @@ fn read_workbook(
     let mut outbox = Outbox {
         sender,
         opened: false,
+        rows: Vec::new(),
     };
     let outcome = match kind {
         WorkbookKind::Xlsx => stream_xlsx(path, sheet, &mut outbox),
@@ -194,18 +211,38 @@ fn read_workbook(
             Message::Opened(Box::new(Err(OpenFailure::Unreadable(message))))
         }
     };
-    let _ = outbox.sender.send(last);
+    let _ = outbox.send(last);
 }
 
 struct Outbox {
     sender: SyncSender<Message>,
     /// Whether the header was sent (a later failure is a read error).
     opened: bool,
+    /// Rows not sent yet: they go in batches of `BATCH`.
+    rows: Vec<Result<RawRow, Problem>>,
 }
 
 impl Outbox {
+    /// Sends `message` after the rows read before it.
     fn send(&mut self, message: Message) -> Result<(), Stop> {
+        self.send_rows()?;
         self.sender.send(message).map_err(|_| Stop::Gone)
+    }
+
+    fn row(&mut self, row: Result<RawRow, Problem>) -> Result<(), Stop> {
+        self.rows.push(row);
+        if self.rows.len() >= BATCH {
+            self.send_rows()?;
+        }
+        Ok(())
+    }
+
+    fn send_rows(&mut self) -> Result<(), Stop> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(BATCH));
+        self.sender.send(Message::Rows(rows)).map_err(|_| Stop::Gone)
     }
 }
 
@@ -366,32 +403,29 @@ impl<'a> RowAssembler<'a> {
         }
         let cells = std::mem::take(&mut self.cells);
         let line = u64::from(self.row) + 1;
-        let message = match (&self.header, uncalculated) {
-            (Some(header), Some(column)) => Message::Row(Err(uncalculated_problem(
-                line, header, column,
-            )
-            .in_sheet(Some(&self.sheet)))),
-            (None, _) => {
-                let opened = self.header_row(line, cells);
-                if let Ok(opened) = &opened {
-                    self.header = Some(opened.columns.clone());
-                    self.header_line = line;
-                    self.outbox.opened = true;
-                }
-                Message::Opened(Box::new(opened))
+        let row = match (&self.header, uncalculated) {
+            (Some(header), Some(column)) => {
+                Err(uncalculated_problem(line, header, column).in_sheet(Some(&self.sheet)))
             }
-            (Some(header), None) => Message::Row(
-                raw_row(line, header, self.header_line, cells)
-                    .map_err(|problem| problem.in_sheet(Some(&self.sheet))),
-            ),
+            (Some(header), None) => raw_row(line, header, self.header_line, cells)
+                .map_err(|problem| problem.in_sheet(Some(&self.sheet))),
+            (None, _) => return self.open(line, cells),
         };
-        let header_failed = matches!(&message, Message::Opened(opened) if opened.is_err());
-        self.outbox.send(message)?;
-        if header_failed {
+        self.outbox.row(row)
+    }
+
+    /// Sends the header row found on `line`, or its problem.
+    fn open(&mut self, line: u64, cells: Vec<(u32, Data)>) -> Result<(), Stop> {
+        let opened = self.header_row(line, cells);
+        let Ok(found) = &opened else {
+            self.outbox.send(Message::Opened(Box::new(opened)))?;
             // The caller reports the header's problem; there is nothing more to read.
             return Err(Stop::Gone);
-        }
-        Ok(())
+        };
+        self.header = Some(found.columns.clone());
+        self.header_line = line;
+        self.outbox.opened = true;
+        self.outbox.send(Message::Opened(Box::new(opened)))
     }
 
     fn header_row(&self, line: u64, cells: Vec<(u32, Data)>) -> Result<Opened, OpenFailure> {

@@ -1,9 +1,10 @@
 //! The shared-string table of an .xlsx workbook, kept in a temporary file
 //! instead of memory: a million-row sheet of distinct prompts has millions
 //! of strings, more than the whole memory budget. Strings are found by
-//! position through a sparse index of block starts; the block last read is
-//! kept, so a sheet that walks the table in order (as every writer makes
-//! it) reads each block once.
+//! position through a sparse index of block starts. The blocks used last
+//! are kept, so a sheet that walks the table in order (as writers make it)
+//! reads each block about once, even while every row also uses a few
+//! strings from early in the table (a status, a resolution).
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -11,6 +12,9 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 /// Strings per block: one index entry (8 bytes) per block keeps the index
 /// at 1/8 byte per string, and a random lookup reads one block.
 const BLOCK: usize = 64;
+
+/// Blocks kept in memory (a few KB each for prompts).
+const CACHED: usize = 16;
 
 /// Builds the table, string by string, in the order of the workbook's.
 pub(super) struct SharedStringsWriter {
@@ -52,7 +56,8 @@ impl SharedStringsWriter {
             starts: self.starts,
             count: self.count,
             end: self.written,
-            block: Block::default(),
+            cache: Vec::with_capacity(CACHED),
+            clock: 0,
         })
     }
 }
@@ -64,13 +69,17 @@ pub(super) struct SharedStrings {
     starts: Vec<u64>,
     count: usize,
     end: u64,
-    block: Block,
+    /// The blocks used last, at most `CACHED`.
+    cache: Vec<Block>,
+    /// Counts lookups, to find the block used longest ago.
+    clock: u64,
 }
 
-/// The block read last: its bytes and where each of its strings ends.
+/// A block read from the file: its bytes and where each string is.
 #[derive(Default)]
 struct Block {
     number: Option<usize>,
+    used: u64,
     bytes: Vec<u8>,
     /// (start, end) of each string in `bytes`.
     spans: Vec<(usize, usize)>,
@@ -91,45 +100,62 @@ impl SharedStrings {
             ));
         }
         let number = index / BLOCK;
-        if self.block.number != Some(number) {
-            self.load(number)
-                .map_err(|error| format!("cannot read the shared strings back: {error}"))?;
-        }
-        let (start, end) = self.block.spans[index % BLOCK];
-        std::str::from_utf8(&self.block.bytes[start..end])
+        self.clock += 1;
+        let slot = match self.cache.iter().position(|block| block.number == Some(number)) {
+            Some(slot) => slot,
+            None => self
+                .load(number)
+                .map_err(|error| format!("cannot read the shared strings back: {error}"))?,
+        };
+        let block = &mut self.cache[slot];
+        block.used = self.clock;
+        let (start, end) = block.spans[index % BLOCK];
+        std::str::from_utf8(&block.bytes[start..end])
             .map_err(|_| "a shared string read back is not UTF-8".to_owned())
     }
 
-    fn load(&mut self, number: usize) -> std::io::Result<()> {
-        self.block.number = None;
+    /// Reads block `number` into the cache, in place of the block used
+    /// longest ago when the cache is full, and says where it is.
+    fn load(&mut self, number: usize) -> std::io::Result<usize> {
+        let slot = if self.cache.len() < CACHED {
+            self.cache.push(Block::default());
+            self.cache.len() - 1
+        } else {
+            (0..self.cache.len())
+                .min_by_key(|&slot| self.cache[slot].used)
+                .unwrap_or(0)
+        };
         let start = self.starts[number];
         let end = self.starts.get(number + 1).copied().unwrap_or(self.end);
+        let strings = BLOCK.min(self.count - number * BLOCK);
+        let block = &mut self.cache[slot];
+        block.number = None;
         let length = usize::try_from(end - start).map_err(std::io::Error::other)?;
-        self.block.bytes.clear();
-        self.block.bytes.resize(length, 0);
+        block.bytes.clear();
+        block.bytes.resize(length, 0);
         self.file.seek(SeekFrom::Start(start))?;
-        self.file.read_exact(&mut self.block.bytes)?;
-        self.block.spans.clear();
+        self.file.read_exact(&mut block.bytes)?;
+        block.spans.clear();
         let mut at = 0;
         while at < length {
-            let prefix = self.block.bytes.get(at..at + 4).ok_or_else(damaged)?;
+            let prefix = block.bytes.get(at..at + 4).ok_or_else(damaged)?;
             let size = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
             let begin = at + 4;
             at = begin + size as usize;
             if at > length {
                 return Err(damaged());
             }
-            self.block.spans.push((begin, at));
+            block.spans.push((begin, at));
         }
-        if self.block.spans.len() != BLOCK.min(self.count - number * BLOCK) {
+        if block.spans.len() != strings {
             return Err(damaged());
         }
         // Give back a block grown by one very long string.
-        if self.block.bytes.capacity() > 4 * 1024 * 1024 {
-            self.block.bytes.shrink_to(length);
+        if block.bytes.capacity() > 4 * 1024 * 1024 {
+            block.bytes.shrink_to(length);
         }
-        self.block.number = Some(number);
-        Ok(())
+        block.number = Some(number);
+        Ok(slot)
     }
 }
 

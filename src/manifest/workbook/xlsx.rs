@@ -701,3 +701,231 @@ fn unescape_ooxml(text: &str) -> Cow<'_, str> {
     out.extend(char::decode_utf16(units).map(|c| c.unwrap_or('\u{FFFD}')));
     Cow::Owned(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const WORKBOOK: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">
+<sheets><sheet name="Hidden" sheetId="1" state="hidden" r:id="rId1"/><sheet name="Shots &amp; takes" sheetId="2" r:id="rId2"/></sheets></workbook>"#;
+
+    const STYLES: &str = r#"<styleSheet><numFmts count="1"><numFmt numFmtId="164" formatCode="yyyy\-mm\-dd"/></numFmts>
+<cellStyleXfs count="1"><xf numFmtId="14"/></cellStyleXfs>
+<cellXfs count="3"><xf numFmtId="0"/><xf numFmtId="164"/><xf numFmtId="46"/></cellXfs></styleSheet>"#;
+
+    /// A package with two sheets (the first hidden), the given shared
+    /// strings (`<si>` items) and second sheet's cells (`<row>`s).
+    fn package(strings: &str, rows: &str) -> tempfile::NamedTempFile {
+        let relations = r#"<Relationships><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="/xl/worksheets/sheet2.xml"/><Relationship Id="rId3" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings" Target="sharedStrings.xml"/><Relationship Id="rId4" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="styles.xml"/></Relationships>"#;
+        let root = r#"<Relationships><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#;
+        let sheet = |rows: &str| format!("<worksheet><dimension ref=\"A1\"/><sheetData>{rows}</sheetData></worksheet>");
+        let strings = format!("<sst>{strings}</sst>");
+        let parts = [
+            ("_rels/.rels", root.to_owned()),
+            ("xl/workbook.xml", WORKBOOK.to_owned()),
+            ("xl/_rels/workbook.xml.rels", relations.to_owned()),
+            ("xl/styles.xml", STYLES.to_owned()),
+            ("xl/sharedStrings.xml", strings),
+            ("xl/worksheets/sheet1.xml", sheet("")),
+            ("xl/worksheets/sheet2.xml", sheet(rows)),
+        ];
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut zip = zip::ZipWriter::new(file.reopen().unwrap());
+        let options = zip::write::SimpleFileOptions::default();
+        for (name, text) in parts {
+            zip.start_file(name, options).unwrap();
+            zip.write_all(text.as_bytes()).unwrap();
+        }
+        zip.finish().unwrap();
+        file
+    }
+
+    fn read_cells(strings: &str, rows: &str) -> Result<Vec<XlsxCell>, String> {
+        let file = package(strings, rows);
+        let mut workbook = XlsxWorkbook::open(file.path())?;
+        let mut cells = workbook.cells("Shots & takes")?;
+        let mut all = Vec::new();
+        while let Some(cell) = cells.next_cell()? {
+            all.push(cell);
+        }
+        Ok(all)
+    }
+
+    fn values(cells: &[XlsxCell]) -> Vec<Data> {
+        cells.iter().map(|cell| cell.value.clone()).collect()
+    }
+
+    #[test]
+    fn the_sheet_list_keeps_names_states_and_parts() {
+        let file = package("", "");
+        let workbook = XlsxWorkbook::open(file.path()).unwrap();
+        let names: Vec<_> = workbook.sheets.iter().map(|s| (&*s.name, s.visible)).collect();
+        assert_eq!(names, [("Hidden", false), ("Shots & takes", true)]);
+        assert_eq!(workbook.paths, ["xl/worksheets/sheet1.xml", "xl/worksheets/sheet2.xml"]);
+        assert_eq!(workbook.styles, [NumberKind::Plain, NumberKind::Date, NumberKind::Duration]);
+    }
+
+    #[test]
+    fn shared_strings_are_resolved_by_position() {
+        let strings = "<si><t>zero</t></si><si><t>one</t></si><si><t/></si><si><t>three</t></si>";
+        let rows = r#"<row r="2"><c r="B2" t="s"><v>3</v></c><c t="s"><v>0</v></c></row>
+<row><c t="s"><v>1</v></c><c r="D3" t="s"><v>2</v></c></row>"#;
+        let cells = read_cells(strings, rows).unwrap();
+        let positions: Vec<_> = cells.iter().map(|cell| cell.position).collect();
+        assert_eq!(positions, [(1, 1), (1, 2), (2, 0), (2, 3)]);
+        assert_eq!(
+            values(&cells),
+            ["three", "zero", "one", ""].map(|text| Data::String(text.to_owned()))
+        );
+    }
+
+    #[test]
+    fn rich_text_runs_join_without_phonetic_guides() {
+        let strings = r#"<si><r><rPr><b/></rPr><t>Café </t></r><r><t xml:space="preserve"> crème &amp; pain_x000D_</t></r><rPh sb="0" eb="1"><t>カフェ</t></rPh></si>"#;
+        let rows = r#"<row r="1"><c r="A1" t="s"><v>0</v></c><c r="B1" t="inlineStr"><is><r><t>in</t></r><r><t xml:space="preserve">line </t></r></is></c></row>"#;
+        let cells = read_cells(strings, rows).unwrap();
+        assert_eq!(
+            values(&cells),
+            [
+                Data::String("Café crème & pain\r".to_owned()),
+                Data::String("inline ".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn cells_read_by_type_style_and_formula() {
+        let rows = r#"<row r="1"><c r="A1"><v>5</v></c><c r="B1" t="b"><v>1</v></c><c r="C1" t="e"><f>1/0</f><v>#DIV/0!</v></c>
+<c r="D1" s="1"><v>45943</v></c><c r="E1" s="2"><v>1.5</v></c><c r="F1" t="str"><f>A1&amp;"x"</f><v>5x</v></c>
+<c r="G1"><f t="shared" si="0"/></c><c r="H1" t="d"><v>2026-11-26</v></c><c r="I1" s="1"/><c r="J1"><v>abc</v></c></row>"#;
+        let cells = read_cells("", rows).unwrap();
+        let formulas: Vec<_> = cells.iter().map(|cell| cell.formula).collect();
+        assert_eq!(
+            formulas,
+            [false, false, true, false, false, true, true, false, false, false]
+        );
+        let date = ExcelDateTime::new(45943.0, ExcelDateTimeType::DateTime, false);
+        let span = ExcelDateTime::new(1.5, ExcelDateTimeType::TimeDelta, false);
+        assert_eq!(
+            values(&cells),
+            [
+                Data::Float(5.0),
+                Data::Bool(true),
+                Data::Error(CellErrorType::Div0),
+                Data::DateTime(date),
+                Data::DateTime(span),
+                Data::String("5x".to_owned()),
+                Data::Empty,
+                Data::DateTimeIso("2026-11-26".to_owned()),
+                Data::Empty,
+                Data::String("abc".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_string_table_larger_than_any_buffer_is_read_back_in_any_order() {
+        // ~2 MB of distinct strings: larger than the writer's buffer, the
+        // XML reader's, and many blocks of the table.
+        let count = 20_000;
+        let text = |n: usize| format!("prompt {n}{}", "ü".repeat(n % 50));
+        let strings: String = (0..count).map(|n| format!("<si><t>{}</t></si>", text(n))).collect();
+        let rows: String = (0..count)
+            .map(|row| {
+                let index = (row * 7919) % count; // every index once, scattered
+                format!("<row r=\"{}\"><c r=\"A{}\" t=\"s\"><v>{index}</v></c></row>", row + 1, row + 1)
+            })
+            .collect();
+        let cells = read_cells(&strings, &rows).unwrap();
+        assert_eq!(cells.len(), count);
+        for (row, cell) in cells.iter().enumerate() {
+            assert_eq!(cell.value, Data::String(text((row * 7919) % count)));
+        }
+    }
+
+    #[test]
+    fn malformed_workbooks_give_errors_not_panics() {
+        let strings = "<si><t>zero</t></si>";
+        for (rows, expected) in [
+            (r#"<row><c t="s"><v>1</v></c></row>"#, "the table has 1 strings"),
+            (r#"<row><c t="s"><v>x</v></c></row>"#, "is not a number"),
+            (r#"<row><c r="1A"><v>1</v></c></row>"#, "not like A1"),
+            (r#"<row><c r="A0"><v>1</v></c></row>"#, "not like A1"),
+            (r#"<row><c r="ZZZZZZZZZ1"><v>1</v></c></row>"#, "not like A1"),
+            (r#"<row><c t="b"><v>yes</v></c></row>"#, "boolean"),
+            (r#"<row><c t="e"><v>#OOPS</v></c></row>"#, "not one Excel has"),
+            (r#"<row><c t="q"><v>1</v></c></row>"#, "unknown type"),
+            (r#"<row><c t="n"><v>one</v></c></row>"#, "number cell"),
+            (r#"<row><c><v>&bogus;</v></c></row>"#, "entity"),
+        ] {
+            let error = read_cells(strings, rows).err().unwrap_or_default();
+            assert!(error.contains(expected), "{rows}: {error:?}");
+        }
+        let not_a_zip = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(not_a_zip.path(), b"Image URL,Prompt\n").unwrap();
+        let error = XlsxWorkbook::open(not_a_zip.path()).err().unwrap_or_default();
+        assert!(error.contains("not a readable .xlsx package"), "{error}");
+    }
+
+    #[test]
+    fn a_sheet_cut_anywhere_ends_in_an_error() {
+        let sheet = r#"<row r="1"><c r="A1" t="s"><v>0</v></c><c r="B1" t="inlineStr"><is><t>x &amp; y</t></is></c><c r="C1"><f>1</f><v>2</v></c></row>"#;
+        for cut in 0..sheet.len() {
+            // The sheet part ends inside its data: every cut must say so.
+            let rows = sheet.get(..cut).unwrap_or_default();
+            let result = read_truncated("<si><t>zero</t></si>", rows);
+            assert!(result.is_err(), "cut at {cut} read as {:?}", result.map(|c| values(&c)));
+        }
+    }
+
+    /// Reads a second sheet whose part stops after `rows` (no closing tags).
+    fn read_truncated(strings: &str, rows: &str) -> Result<Vec<XlsxCell>, String> {
+        let file = package(strings, "");
+        let mut zip = ZipArchive::new(File::open(file.path()).unwrap()).unwrap();
+        let copy = tempfile::NamedTempFile::new().unwrap();
+        let mut out = zip::ZipWriter::new(copy.reopen().unwrap());
+        for index in 0..zip.len() {
+            let entry = zip.by_index(index).unwrap();
+            let name = entry.name().unwrap().into_owned();
+            drop(entry);
+            if name == "xl/worksheets/sheet2.xml" {
+                out.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
+                out.write_all(format!("<worksheet><sheetData>{rows}").as_bytes()).unwrap();
+            } else {
+                out.raw_copy_file(zip.by_index(index).unwrap()).unwrap();
+            }
+        }
+        out.finish().unwrap();
+        let mut workbook = XlsxWorkbook::open(copy.path())?;
+        let mut cells = workbook.cells("Shots & takes")?;
+        let mut all = Vec::new();
+        while let Some(cell) = cells.next_cell()? {
+            all.push(cell);
+        }
+        Ok(all)
+    }
+
+    #[test]
+    fn number_formats_show_dates_and_durations() {
+        assert_eq!(custom_format_kind("yyyy-mm-dd"), NumberKind::Date);
+        assert_eq!(custom_format_kind("[h]:mm:ss"), NumberKind::Duration);
+        assert_eq!(custom_format_kind("0.00"), NumberKind::Plain);
+        assert_eq!(custom_format_kind("\"days\" 0"), NumberKind::Plain);
+        assert_eq!(custom_format_kind("[Red]0.0"), NumberKind::Plain);
+        assert_eq!(builtin_format_kind("14"), NumberKind::Date);
+        assert_eq!(builtin_format_kind("46"), NumberKind::Duration);
+        assert_eq!(builtin_format_kind("2"), NumberKind::Plain);
+    }
+
+    #[test]
+    fn office_escapes_become_characters() {
+        assert_eq!(unescape_ooxml("a_x000D_b"), "a\rb");
+        assert_eq!(unescape_ooxml("_xD83D__xDCF7_"), "📷");
+        assert_eq!(unescape_ooxml("_xD83D_ lone"), "\u{FFFD} lone");
+        assert_eq!(unescape_ooxml("_x00_ é_x"), "_x00_ é_x");
+        assert_eq!(resolve("xl/workbook.xml", "../docs/a.xml"), "docs/a.xml");
+        assert_eq!(resolve("xl/workbook.xml", "/xl/worksheets/s.xml"), "xl/worksheets/s.xml");
+    }
+}
