@@ -9,9 +9,9 @@
 mod shared_strings;
 mod xlsx;
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::BufReader;
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -242,7 +242,9 @@ impl Outbox {
             return Ok(());
         }
         let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(BATCH));
-        self.sender.send(Message::Rows(rows)).map_err(|_| Stop::Gone)
+        self.sender
+            .send(Message::Rows(rows))
+            .map_err(|_| Stop::Gone)
     }
 }
 

@@ -36,11 +36,14 @@ impl SharedStringsWriter {
 
     /// Appends the next string: a 4-byte length, then its UTF-8 bytes.
     pub(super) fn push(&mut self, text: &str) -> std::io::Result<()> {
-        if self.count % BLOCK == 0 {
+        if self.count.is_multiple_of(BLOCK) {
             self.starts.push(self.written);
         }
         let length = u32::try_from(text.len()).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "a shared string over 4 GiB")
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a shared string over 4 GiB",
+            )
         })?;
         self.out.write_all(&length.to_le_bytes())?;
         self.out.write_all(text.as_bytes())?;
@@ -101,7 +104,11 @@ impl SharedStrings {
         }
         let number = index / BLOCK;
         self.clock += 1;
-        let slot = match self.cache.iter().position(|block| block.number == Some(number)) {
+        let slot = match self
+            .cache
+            .iter()
+            .position(|block| block.number == Some(number))
+        {
             Some(slot) => slot,
             None => self
                 .load(number)
@@ -160,7 +167,10 @@ impl SharedStrings {
 }
 
 fn damaged() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, "the temporary file is damaged")
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "the temporary file is damaged",
+    )
 }
 
 #[cfg(test)]
@@ -182,7 +192,10 @@ mod tests {
             .map(|n| "é".repeat(n % 7) + &n.to_string())
             .collect();
         let mut table = table(&strings);
-        for index in (0..strings.len()).chain((0..strings.len()).rev()).step_by(3) {
+        for index in (0..strings.len())
+            .chain((0..strings.len()).rev())
+            .step_by(3)
+        {
             assert_eq!(table.get(index).unwrap(), strings[index]);
         }
         assert_eq!(table.get(BLOCK * 5 + 2).unwrap(), strings[BLOCK * 5 + 2]);

@@ -64,12 +64,14 @@ impl XlsxWorkbook {
             relations
                 .values()
                 .find(|(_, typ)| typ.rsplit('/').next() == Some(kind))
-                .map_or_else(|| resolve(&workbook_path, default), |(target, _)| {
-                    resolve(&workbook_path, target)
-                })
+                .map_or_else(
+                    || resolve(&workbook_path, default),
+                    |(target, _)| resolve(&workbook_path, target),
+                )
         };
         let styles = read_styles(&mut zip, &target_of("styles", "styles.xml"))?;
-        let strings = read_shared_strings(&mut zip, &target_of("sharedStrings", "sharedStrings.xml"))?;
+        let strings =
+            read_shared_strings(&mut zip, &target_of("sharedStrings", "sharedStrings.xml"))?;
         Ok(XlsxWorkbook {
             zip,
             sheets,
@@ -158,13 +160,7 @@ impl SheetCells<'_> {
 
     /// Reads a `<c>` element's children: its formula, value or inline text.
     fn cell(&mut self, attributes: CellAttributes) -> Result<XlsxCell, String> {
-        let position = match &attributes.reference {
-            Some(reference) => match parse_reference(reference)? {
-                (row, Some(column)) => (row, column),
-                (_, None) => return Err(format!("the cell reference {reference:?} has no column")),
-            },
-            None => (self.row, self.column),
-        };
+        let position = attributes.position.unwrap_or((self.row, self.column));
         self.column = position.1.saturating_add(1);
         let mut cell = XlsxCell {
             position,
@@ -194,12 +190,18 @@ impl SheetCells<'_> {
                     let text = read_rich_text(&mut self.xml, "is", &mut self.inner, &self.path)?;
                     cell.value = Data::String(text);
                 }
-                Child::Value if matches!(attributes.kind.as_deref(), Some("inlineStr" | "is")) => {
+                Child::Value if matches!(attributes.kind, CellType::Inline) => {
                     self.skip("v")?;
                 }
                 Child::Value => {
                     self.text.clear();
-                    read_text(&mut self.xml, "v", &mut self.inner, &mut self.text, &self.path)?;
+                    read_text(
+                        &mut self.xml,
+                        "v",
+                        &mut self.inner,
+                        &mut self.text,
+                        &self.path,
+                    )?;
                     cell.value = self.value(&attributes)?;
                 }
                 Child::Other(name) => self.skip(&name)?,
@@ -210,29 +212,34 @@ impl SheetCells<'_> {
     /// The value of a `<v>` (in `self.text`) by the cell's type and style.
     fn value(&mut self, attributes: &CellAttributes) -> Result<Data, String> {
         let text = self.text.as_str();
-        Ok(match attributes.kind.as_deref() {
-            Some("s") if text.is_empty() => Data::Empty,
-            Some("s") => {
+        Ok(match &attributes.kind {
+            CellType::Shared if text.is_empty() => Data::Empty,
+            CellType::Shared => {
                 let index = text
                     .trim()
                     .parse()
                     .map_err(|_| format!("the shared string index {text:?} is not a number"))?;
                 Data::String(self.strings.get(index)?.to_owned())
             }
-            Some("b") => boolean(text)?,
-            Some("d") => Data::DateTimeIso(text.to_owned()),
-            Some("e") => Data::Error(
+            CellType::Bool => boolean(text)?,
+            CellType::Date => Data::DateTimeIso(text.to_owned()),
+            CellType::Error => Data::Error(
                 text.parse::<CellErrorType>()
                     .map_err(|_| format!("the cell error {text:?} is not one Excel has"))?,
             ),
-            Some("str") => Data::String(unescape_ooxml(text).into_owned()),
-            Some("n") | None if text.is_empty() => Data::Empty,
-            Some("n") | None => match text.parse::<f64>() {
+            CellType::Text | CellType::Inline => Data::String(unescape_ooxml(text).into_owned()),
+            CellType::Number | CellType::Untyped if text.is_empty() => Data::Empty,
+            CellType::Number | CellType::Untyped => match text.parse::<f64>() {
                 Ok(number) => self.number(number, attributes.style),
-                Err(_) if attributes.kind.is_none() => Data::String(text.to_owned()),
+                // Without a type, text that is not a number is text.
+                Err(_) if matches!(attributes.kind, CellType::Untyped) => {
+                    Data::String(text.to_owned())
+                }
                 Err(_) => return Err(format!("the number cell holds {text:?}")),
             },
-            Some(other) => return Err(format!("a cell has the unknown type t={other:?}")),
+            CellType::Unknown(other) => {
+                return Err(format!("a cell has the unknown type t={other:?}"));
+            }
         })
     }
 
@@ -266,30 +273,70 @@ enum Child {
 
 /// The attributes of a `<c>` element that reading its value needs.
 struct CellAttributes {
-    reference: Option<String>,
-    /// `t`: s (shared string), str, inlineStr, b, e, d, n.
-    kind: Option<String>,
+    /// `r` (`C4`), as (row, column) from 0.
+    position: Option<(u32, u32)>,
+    kind: CellType,
     /// `s`: the cell's style, which says whether a number is a date.
     style: Option<usize>,
+}
+
+/// A cell's `t` attribute.
+enum CellType {
+    /// No `t`: a number, or text when it is not one.
+    Untyped,
+    /// `n`
+    Number,
+    /// `s`: an index into the shared strings.
+    Shared,
+    /// `str`: a formula's text result.
+    Text,
+    /// `inlineStr`: the text is in `<is>`.
+    Inline,
+    /// `b`
+    Bool,
+    /// `e`: `#DIV/0!` and the like.
+    Error,
+    /// `d`: an ISO 8601 date.
+    Date,
+    Unknown(String),
 }
 
 impl CellAttributes {
     fn of(element: &BytesStart<'_>) -> Result<CellAttributes, String> {
         let mut attributes = CellAttributes {
-            reference: None,
-            kind: None,
+            position: None,
+            kind: CellType::Untyped,
             style: None,
         };
         for attribute in element.attributes().with_checks(false) {
             let attribute = attribute.map_err(|error| format!("a cell's attributes: {error}"))?;
+            let value = attribute.value.as_ref();
             match attribute.key.local_name().as_ref() {
-                "r" => attributes.reference = Some(attribute.value.into_owned()),
-                "t" => attributes.kind = Some(attribute.value.into_owned()),
-                "s" => attributes.style = attribute.value.trim().parse().ok(),
+                "r" => match parse_reference(value)? {
+                    (row, Some(column)) => attributes.position = Some((row, column)),
+                    (_, None) => return Err(format!("the cell reference {value:?} has no column")),
+                },
+                "t" => attributes.kind = CellType::of(value),
+                "s" => attributes.style = value.trim().parse().ok(),
                 _ => {}
             }
         }
         Ok(attributes)
+    }
+}
+
+impl CellType {
+    fn of(value: &str) -> CellType {
+        match value {
+            "n" => CellType::Number,
+            "s" => CellType::Shared,
+            "str" => CellType::Text,
+            "inlineStr" | "is" => CellType::Inline,
+            "b" => CellType::Bool,
+            "e" => CellType::Error,
+            "d" => CellType::Date,
+            other => CellType::Unknown(other.to_owned()),
+        }
     }
 }
 
@@ -437,7 +484,10 @@ fn resolve(from: &str, target: &str) -> String {
     let mut parts: Vec<&str> = match target.strip_prefix('/') {
         Some(_) => Vec::new(),
         None => from.rsplit_once('/').map_or(Vec::new(), |(directory, _)| {
-            directory.split('/').filter(|part| !part.is_empty()).collect()
+            directory
+                .split('/')
+                .filter(|part| !part.is_empty())
+                .collect()
         }),
     };
     for segment in target.split(['/', '\\']) {
@@ -720,7 +770,9 @@ mod tests {
     fn package(strings: &str, rows: &str) -> tempfile::NamedTempFile {
         let relations = r#"<Relationships><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="/xl/worksheets/sheet2.xml"/><Relationship Id="rId3" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings" Target="sharedStrings.xml"/><Relationship Id="rId4" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="styles.xml"/></Relationships>"#;
         let root = r#"<Relationships><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#;
-        let sheet = |rows: &str| format!("<worksheet><dimension ref=\"A1\"/><sheetData>{rows}</sheetData></worksheet>");
+        let sheet = |rows: &str| {
+            format!("<worksheet><dimension ref=\"A1\"/><sheetData>{rows}</sheetData></worksheet>")
+        };
         let strings = format!("<sst>{strings}</sst>");
         let parts = [
             ("_rels/.rels", root.to_owned()),
@@ -761,10 +813,20 @@ mod tests {
     fn the_sheet_list_keeps_names_states_and_parts() {
         let file = package("", "");
         let workbook = XlsxWorkbook::open(file.path()).unwrap();
-        let names: Vec<_> = workbook.sheets.iter().map(|s| (&*s.name, s.visible)).collect();
+        let names: Vec<_> = workbook
+            .sheets
+            .iter()
+            .map(|s| (&*s.name, s.visible))
+            .collect();
         assert_eq!(names, [("Hidden", false), ("Shots & takes", true)]);
-        assert_eq!(workbook.paths, ["xl/worksheets/sheet1.xml", "xl/worksheets/sheet2.xml"]);
-        assert_eq!(workbook.styles, [NumberKind::Plain, NumberKind::Date, NumberKind::Duration]);
+        assert_eq!(
+            workbook.paths,
+            ["xl/worksheets/sheet1.xml", "xl/worksheets/sheet2.xml"]
+        );
+        assert_eq!(
+            workbook.styles,
+            [NumberKind::Plain, NumberKind::Date, NumberKind::Duration]
+        );
     }
 
     #[test]
@@ -804,7 +866,9 @@ mod tests {
         let formulas: Vec<_> = cells.iter().map(|cell| cell.formula).collect();
         assert_eq!(
             formulas,
-            [false, false, true, false, false, true, true, false, false, false]
+            [
+                false, false, true, false, false, true, true, false, false, false
+            ]
         );
         let date = ExcelDateTime::new(45943.0, ExcelDateTimeType::DateTime, false);
         let span = ExcelDateTime::new(1.5, ExcelDateTimeType::TimeDelta, false);
@@ -831,11 +895,17 @@ mod tests {
         // XML reader's, and many blocks of the table.
         let count = 20_000;
         let text = |n: usize| format!("prompt {n}{}", "ü".repeat(n % 50));
-        let strings: String = (0..count).map(|n| format!("<si><t>{}</t></si>", text(n))).collect();
+        let strings: String = (0..count)
+            .map(|n| format!("<si><t>{}</t></si>", text(n)))
+            .collect();
         let rows: String = (0..count)
             .map(|row| {
                 let index = (row * 7919) % count; // every index once, scattered
-                format!("<row r=\"{}\"><c r=\"A{}\" t=\"s\"><v>{index}</v></c></row>", row + 1, row + 1)
+                format!(
+                    "<row r=\"{}\"><c r=\"A{}\" t=\"s\"><v>{index}</v></c></row>",
+                    row + 1,
+                    row + 1
+                )
             })
             .collect();
         let cells = read_cells(&strings, &rows).unwrap();
@@ -849,13 +919,22 @@ mod tests {
     fn malformed_workbooks_give_errors_not_panics() {
         let strings = "<si><t>zero</t></si>";
         for (rows, expected) in [
-            (r#"<row><c t="s"><v>1</v></c></row>"#, "the table has 1 strings"),
+            (
+                r#"<row><c t="s"><v>1</v></c></row>"#,
+                "the table has 1 strings",
+            ),
             (r#"<row><c t="s"><v>x</v></c></row>"#, "is not a number"),
             (r#"<row><c r="1A"><v>1</v></c></row>"#, "not like A1"),
             (r#"<row><c r="A0"><v>1</v></c></row>"#, "not like A1"),
-            (r#"<row><c r="ZZZZZZZZZ1"><v>1</v></c></row>"#, "not like A1"),
+            (
+                r#"<row><c r="ZZZZZZZZZ1"><v>1</v></c></row>"#,
+                "not like A1",
+            ),
             (r#"<row><c t="b"><v>yes</v></c></row>"#, "boolean"),
-            (r#"<row><c t="e"><v>#OOPS</v></c></row>"#, "not one Excel has"),
+            (
+                r#"<row><c t="e"><v>#OOPS</v></c></row>"#,
+                "not one Excel has",
+            ),
             (r#"<row><c t="q"><v>1</v></c></row>"#, "unknown type"),
             (r#"<row><c t="n"><v>one</v></c></row>"#, "number cell"),
             (r#"<row><c><v>&bogus;</v></c></row>"#, "entity"),
@@ -865,7 +944,9 @@ mod tests {
         }
         let not_a_zip = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(not_a_zip.path(), b"Image URL,Prompt\n").unwrap();
-        let error = XlsxWorkbook::open(not_a_zip.path()).err().unwrap_or_default();
+        let error = XlsxWorkbook::open(not_a_zip.path())
+            .err()
+            .unwrap_or_default();
         assert!(error.contains("not a readable .xlsx package"), "{error}");
     }
 
@@ -876,7 +957,11 @@ mod tests {
             // The sheet part ends inside its data: every cut must say so.
             let rows = sheet.get(..cut).unwrap_or_default();
             let result = read_truncated("<si><t>zero</t></si>", rows);
-            assert!(result.is_err(), "cut at {cut} read as {:?}", result.map(|c| values(&c)));
+            assert!(
+                result.is_err(),
+                "cut at {cut} read as {:?}",
+                result.map(|c| values(&c))
+            );
         }
     }
 
@@ -891,8 +976,10 @@ mod tests {
             let name = entry.name().unwrap().into_owned();
             drop(entry);
             if name == "xl/worksheets/sheet2.xml" {
-                out.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
-                out.write_all(format!("<worksheet><sheetData>{rows}").as_bytes()).unwrap();
+                out.start_file(name, zip::write::SimpleFileOptions::default())
+                    .unwrap();
+                out.write_all(format!("<worksheet><sheetData>{rows}").as_bytes())
+                    .unwrap();
             } else {
                 out.raw_copy_file(zip.by_index(index).unwrap()).unwrap();
             }
@@ -926,6 +1013,9 @@ mod tests {
         assert_eq!(unescape_ooxml("_xD83D_ lone"), "\u{FFFD} lone");
         assert_eq!(unescape_ooxml("_x00_ é_x"), "_x00_ é_x");
         assert_eq!(resolve("xl/workbook.xml", "../docs/a.xml"), "docs/a.xml");
-        assert_eq!(resolve("xl/workbook.xml", "/xl/worksheets/s.xml"), "xl/worksheets/s.xml");
+        assert_eq!(
+            resolve("xl/workbook.xml", "/xl/worksheets/s.xml"),
+            "xl/worksheets/s.xml"
+        );
     }
 }
