@@ -1,10 +1,15 @@
-//! Workbooks (.xlsx, .xlsm, .xlsb, .xls, .ods) read with calamine. A reader
-//! thread owns the workbook and sends rows down a short channel, so the
-//! caller pulls rows one at a time as it does from a CSV file. Worksheets
-//! of .xlsx/.xlsm/.xlsb are streamed cell by cell (only the shared-string
-//! table is held whole); .xls and .ods sheets are read whole, as calamine
-//! offers no streaming reader for them.
+//! Workbooks (.xlsx, .xlsm, .xlsb, .xls, .ods). A reader thread owns the
+//! workbook and sends rows down a short channel, so the caller pulls rows
+//! one at a time as it does from a CSV file. .xlsx/.xlsm are read by
+//! `xlsx` (their shared strings in a temporary file, the sheet streamed);
+//! .xlsb is streamed cell by cell by calamine, which holds its shared
+//! strings whole; .xls and .ods sheets are read whole, as calamine offers
+//! no streaming reader for them.
 
+mod shared_strings;
+mod xlsx;
+
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
@@ -12,16 +17,21 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use calamine::{
-    CellErrorType, Data, DataRef, ExcelDateTime, Ods, Reader, SheetType, SheetVisible, Xls, Xlsb,
-    Xlsx, open_workbook,
+    CellErrorType, Data, ExcelDateTime, Ods, Reader, SheetType, SheetVisible, Xls, Xlsb,
+    open_workbook,
 };
 use serde_json::Value;
 
+use self::xlsx::XlsxWorkbook;
 use super::header_names;
 use crate::row::{Cell, Problem, RawRow};
 
-/// Rows read ahead of the caller, at most.
-const ROWS_AHEAD: usize = 64;
+/// Rows handed to the caller together: one hand-over between the threads
+/// (a wake-up of the other) per batch rather than per row.
+const BATCH: usize = 64;
+
+/// Batches read ahead of the caller, at most.
+const BATCHES_AHEAD: usize = 4;
 
 /// The kinds of workbook calamine reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +83,7 @@ struct Opened {
 
 enum Message {
     Opened(Box<Result<Opened, OpenFailure>>),
-    Row(Result<RawRow, Problem>),
+    Rows(Vec<Result<RawRow, Problem>>),
     Failed(String),
     End,
 }
@@ -86,6 +96,8 @@ pub(super) struct WorkbookRows {
     pub(super) numbers: Vec<usize>,
     pub(super) headers: Vec<String>,
     pub(super) kind: WorkbookKind,
+    /// Rows received and not yet taken.
+    pending: VecDeque<Result<RawRow, Problem>>,
     ended: bool,
 }
 
@@ -96,7 +108,7 @@ impl WorkbookRows {
         kind: WorkbookKind,
         sheet: Option<String>,
     ) -> Result<WorkbookRows, OpenFailure> {
-        let (sender, receiver) = sync_channel(ROWS_AHEAD);
+        let (sender, receiver) = sync_channel(BATCHES_AHEAD);
         let path = path.to_owned();
         std::thread::Builder::new()
             .name("workbook-reader".to_owned())
@@ -114,19 +126,28 @@ impl WorkbookRows {
             numbers,
             headers,
             kind,
+            pending: VecDeque::new(),
             ended: false,
         })
     }
 
     pub(super) fn next_row(&mut self) -> Result<Option<Result<RawRow, Problem>>, String> {
-        if self.ended {
-            return Ok(None);
+        while self.pending.is_empty() && !self.ended {
+            self.receive()?;
         }
+        Ok(self.pending.pop_front())
+    }
+
+    /// Takes the reader's next message: rows, or the end.
+    fn receive(&mut self) -> Result<(), String> {
         match self.receiver.recv() {
-            Ok(Message::Row(row)) => Ok(Some(row)),
+            Ok(Message::Rows(rows)) => {
+                self.pending.extend(rows);
+                Ok(())
+            }
             Ok(Message::End) => {
                 self.ended = true;
-                Ok(None)
+                Ok(())
             }
             Ok(Message::Failed(message)) => {
                 self.ended = true;
@@ -167,6 +188,7 @@ fn read_workbook(
     let mut outbox = Outbox {
         sender,
         opened: false,
+        rows: Vec::new(),
     };
     let outcome = match kind {
         WorkbookKind::Xlsx => stream_xlsx(path, sheet, &mut outbox),
@@ -189,32 +211,68 @@ fn read_workbook(
             Message::Opened(Box::new(Err(OpenFailure::Unreadable(message))))
         }
     };
-    let _ = outbox.sender.send(last);
+    let _ = outbox.send(last);
 }
 
 struct Outbox {
     sender: SyncSender<Message>,
     /// Whether the header was sent (a later failure is a read error).
     opened: bool,
+    /// Rows not sent yet: they go in batches of `BATCH`.
+    rows: Vec<Result<RawRow, Problem>>,
 }
 
 impl Outbox {
+    /// Sends `message` after the rows read before it.
     fn send(&mut self, message: Message) -> Result<(), Stop> {
+        self.send_rows()?;
         self.sender.send(message).map_err(|_| Stop::Gone)
     }
+
+    fn row(&mut self, row: Result<RawRow, Problem>) -> Result<(), Stop> {
+        self.rows.push(row);
+        if self.rows.len() >= BATCH {
+            self.send_rows()?;
+        }
+        Ok(())
+    }
+
+    fn send_rows(&mut self) -> Result<(), Stop> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(BATCH));
+        self.sender
+            .send(Message::Rows(rows))
+            .map_err(|_| Stop::Gone)
+    }
+}
+
+/// A sheet of the workbook, as choosing one needs it.
+struct SheetListing {
+    name: String,
+    visible: bool,
+    /// A worksheet (not a chart sheet or a dialog sheet).
+    worksheet: bool,
+}
+
+/// The sheets calamine lists for a workbook.
+fn listing<R: Reader<BufReader<File>>>(workbook: &R) -> Vec<SheetListing> {
+    workbook
+        .sheets_metadata()
+        .iter()
+        .map(|sheet| SheetListing {
+            name: sheet.name.clone(),
+            visible: sheet.visible == SheetVisible::Visible,
+            worksheet: sheet.typ == SheetType::WorkSheet,
+        })
+        .collect()
 }
 
 /// The sheet to read: the one named (exactly, else ignoring case), or the
 /// first visible worksheet.
-fn choose_sheet<R: Reader<BufReader<File>>>(
-    workbook: &R,
-    requested: Option<&str>,
-) -> Result<String, Stop> {
-    let worksheets: Vec<_> = workbook
-        .sheets_metadata()
-        .iter()
-        .filter(|sheet| sheet.typ == SheetType::WorkSheet)
-        .collect();
+fn choose_sheet(sheets: &[SheetListing], requested: Option<&str>) -> Result<String, Stop> {
+    let worksheets: Vec<_> = sheets.iter().filter(|sheet| sheet.worksheet).collect();
     let names = || worksheets.iter().map(|sheet| sheet.name.clone()).collect();
     match requested {
         Some(requested) => worksheets
@@ -232,7 +290,7 @@ fn choose_sheet<R: Reader<BufReader<File>>>(
             }),
         None => worksheets
             .iter()
-            .find(|sheet| sheet.visible == SheetVisible::Visible)
+            .find(|sheet| sheet.visible)
             .or(worksheets.first())
             .map(|sheet| sheet.name.clone())
             .ok_or_else(|| Stop::Unreadable("the workbook has no worksheet".to_owned())),
@@ -240,20 +298,17 @@ fn choose_sheet<R: Reader<BufReader<File>>>(
 }
 
 fn stream_xlsx(path: &Path, requested: Option<&str>, outbox: &mut Outbox) -> Result<(), Stop> {
-    let mut workbook: Xlsx<_> = open_workbook(path).map_err(unreadable)?;
-    let name = choose_sheet(&workbook, requested)?;
+    let mut workbook = XlsxWorkbook::open(path).map_err(Stop::Unreadable)?;
+    let name = choose_sheet(&workbook.sheets, requested)?;
     let mut rows = RowAssembler::new(&name, outbox);
-    let mut cells = workbook.worksheet_cells_reader(&name).map_err(unreadable)?;
-    while let Some(cell) = cells
-        .next_cell_with_formula_metadata()
-        .map_err(unreadable)?
-    {
-        if cell.formula.is_some() && matches!(cell.value, DataRef::Empty) {
+    let mut cells = workbook.cells(&name).map_err(Stop::Unreadable)?;
+    while let Some(cell) = cells.next_cell().map_err(Stop::Unreadable)? {
+        if cell.formula && matches!(cell.value, Data::Empty) {
             // Written by a program that does not calculate (a script, an
             // export): reading it as empty would send the default.
-            rows.push_uncalculated(cell.pos)?;
+            rows.push_uncalculated(cell.position)?;
         } else {
-            rows.push(cell.pos, Data::from(cell.value))?;
+            rows.push(cell.position, cell.value)?;
         }
     }
     rows.finish()
@@ -261,7 +316,7 @@ fn stream_xlsx(path: &Path, requested: Option<&str>, outbox: &mut Outbox) -> Res
 
 fn stream_xlsb(path: &Path, requested: Option<&str>, outbox: &mut Outbox) -> Result<(), Stop> {
     let mut workbook: Xlsb<_> = open_workbook(path).map_err(unreadable)?;
-    let name = choose_sheet(&workbook, requested)?;
+    let name = choose_sheet(&listing(&workbook), requested)?;
     let mut rows = RowAssembler::new(&name, outbox);
     let mut cells = workbook.worksheet_cells_reader(&name).map_err(unreadable)?;
     while let Some(cell) = cells.next_cell().map_err(unreadable)? {
@@ -276,7 +331,7 @@ where
     R::Error: std::fmt::Display,
 {
     let mut workbook: R = open_workbook(path).map_err(unreadable)?;
-    let name = choose_sheet(&workbook, requested)?;
+    let name = choose_sheet(&listing(&workbook), requested)?;
     let range = workbook.worksheet_range(&name).map_err(unreadable)?;
     let (first_row, first_column) = range.start().unwrap_or((0, 0));
     let mut rows = RowAssembler::new(&name, outbox);
@@ -350,32 +405,29 @@ impl<'a> RowAssembler<'a> {
         }
         let cells = std::mem::take(&mut self.cells);
         let line = u64::from(self.row) + 1;
-        let message = match (&self.header, uncalculated) {
-            (Some(header), Some(column)) => Message::Row(Err(uncalculated_problem(
-                line, header, column,
-            )
-            .in_sheet(Some(&self.sheet)))),
-            (None, _) => {
-                let opened = self.header_row(line, cells);
-                if let Ok(opened) = &opened {
-                    self.header = Some(opened.columns.clone());
-                    self.header_line = line;
-                    self.outbox.opened = true;
-                }
-                Message::Opened(Box::new(opened))
+        let row = match (&self.header, uncalculated) {
+            (Some(header), Some(column)) => {
+                Err(uncalculated_problem(line, header, column).in_sheet(Some(&self.sheet)))
             }
-            (Some(header), None) => Message::Row(
-                raw_row(line, header, self.header_line, cells)
-                    .map_err(|problem| problem.in_sheet(Some(&self.sheet))),
-            ),
+            (Some(header), None) => raw_row(line, header, self.header_line, cells)
+                .map_err(|problem| problem.in_sheet(Some(&self.sheet))),
+            (None, _) => return self.open(line, cells),
         };
-        let header_failed = matches!(&message, Message::Opened(opened) if opened.is_err());
-        self.outbox.send(message)?;
-        if header_failed {
+        self.outbox.row(row)
+    }
+
+    /// Sends the header row found on `line`, or its problem.
+    fn open(&mut self, line: u64, cells: Vec<(u32, Data)>) -> Result<(), Stop> {
+        let opened = self.header_row(line, cells);
+        let Ok(found) = &opened else {
+            self.outbox.send(Message::Opened(Box::new(opened)))?;
             // The caller reports the header's problem; there is nothing more to read.
             return Err(Stop::Gone);
-        }
-        Ok(())
+        };
+        self.header = Some(found.columns.clone());
+        self.header_line = line;
+        self.outbox.opened = true;
+        self.outbox.send(Message::Opened(Box::new(opened)))
     }
 
     fn header_row(&self, line: u64, cells: Vec<(u32, Data)>) -> Result<Opened, OpenFailure> {
