@@ -8,7 +8,7 @@ use super::error::Result;
 use super::paid::PaidContext;
 use super::records::{IngestOutcome, KeyCells, PendingCost, Renamed};
 use super::store::{Ledger, now_ms, write_meta};
-use crate::job::{JobId, JobSpec, JobState};
+use crate::job::{JobId, JobSpec, JobState, json_hash};
 
 impl Ledger {
     /// Starts taking in a manifest: everything is written in one transaction
@@ -59,10 +59,9 @@ impl Ingest<'_> {
     /// it (USD micro-dollars, when prices are known). Rows are numbered in
     /// the order given, which is the order of the results table.
     pub fn add(&mut self, spec: &JobSpec, cost_micros: Option<u64>) -> Result<IngestOutcome> {
-        let existing = self.existing(&spec.job_id)?;
         let request_json = spec.request.to_json();
-        let request_hash = spec.request.content_hash();
-        let input_json = serde_json::Value::Object(spec.input.clone()).to_string();
+        let request_hash = json_hash(&request_json);
+        let input_json = serde_json::to_string(&spec.input).expect("JSON values always serialize");
 
         let cost_micros = cost_micros.map(|cost| cost as i64);
         // ?1..?8 in both statements; the insert adds the time as ?9.
@@ -76,17 +75,23 @@ impl Ingest<'_> {
             &request_hash,
             &cost_micros,
         ];
-        let Some(existing) = existing else {
-            let now = now_ms();
-            self.tx
-                .prepare_cached(
-                    "INSERT INTO jobs (job_id, manifest_row, manifest_line, seen_generation, input_json, \
-                     request_json, request_hash, cost_micros, state, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9)",
-                )?
-                .execute(params_from_iter(row.iter().copied().chain([&now as &dyn rusqlite::ToSql])))?;
+        // Most rows of a large manifest are new: insert first, and look the
+        // job up only when its id is taken (one B-tree walk a row, not two).
+        let now = now_ms();
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO jobs (job_id, manifest_row, manifest_line, seen_generation, input_json, \
+                 request_json, request_hash, cost_micros, state, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9) ON CONFLICT (job_id) DO NOTHING",
+            )?
+            .execute(params_from_iter(row.iter().copied().chain([&now as &dyn rusqlite::ToSql])))?;
+        if inserted == 1 {
             self.n_rows += 1;
             return Ok(IngestOutcome::New);
+        }
+        let Some(existing) = self.existing(&spec.job_id)? else {
+            return Err(rusqlite::Error::QueryReturnedNoRows.into());
         };
         if existing.seen_generation == self.generation {
             return Ok(IngestOutcome::Duplicate {
