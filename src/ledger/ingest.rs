@@ -27,6 +27,7 @@ impl Ledger {
             generation,
             n_rows: 0,
             paid: self.paid.clone(),
+            scratch: self.scratch,
         })
     }
 }
@@ -52,6 +53,8 @@ pub struct Ingest<'a> {
     n_rows: i64,
     /// The paid-request record, when attached.
     pub(super) paid: Option<PaidContext>,
+    /// Keep no bodies (the ledger is a scratch one).
+    scratch: bool,
 }
 
 impl Ingest<'_> {
@@ -61,7 +64,14 @@ impl Ingest<'_> {
     pub fn add(&mut self, spec: &JobSpec, cost_micros: Option<u64>) -> Result<IngestOutcome> {
         let request_json = spec.request.to_json();
         let request_hash = json_hash(&request_json);
-        let input_json = serde_json::to_string(&spec.input).expect("JSON values always serialize");
+        let input_json = match self.scratch {
+            true => String::new(),
+            false => serde_json::to_string(&spec.input).expect("JSON values always serialize"),
+        };
+        let request_json = match self.scratch {
+            true => String::new(),
+            false => request_json,
+        };
 
         let cost_micros = cost_micros.map(|cost| cost as i64);
         // ?1..?8 in both statements; the insert adds the time as ?9.

@@ -43,6 +43,9 @@ pub struct Ledger {
     pub(super) paid: Option<PaidContext>,
     /// For a snapshot: the folder holding the copy, removed with it.
     _snapshot: Option<tempfile::TempDir>,
+    /// A scratch ledger (`open_scratch`): an ingest keeps each row's id,
+    /// place and request hash, not its bodies, which nothing reads back.
+    pub(super) scratch: bool,
 }
 
 impl Ledger {
@@ -59,6 +62,7 @@ impl Ledger {
             path: path.to_owned(),
             paid: None,
             _snapshot: None,
+            scratch: false,
         })
     }
 
@@ -111,6 +115,7 @@ impl Ledger {
             path,
             paid: None,
             _snapshot: None,
+            scratch: false,
         })
     }
 
@@ -118,7 +123,8 @@ impl Ledger {
     /// indexes that serve runs and reports are dropped, so each row costs
     /// one B-tree insert; nothing durable is asked of it.
     pub fn open_scratch() -> Result<Ledger> {
-        let ledger = Ledger::open_temporary()?;
+        let mut ledger = Ledger::open_temporary()?;
+        ledger.scratch = true;
         ledger.conn.execute_batch(
             "PRAGMA synchronous = OFF; DROP INDEX jobs_by_state; DROP INDEX jobs_by_row; \
              DROP INDEX jobs_by_request_hash;",
