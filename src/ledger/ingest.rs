@@ -15,8 +15,10 @@ impl Ledger {
     /// that `Ingest::finish` commits or drops.
     pub fn begin_ingest(&mut self) -> Result<Ingest<'_>> {
         let tx = self.conn.transaction()?;
-        // The invalid rows are those of the manifest being taken in.
+        // The invalid rows are those of the manifest being taken in; the
+        // last ingest's fingerprint holds only if this one leaves it again.
         tx.execute("DELETE FROM invalid_rows", [])?;
+        tx.execute("DELETE FROM meta WHERE key = ?1", [FINGERPRINT_KEY])?;
         let generation: i64 = tx.query_row(
             "SELECT COALESCE(MAX(seen_generation), 0) + 1 FROM jobs",
             [],
@@ -30,7 +32,59 @@ impl Ledger {
             scratch: self.scratch,
         })
     }
+
+    /// Re-opens the last committed ingest, to re-run the checks that depend
+    /// on the rest of the ledger and on the paid record (`renamed`,
+    /// `paid_elsewhere`) without taking the manifest in again. Nothing is
+    /// written: drop it, never `finish` it.
+    pub fn reopen_ingest(&mut self, last: &LastIngest) -> Result<Ingest<'_>> {
+        let tx = self.conn.transaction()?;
+        let generation = last.generation;
+        Ok(Ingest {
+            tx,
+            generation,
+            n_rows: 0,
+            paid: self.paid.clone(),
+            scratch: self.scratch,
+        })
+    }
+
+    /// The last ingest, when it was clean and committed (see
+    /// `Ingest::remember_fingerprint`).
+    pub fn last_ingest(&self) -> Result<Option<LastIngest>> {
+        Ok(self.meta(FINGERPRINT_KEY)?.and_then(|value| {
+            let mut parts = value.split(' ');
+            let fingerprint = parts.next()?.to_owned();
+            let n_rows = parts.next()?.parse().ok()?;
+            let generation = parts.next()?.parse().ok()?;
+            Some(LastIngest {
+                fingerprint,
+                n_rows,
+                generation,
+            })
+        }))
+    }
+
+    /// Whether the ledger is a throwaway one (`validate`, tests): nothing
+    /// of it is kept for a later run.
+    pub fn is_temporary(&self) -> bool {
+        self.temporary
+    }
 }
+
+/// The last clean ingest of a ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastIngest {
+    /// `crate::fingerprint::ingest_fingerprint` of what was taken in.
+    pub fingerprint: String,
+    /// The manifest's rows (every one valid).
+    pub n_rows: u64,
+    /// The ingest's generation (`seen_generation` of its rows).
+    generation: i64,
+}
+
+/// The `meta` key of the last clean ingest's fingerprint and row count.
+const FINGERPRINT_KEY: &str = "ingest_fingerprint";
 
 /// The join behind `Ingest::renamed`: `new` is a pending row of this ingest
 /// (?1 is its generation), `old` a job with the same request that was
@@ -171,6 +225,15 @@ impl Ingest<'_> {
             params,
         )?;
         Ok(self.tx.execute(&format!("DELETE {rows}"), params)? as u64)
+    }
+
+    /// Remembers, with this ingest, that it was clean (every one of the
+    /// manifest's `n_rows` rows valid, nothing held or warned about) and
+    /// what it took in: a later run with the same `fingerprint` may skip
+    /// taking the manifest in again. `begin_ingest` forgets it.
+    pub fn remember_fingerprint(&self, fingerprint: &str, n_rows: u64) -> Result<()> {
+        let value = format!("{fingerprint} {n_rows} {}", self.generation);
+        write_meta(&self.tx, FINGERPRINT_KEY, &value)
     }
 
     /// Writes a `meta` entry as part of this ingest (what the manifest was

@@ -46,6 +46,8 @@ pub struct Ledger {
     /// A scratch ledger (`open_scratch`): an ingest keeps each row's id,
     /// place and request hash, not its bodies, which nothing reads back.
     pub(super) scratch: bool,
+    /// A throwaway ledger (`open_temporary`, `open_scratch`).
+    pub(super) temporary: bool,
 }
 
 impl Ledger {
@@ -63,6 +65,7 @@ impl Ledger {
             paid: None,
             _snapshot: None,
             scratch: false,
+            temporary: false,
         })
     }
 
@@ -116,6 +119,7 @@ impl Ledger {
             paid: None,
             _snapshot: None,
             scratch: false,
+            temporary: true,
         })
     }
 
