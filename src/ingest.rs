@@ -764,4 +764,95 @@ mod tests {
             Some((2, "Job ID".to_owned()))
         );
     }
+
+    /// Takes `text` (written to `m.csv` in `dir`) into the ledger file in
+    /// `dir`; returns the report and the ledger's last clean ingest.
+    fn ingest_into_file(
+        dir: &Path,
+        text: &str,
+        options: IngestOptions,
+    ) -> (IngestReport, Option<crate::ledger::LastIngest>) {
+        let path = dir.join("m.csv");
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+            std::fs::write(&path, text).unwrap();
+        }
+        let mut ledger = Ledger::open(&dir.join("l.db")).unwrap();
+        let mut manifest = Manifest::open(&path).unwrap();
+        let context = ValidationContext::new(dir.to_owned(), None);
+        let report = ingest(
+            &mut manifest,
+            &context,
+            &mut ledger,
+            options,
+            &PriceTable::builtin(),
+        )
+        .unwrap();
+        (report, ledger.last_ingest().unwrap())
+    }
+
+    #[test]
+    fn an_unchanged_manifest_is_not_taken_in_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "id,image,prompt\na,https://x/a.png,p\nb,https://x/b.png,p\n";
+        let options = IngestOptions::default();
+        let (first, last) = ingest_into_file(dir.path(), text, options);
+        assert_eq!((first.n_new, first.committed), (2, true));
+        let last = last.expect("a clean ingest is remembered");
+        assert_eq!(last.n_rows, 2);
+
+        let (again, same) = ingest_into_file(dir.path(), text, options);
+        assert_eq!(same.as_ref(), Some(&last), "not taken in again");
+        assert_eq!((again.n_rows, again.n_unchanged, again.n_new), (2, 2, 0));
+        assert!(again.committed);
+
+        // Another option changes what an ingest produces: taken in again.
+        let skipping = IngestOptions {
+            skip_invalid: true,
+            ..options
+        };
+        let (_, other) = ingest_into_file(dir.path(), text, skipping);
+        let other = other.unwrap();
+        assert_ne!(other.fingerprint, last.fingerprint);
+        assert_ne!(Some(other), Some(last));
+    }
+
+    #[test]
+    fn an_edited_or_unclean_manifest_never_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "id,image,prompt\na,https://x/a.png,p\n";
+        let options = IngestOptions::default();
+        let (_, first) = ingest_into_file(dir.path(), text, options);
+        let first = first.unwrap();
+
+        let edited = "id,image,prompt\na,https://x/a.png,q\n";
+        let (report, after_edit) = ingest_into_file(dir.path(), edited, options);
+        assert_eq!(report.n_replaced, 1, "the edit was taken in");
+        assert_ne!(after_edit.unwrap().fingerprint, first.fingerprint);
+
+        // A manifest with a problem is not committed, and one with a
+        // warning (an image URL without an extension) is not remembered.
+        let invalid = "id,image,prompt\na,https://x/a.png,q\na,https://x/b.png,q\n";
+        let (report, _) = ingest_into_file(dir.path(), invalid, options);
+        assert!(!report.committed);
+        let warned = "id,image,prompt\na,https://x/a,q\n";
+        let (report, last) = ingest_into_file(dir.path(), warned, options);
+        assert!(report.committed && report.n_warnings == 1);
+        assert_eq!(last, None);
+        let (report, _) = ingest_into_file(dir.path(), warned, options);
+        assert_eq!(
+            report.n_warnings, 1,
+            "taken in again: the warning is shown again"
+        );
+    }
+
+    #[test]
+    fn an_unfinished_ingest_leaves_the_last_fingerprint_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "id,image,prompt\na,https://x/a.png,p\n";
+        let (_, first) = ingest_into_file(dir.path(), text, IngestOptions::default());
+        let mut ledger = Ledger::open(&dir.path().join("l.db")).unwrap();
+        // Begun (which forgets the fingerprint), then dropped: interrupted.
+        drop(ledger.begin_ingest().unwrap());
+        assert_eq!(ledger.last_ingest().unwrap(), first);
+    }
 }
