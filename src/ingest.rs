@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde_json::Map;
 
 use crate::error::Error;
+use crate::fingerprint::ingest_fingerprint;
 use crate::job::Counts;
 use crate::job::{JobId, JobSpec, JobState};
 use crate::ledger::PendingCost;
@@ -81,6 +82,15 @@ pub struct ImagesChecked {
 }
 
 impl IngestReport {
+    /// Every row valid and taken in as it was, with nothing to warn about
+    /// or hold: taking the same manifest in again would change nothing.
+    fn is_clean(&self) -> bool {
+        self.n_problems == 0
+            && self.n_warnings == 0
+            && self.n_edited == 0
+            && self.n_valid == self.n_rows
+    }
+
     fn problem(&mut self, problem: Problem) {
         self.n_problems += 1;
         if self.problems.len() < MAX_PROBLEMS_KEPT {
@@ -120,12 +130,83 @@ pub struct IngestOptions {
     pub check_images: bool,
 }
 
+/// Takes `manifest` into `ledger`; when the ledger's last clean ingest had
+/// the same fingerprint (the same file and settings), only the checks that
+/// depend on the rest of the ledger and the paid record run again.
 pub fn ingest(
     manifest: &mut Manifest,
     context: &ValidationContext,
     ledger: &mut Ledger,
     options: IngestOptions,
     prices: &PriceTable,
+) -> Result<IngestReport, Error> {
+    let fingerprint = match remembered(ledger, context, options) {
+        true => Some(ingest_fingerprint(manifest, context, options, prices)?),
+        false => None,
+    };
+    if let Some(fingerprint) = &fingerprint
+        && let Some(report) = unchanged(manifest, ledger, fingerprint, options)?
+    {
+        return Ok(report);
+    }
+    take_in(manifest, context, ledger, options, prices, fingerprint)
+}
+
+/// Whether an ingest with these settings is fingerprinted, so that a
+/// later run may skip it: not into a throwaway ledger, not for a plan, and
+/// not when anything besides the manifest's bytes decides what it holds
+/// (remote images' checks, local images' files under `--image-base-url`).
+fn remembered(ledger: &Ledger, context: &ValidationContext, options: IngestOptions) -> bool {
+    !ledger.is_temporary()
+        && !options.dry_run
+        && !options.check_images
+        && context.image_base_url.is_none()
+}
+
+/// The report of re-taking in the manifest of the ledger's last clean
+/// ingest, whose fingerprint is `fingerprint`: every row known and
+/// unchanged. `None` when the fingerprints differ, or when a check against
+/// the rest of the ledger or the paid record now finds a problem (the full
+/// ingest then reports it).
+fn unchanged(
+    manifest: &Manifest,
+    ledger: &mut Ledger,
+    fingerprint: &str,
+    options: IngestOptions,
+) -> Result<Option<IngestReport>, Error> {
+    let Some(last) = ledger
+        .last_ingest()?
+        .filter(|last| last.fingerprint == fingerprint)
+    else {
+        return Ok(None);
+    };
+    let mut report = IngestReport {
+        sheet: manifest.sheet().cloned(),
+        n_rows: last.n_rows,
+        n_valid: last.n_rows,
+        n_unchanged: last.n_rows,
+        committed: true,
+        ..IngestReport::default()
+    };
+    let ingest = ledger.reopen_ingest(&last)?;
+    if !options.allow_renamed {
+        refuse_renamed(&ingest, &mut report, false)?;
+    }
+    if !options.allow_repeat {
+        refuse_paid_elsewhere(&ingest, &mut report, false)?;
+    }
+    Ok((report.n_problems == 0).then_some(report))
+}
+
+/// Reads every row of `manifest` into `ledger` (see `ingest`); a clean
+/// ingest remembers its `fingerprint`.
+fn take_in(
+    manifest: &mut Manifest,
+    context: &ValidationContext,
+    ledger: &mut Ledger,
+    options: IngestOptions,
+    prices: &PriceTable,
+    fingerprint: Option<String>,
 ) -> Result<IngestReport, Error> {
     let mut report = IngestReport {
         sheet: manifest.sheet().cloned(),
@@ -191,6 +272,9 @@ pub fn ingest(
         report.planned = Some(Planned::read(&ingest, prices)?);
     } else if report.n_problems == 0 || skippable {
         remember_kind(&ingest, manifest)?;
+        if let Some(fingerprint) = fingerprint.filter(|_| report.is_clean()) {
+            ingest.remember_fingerprint(&fingerprint, report.n_rows)?;
+        }
         ingest.finish(manifest.columns())?;
         report.committed = true;
     }
@@ -679,5 +763,96 @@ mod tests {
             report.problems[0].location.column,
             Some((2, "Job ID".to_owned()))
         );
+    }
+
+    /// Takes `text` (written to `m.csv` in `dir`) into the ledger file in
+    /// `dir`; returns the report and the ledger's last clean ingest.
+    fn ingest_into_file(
+        dir: &Path,
+        text: &str,
+        options: IngestOptions,
+    ) -> (IngestReport, Option<crate::ledger::LastIngest>) {
+        let path = dir.join("m.csv");
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+            std::fs::write(&path, text).unwrap();
+        }
+        let mut ledger = Ledger::open(&dir.join("l.db")).unwrap();
+        let mut manifest = Manifest::open(&path).unwrap();
+        let context = ValidationContext::new(dir.to_owned(), None);
+        let report = ingest(
+            &mut manifest,
+            &context,
+            &mut ledger,
+            options,
+            &PriceTable::builtin(),
+        )
+        .unwrap();
+        (report, ledger.last_ingest().unwrap())
+    }
+
+    #[test]
+    fn an_unchanged_manifest_is_not_taken_in_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "id,image,prompt\na,https://x/a.png,p\nb,https://x/b.png,p\n";
+        let options = IngestOptions::default();
+        let (first, last) = ingest_into_file(dir.path(), text, options);
+        assert_eq!((first.n_new, first.committed), (2, true));
+        let last = last.expect("a clean ingest is remembered");
+        assert_eq!(last.n_rows, 2);
+
+        let (again, same) = ingest_into_file(dir.path(), text, options);
+        assert_eq!(same.as_ref(), Some(&last), "not taken in again");
+        assert_eq!((again.n_rows, again.n_unchanged, again.n_new), (2, 2, 0));
+        assert!(again.committed);
+
+        // Another option changes what an ingest produces: taken in again.
+        let skipping = IngestOptions {
+            skip_invalid: true,
+            ..options
+        };
+        let (_, other) = ingest_into_file(dir.path(), text, skipping);
+        let other = other.unwrap();
+        assert_ne!(other.fingerprint, last.fingerprint);
+        assert_ne!(Some(other), Some(last));
+    }
+
+    #[test]
+    fn an_edited_or_unclean_manifest_never_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "id,image,prompt\na,https://x/a.png,p\n";
+        let options = IngestOptions::default();
+        let (_, first) = ingest_into_file(dir.path(), text, options);
+        let first = first.unwrap();
+
+        let edited = "id,image,prompt\na,https://x/a.png,q\n";
+        let (report, after_edit) = ingest_into_file(dir.path(), edited, options);
+        assert_eq!(report.n_replaced, 1, "the edit was taken in");
+        assert_ne!(after_edit.unwrap().fingerprint, first.fingerprint);
+
+        // A manifest with a problem is not committed, and one with a
+        // warning (an image URL without an extension) is not remembered.
+        let invalid = "id,image,prompt\na,https://x/a.png,q\na,https://x/b.png,q\n";
+        let (report, _) = ingest_into_file(dir.path(), invalid, options);
+        assert!(!report.committed);
+        let warned = "id,image,prompt\na,https://x/a,q\n";
+        let (report, last) = ingest_into_file(dir.path(), warned, options);
+        assert!(report.committed && report.n_warnings == 1);
+        assert_eq!(last, None);
+        let (report, _) = ingest_into_file(dir.path(), warned, options);
+        assert_eq!(
+            report.n_warnings, 1,
+            "taken in again: the warning is shown again"
+        );
+    }
+
+    #[test]
+    fn an_unfinished_ingest_leaves_the_last_fingerprint_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "id,image,prompt\na,https://x/a.png,p\n";
+        let (_, first) = ingest_into_file(dir.path(), text, IngestOptions::default());
+        let mut ledger = Ledger::open(&dir.path().join("l.db")).unwrap();
+        // Begun (which forgets the fingerprint), then dropped: interrupted.
+        drop(ledger.begin_ingest().unwrap());
+        assert_eq!(ledger.last_ingest().unwrap(), first);
     }
 }

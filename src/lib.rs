@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod fingerprint;
 pub mod gallery;
 pub mod image;
 pub mod image_check;

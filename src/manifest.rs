@@ -228,6 +228,9 @@ pub struct Manifest {
     has_bom: bool,
     /// Decoded from a legacy encoding (`--encoding windows-1252`).
     legacy_encoding: bool,
+    /// The options it was opened with, as text (part of an ingest's
+    /// fingerprint: another sheet or delimiter reads other rows).
+    options_key: String,
 }
 
 enum Rows {
@@ -288,6 +291,7 @@ impl Manifest {
             legacy_encoding: options
                 .encoding
                 .is_some_and(|encoding| encoding != encoding_rs::UTF_8),
+            options_key: format!("{options:?}"),
         })
     }
 
@@ -325,6 +329,11 @@ impl Manifest {
             Rows::Workbook(rows) => Some(&rows.sheet),
             Rows::Csv(_) | Rows::Jsonl(_) => None,
         }
+    }
+
+    /// The options the manifest was opened with, as text.
+    pub fn options_key(&self) -> &str {
+        &self.options_key
     }
 
     pub fn path(&self) -> &Path {

@@ -815,7 +815,7 @@ pub type RuleError = (&'static str, String);
 fn resolve_image(text: &str, context: &ValidationContext) -> Result<String, RuleError> {
     match Url::parse(text) {
         // A one-letter "scheme" is a Windows drive letter: a local path.
-        Ok(url) if url.scheme().len() > 1 => check_image_url(url),
+        Ok(url) if url.scheme().len() > 1 => check_image_url(&url).map(|()| url.to_string()),
         _ => {
             let Some(base) = &context.image_base_url else {
                 return Err((
@@ -848,7 +848,7 @@ fn resolve_image(text: &str, context: &ValidationContext) -> Result<String, Rule
     }
 }
 
-fn check_image_url(url: Url) -> Result<String, RuleError> {
+fn check_image_url(url: &Url) -> Result<(), RuleError> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err((
             "image-scheme",
@@ -864,7 +864,7 @@ fn check_image_url(url: Url) -> Result<String, RuleError> {
     // A URL's format is judged by its bytes (when images are checked) or
     // by the provider; only an extension naming another format is refused
     // here (and a missing one is `image_warning`'s).
-    if let Some(ext) = url_extension(&url)
+    if let Some(ext) = url_extension(url)
         && OTHER_IMAGE_EXTENSIONS.contains(&ext.as_str())
     {
         return Err((
@@ -872,7 +872,7 @@ fn check_image_url(url: Url) -> Result<String, RuleError> {
             format!("the image must be a PNG or JPEG (.jpg, .jpeg or .png), not .{ext}"),
         ));
     }
-    Ok(url.to_string())
+    Ok(())
 }
 
 /// The lower-case extension of a URL path's last segment, if it has one.
@@ -910,13 +910,18 @@ pub fn key_cells(row: &RawRow, columns: &Columns) -> KeyCells {
 /// URL exactly as it is sent (local files under `--image-base-url` are
 /// read from disk instead).
 pub fn remote_image<'r>(row: &'r RawRow, columns: &Columns) -> Option<(&'r Cell, String)> {
+    remote_image_url(row, columns).map(|(cell, url)| (cell, url.to_string()))
+}
+
+/// `remote_image`, with the URL parsed (once: this runs for every row).
+fn remote_image_url<'r>(row: &'r RawRow, columns: &Columns) -> Option<(&'r Cell, Url)> {
     let cell = row
         .cells
         .iter()
         .find(|cell| columns.field(&cell.name) == Some(Field::Image))?;
     let text = cell.value.as_str()?.trim();
     match Url::parse(text) {
-        Ok(url) if url.scheme().len() > 1 => check_image_url(url).ok().map(|url| (cell, url)),
+        Ok(url) if url.scheme().len() > 1 => check_image_url(&url).ok().map(|()| (cell, url)),
         _ => None,
     }
 }
@@ -925,8 +930,8 @@ pub fn remote_image<'r>(row: &'r RawRow, columns: &Columns) -> Option<(&'r Cell,
 /// JPEG, when images are not checked: it is sent as it is, and only the
 /// provider will judge it.
 pub fn image_warning(row: &RawRow, columns: &Columns) -> Option<Problem> {
-    let (cell, url) = remote_image(row, columns)?;
-    let ext = Url::parse(&url).ok().as_ref().and_then(url_extension);
+    let (cell, url) = remote_image_url(row, columns)?;
+    let ext = url_extension(&url);
     if ext.is_some_and(|ext| IMAGE_EXTENSIONS.contains(&ext.as_str())) {
         return None;
     }

@@ -35,7 +35,7 @@ pub async fn validate(
     let reading = read_options(&args.reading)?;
     let manifest = Manifest::open_with(&args.manifest, &reading)?;
     let context = validation_context(&args.manifest, args.image_base_url, columns);
-    let ledger = Ledger::open_temporary()?;
+    let ledger = Ledger::open_scratch()?;
     let checking = if args.check_images {
         Some(ImageChecking {
             reader: Manifest::open_with(&args.manifest, &reading)?,

@@ -8,15 +8,17 @@ use super::error::Result;
 use super::paid::PaidContext;
 use super::records::{IngestOutcome, KeyCells, PendingCost, Renamed};
 use super::store::{Ledger, now_ms, write_meta};
-use crate::job::{JobId, JobSpec, JobState};
+use crate::job::{JobId, JobSpec, JobState, json_hash};
 
 impl Ledger {
     /// Starts taking in a manifest: everything is written in one transaction
     /// that `Ingest::finish` commits or drops.
     pub fn begin_ingest(&mut self) -> Result<Ingest<'_>> {
         let tx = self.conn.transaction()?;
-        // The invalid rows are those of the manifest being taken in.
+        // The invalid rows are those of the manifest being taken in; the
+        // last ingest's fingerprint holds only if this one leaves it again.
         tx.execute("DELETE FROM invalid_rows", [])?;
+        tx.execute("DELETE FROM meta WHERE key = ?1", [FINGERPRINT_KEY])?;
         let generation: i64 = tx.query_row(
             "SELECT COALESCE(MAX(seen_generation), 0) + 1 FROM jobs",
             [],
@@ -27,9 +29,62 @@ impl Ledger {
             generation,
             n_rows: 0,
             paid: self.paid.clone(),
+            scratch: self.scratch,
         })
     }
+
+    /// Re-opens the last committed ingest, to re-run the checks that depend
+    /// on the rest of the ledger and on the paid record (`renamed`,
+    /// `paid_elsewhere`) without taking the manifest in again. Nothing is
+    /// written: drop it, never `finish` it.
+    pub fn reopen_ingest(&mut self, last: &LastIngest) -> Result<Ingest<'_>> {
+        let tx = self.conn.transaction()?;
+        let generation = last.generation;
+        Ok(Ingest {
+            tx,
+            generation,
+            n_rows: 0,
+            paid: self.paid.clone(),
+            scratch: self.scratch,
+        })
+    }
+
+    /// The last ingest, when it was clean and committed (see
+    /// `Ingest::remember_fingerprint`).
+    pub fn last_ingest(&self) -> Result<Option<LastIngest>> {
+        Ok(self.meta(FINGERPRINT_KEY)?.and_then(|value| {
+            let mut parts = value.split(' ');
+            let fingerprint = parts.next()?.to_owned();
+            let n_rows = parts.next()?.parse().ok()?;
+            let generation = parts.next()?.parse().ok()?;
+            Some(LastIngest {
+                fingerprint,
+                n_rows,
+                generation,
+            })
+        }))
+    }
+
+    /// Whether the ledger is a throwaway one (`validate`, tests): nothing
+    /// of it is kept for a later run.
+    pub fn is_temporary(&self) -> bool {
+        self.temporary
+    }
 }
+
+/// The last clean ingest of a ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastIngest {
+    /// `crate::fingerprint::ingest_fingerprint` of what was taken in.
+    pub fingerprint: String,
+    /// The manifest's rows (every one valid).
+    pub n_rows: u64,
+    /// The ingest's generation (`seen_generation` of its rows).
+    generation: i64,
+}
+
+/// The `meta` key of the last clean ingest's fingerprint and row count.
+const FINGERPRINT_KEY: &str = "ingest_fingerprint";
 
 /// The join behind `Ingest::renamed`: `new` is a pending row of this ingest
 /// (?1 is its generation), `old` a job with the same request that was
@@ -52,6 +107,8 @@ pub struct Ingest<'a> {
     n_rows: i64,
     /// The paid-request record, when attached.
     pub(super) paid: Option<PaidContext>,
+    /// Keep no bodies (the ledger is a scratch one).
+    scratch: bool,
 }
 
 impl Ingest<'_> {
@@ -59,10 +116,16 @@ impl Ingest<'_> {
     /// it (USD micro-dollars, when prices are known). Rows are numbered in
     /// the order given, which is the order of the results table.
     pub fn add(&mut self, spec: &JobSpec, cost_micros: Option<u64>) -> Result<IngestOutcome> {
-        let existing = self.existing(&spec.job_id)?;
         let request_json = spec.request.to_json();
-        let request_hash = spec.request.content_hash();
-        let input_json = serde_json::Value::Object(spec.input.clone()).to_string();
+        let request_hash = json_hash(&request_json);
+        let input_json = match self.scratch {
+            true => String::new(),
+            false => serde_json::to_string(&spec.input).expect("JSON values always serialize"),
+        };
+        let request_json = match self.scratch {
+            true => String::new(),
+            false => request_json,
+        };
 
         let cost_micros = cost_micros.map(|cost| cost as i64);
         // ?1..?8 in both statements; the insert adds the time as ?9.
@@ -76,17 +139,23 @@ impl Ingest<'_> {
             &request_hash,
             &cost_micros,
         ];
-        let Some(existing) = existing else {
-            let now = now_ms();
-            self.tx
-                .prepare_cached(
-                    "INSERT INTO jobs (job_id, manifest_row, manifest_line, seen_generation, input_json, \
-                     request_json, request_hash, cost_micros, state, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9)",
-                )?
-                .execute(params_from_iter(row.iter().copied().chain([&now as &dyn rusqlite::ToSql])))?;
+        // Most rows of a large manifest are new: insert first, and look the
+        // job up only when its id is taken (one B-tree walk a row, not two).
+        let now = now_ms();
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO jobs (job_id, manifest_row, manifest_line, seen_generation, input_json, \
+                 request_json, request_hash, cost_micros, state, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9) ON CONFLICT (job_id) DO NOTHING",
+            )?
+            .execute(params_from_iter(row.iter().copied().chain([&now as &dyn rusqlite::ToSql])))?;
+        if inserted == 1 {
             self.n_rows += 1;
             return Ok(IngestOutcome::New);
+        }
+        let Some(existing) = self.existing(&spec.job_id)? else {
+            return Err(rusqlite::Error::QueryReturnedNoRows.into());
         };
         if existing.seen_generation == self.generation {
             return Ok(IngestOutcome::Duplicate {
@@ -156,6 +225,15 @@ impl Ingest<'_> {
             params,
         )?;
         Ok(self.tx.execute(&format!("DELETE {rows}"), params)? as u64)
+    }
+
+    /// Remembers, with this ingest, that it was clean (every one of the
+    /// manifest's `n_rows` rows valid, nothing held or warned about) and
+    /// what it took in: a later run with the same `fingerprint` may skip
+    /// taking the manifest in again. `begin_ingest` forgets it.
+    pub fn remember_fingerprint(&self, fingerprint: &str, n_rows: u64) -> Result<()> {
+        let value = format!("{fingerprint} {n_rows} {}", self.generation);
+        write_meta(&self.tx, FINGERPRINT_KEY, &value)
     }
 
     /// Writes a `meta` entry as part of this ingest (what the manifest was

@@ -20,7 +20,7 @@ mod test_support;
 pub use actor::LedgerHandle;
 pub use error::{LedgerError, Result};
 pub use images::{ImageCheck, ImageUrls};
-pub use ingest::Ingest;
+pub use ingest::{Ingest, LastIngest};
 pub use lock::{LockHolder, RunLock};
 pub use records::{
     CheckedFile, ErrorRecord, IngestOutcome, JobRecord, KeyCells, LiveTask, PaidElsewhere,

@@ -117,6 +117,11 @@ const MIGRATIONS: &[&str] = &[
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// The page cache, in KiB. SQLite's default (2 MiB) makes a million-row
+/// ingest re-read and re-write the same pages through the kernel many
+/// times over; this stays well inside the 64 MiB a run may use.
+const CACHE_KIB: i64 = 24 * 1024;
+
 /// Checks that the database is a pixbatch ledger (or empty), sets the
 /// durability pragmas and applies any migrations not yet applied.
 pub fn prepare(conn: &Connection, path: &Path) -> Result<()> {
@@ -159,6 +164,7 @@ pub fn prepare(conn: &Connection, path: &Path) -> Result<()> {
     let _mode: String =
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
 
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.unchecked_transaction()?;

@@ -43,6 +43,11 @@ pub struct Ledger {
     pub(super) paid: Option<PaidContext>,
     /// For a snapshot: the folder holding the copy, removed with it.
     _snapshot: Option<tempfile::TempDir>,
+    /// A scratch ledger (`open_scratch`): an ingest keeps each row's id,
+    /// place and request hash, not its bodies, which nothing reads back.
+    pub(super) scratch: bool,
+    /// A throwaway ledger (`open_temporary`, `open_scratch`).
+    pub(super) temporary: bool,
 }
 
 impl Ledger {
@@ -59,6 +64,8 @@ impl Ledger {
             path: path.to_owned(),
             paid: None,
             _snapshot: None,
+            scratch: false,
+            temporary: false,
         })
     }
 
@@ -111,7 +118,22 @@ impl Ledger {
             path,
             paid: None,
             _snapshot: None,
+            scratch: false,
+            temporary: true,
         })
+    }
+
+    /// A throwaway ledger for checking a manifest only (`validate`): the
+    /// indexes that serve runs and reports are dropped, so each row costs
+    /// one B-tree insert; nothing durable is asked of it.
+    pub fn open_scratch() -> Result<Ledger> {
+        let mut ledger = Ledger::open_temporary()?;
+        ledger.scratch = true;
+        ledger.conn.execute_batch(
+            "PRAGMA synchronous = OFF; DROP INDEX jobs_by_state; DROP INDEX jobs_by_row; \
+             DROP INDEX jobs_by_request_hash;",
+        )?;
+        Ok(ledger)
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
