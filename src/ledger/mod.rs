@@ -17,7 +17,7 @@ mod store;
 #[cfg(test)]
 mod test_support;
 
-pub use actor::LedgerHandle;
+pub use actor::{Durability, LedgerHandle};
 pub use error::{LedgerError, Result};
 pub use images::{ImageCheck, ImageUrls};
 pub use ingest::Ingest;

@@ -28,6 +28,65 @@ pub(super) fn write_meta(conn: &Connection, key: &str, value: &str) -> Result<()
     Ok(())
 }
 
+/// Writes that land together or not at all: a transaction of their own, or
+/// a savepoint when a group commit's transaction is open (see `actor`).
+/// Dropped without `commit`, they are rolled back.
+pub(super) struct Atomic<'c> {
+    conn: &'c Connection,
+    /// It is the transaction itself, not a savepoint inside one.
+    outermost: bool,
+    finished: bool,
+}
+
+impl<'c> Atomic<'c> {
+    /// `immediate` takes the write lock at once when this is the
+    /// transaction itself (a group commit's transaction always has it).
+    pub(super) fn begin(conn: &'c Connection, immediate: bool) -> Result<Atomic<'c>> {
+        let outermost = conn.is_autocommit();
+        conn.execute_batch(match (outermost, immediate) {
+            (true, true) => "BEGIN IMMEDIATE",
+            (true, false) => "BEGIN",
+            (false, _) => "SAVEPOINT atomic",
+        })?;
+        Ok(Atomic {
+            conn,
+            outermost,
+            finished: false,
+        })
+    }
+
+    pub(super) fn commit(mut self) -> Result<()> {
+        self.finished = true;
+        let sql = if self.outermost {
+            "COMMIT"
+        } else {
+            "RELEASE atomic"
+        };
+        Ok(self.conn.execute_batch(sql)?)
+    }
+}
+
+impl std::ops::Deref for Atomic<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for Atomic<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let sql = if self.outermost {
+            "ROLLBACK"
+        } else {
+            "ROLLBACK TO atomic; RELEASE atomic"
+        };
+        let _ = self.conn.execute_batch(sql);
+    }
+}
+
 /// The `meta` key of the endpoint a ledger is tied to.
 const ENDPOINT_KEY: &str = "endpoint";
 
@@ -43,6 +102,8 @@ pub struct Ledger {
     pub(super) paid: Option<PaidContext>,
     /// For a snapshot: the folder holding the copy, removed with it.
     _snapshot: Option<tempfile::TempDir>,
+    /// The connection commits with synchronous=NORMAL (see `begin_group`).
+    relaxed: bool,
 }
 
 impl Ledger {
@@ -59,6 +120,7 @@ impl Ledger {
             path: path.to_owned(),
             paid: None,
             _snapshot: None,
+            relaxed: false,
         })
     }
 
@@ -111,7 +173,42 @@ impl Ledger {
             path,
             paid: None,
             _snapshot: None,
+            relaxed: false,
         })
+    }
+
+    /// Opens a group commit's transaction. Unless `full`, its commit is
+    /// not synced: in WAL mode it is still safe from a crash of the process,
+    /// and the next synced commit syncs it too (the log is written in order).
+    pub(super) fn begin_group(&mut self, full: bool) -> Result<()> {
+        if self.relaxed == full {
+            let level = if full { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", level)?;
+            self.relaxed = !full;
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Makes commits synced again (after relaxed group commits), for the
+    /// writes that are not grouped; also syncs what relaxed commits left.
+    pub(super) fn synced_commits(&mut self) -> Result<()> {
+        if self.relaxed {
+            self.conn.pragma_update(None, "synchronous", "FULL")?;
+            self.relaxed = false;
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// Commits a group commit's transaction (rolled back if that fails).
+    pub(super) fn commit_group(&mut self) -> Result<()> {
+        let committed = self.conn.execute_batch("COMMIT");
+        if committed.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        Ok(committed?)
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
