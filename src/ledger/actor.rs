@@ -146,7 +146,7 @@ fn serve(ledger: &mut Ledger, receiver: &mpsc::Receiver<Command>) {
             }
         }
     }
-    let _ = ledger.synced_commits();
+    let _ = ledger.sync_all_commits();
 }
 
 /// Runs a group's writes in one transaction, commits it (synced when any

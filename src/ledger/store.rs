@@ -191,11 +191,21 @@ impl Ledger {
     }
 
     /// Makes commits synced again (after relaxed group commits), for the
-    /// writes that are not grouped; also syncs what relaxed commits left.
+    /// writes that are not grouped: their first commit syncs what relaxed
+    /// ones left too.
     pub(super) fn synced_commits(&mut self) -> Result<()> {
         if self.relaxed {
             self.conn.pragma_update(None, "synchronous", "FULL")?;
             self.relaxed = false;
+        }
+        Ok(())
+    }
+
+    /// Syncs whatever relaxed commits left unsynced (when the ledger thread
+    /// ends): a checkpoint syncs the log before copying it into the file.
+    pub(super) fn sync_all_commits(&mut self) -> Result<()> {
+        if self.relaxed {
+            self.synced_commits()?;
             self.conn
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         }

@@ -88,6 +88,16 @@ impl Recorder {
         })
     }
 
+    /// A read the engine needs while it runs, taken with the group commit
+    /// in progress (it neither waits behind a sync nor forces one).
+    pub async fn read<T, F>(&self, work: F) -> Result<T, Halted>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ledger) -> LedgerResult<T> + Send + 'static,
+    {
+        self.write(Durability::Relaxed, work).await
+    }
+
     /// Tells the listener something that is not a ledger write.
     pub fn note(&self, event: Event) {
         self.events.send(event);

@@ -39,7 +39,7 @@ pub(super) async fn submit_all(shared: Arc<Shared>, to_poll: mpsc::UnboundedSend
     'batches: loop {
         let Ok(batch) = shared
             .recorder
-            .call(move |ledger| ledger.pending_batch(after_row, BATCH))
+            .read(move |ledger| ledger.pending_batch(after_row, BATCH))
             .await
         else {
             break;
@@ -143,7 +143,10 @@ async fn submit_one(
         let outcome = shared.api.submit(&job.request_json).await;
         let reach = shared.reach(sent_at, outcome.as_ref().err());
         let error = match outcome {
-            Ok(task_id) => return accepted(&shared, job_ref, task_id, in_flight, to_poll).await,
+            Ok(task_id) => {
+                let tracked = (job_ref, task_id, sent_at);
+                return accepted(&shared, tracked, in_flight, to_poll).await;
+            }
             Err(error) => error,
         };
         if refused(&shared, &job_ref, &error).await.is_none() || reach == Reach::Stopped {
@@ -230,10 +233,10 @@ async fn refused(shared: &Shared, job: &JobRef, error: &ApiError) -> Option<()> 
 }
 
 /// Commits the task id, then hands the task to the poller.
+/// `sent_at` is when the request left (the first poll is timed from it).
 async fn accepted(
     shared: &Shared,
-    job: JobRef,
-    task_id: TaskId,
+    (job, task_id, sent_at): (JobRef, TaskId, Instant),
     in_flight: OwnedSemaphorePermit,
     to_poll: mpsc::UnboundedSender<Tracked>,
 ) {
@@ -241,7 +244,8 @@ async fn accepted(
         return;
     }
     shared.control.definite_answer();
-    let tracked = Tracked::new(job, task_id, now_ms(), Some(in_flight));
+    let submitted = (now_ms(), Some(sent_at));
+    let tracked = Tracked::new(job, task_id, submitted, Some(in_flight));
     // If the poller has stopped (the run is stopping), the task is in the
     // ledger and the next run polls it.
     drop(to_poll.send(tracked));
