@@ -35,6 +35,9 @@ pub enum Durability {
 /// Answers a grouped write's caller, told whether the group committed.
 type Answer = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 
+/// A grouped write: runs it, and gives back how to answer its caller.
+type GroupedWork = Box<dyn FnOnce(&mut Ledger) -> Answer + Send>;
+
 enum Command {
     /// Runs on its own, opening whatever transactions it needs (ingest,
     /// reports, recovery).
@@ -42,7 +45,7 @@ enum Command {
     /// Runs inside a group commit; answered once the group is committed.
     Grouped {
         durability: Durability,
-        work: Box<dyn FnOnce(&mut Ledger) -> Answer + Send>,
+        work: GroupedWork,
     },
 }
 
@@ -103,7 +106,7 @@ impl LedgerHandle {
         F: FnOnce(&mut Ledger) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel::<Result<T>>();
-        let work = Box::new(move |ledger: &mut Ledger| -> Answer {
+        let work: GroupedWork = Box::new(move |ledger: &mut Ledger| -> Answer {
             let result = work(ledger);
             Box::new(move |committed| {
                 let _ = reply.send(match committed {
@@ -151,10 +154,7 @@ fn serve(ledger: &mut Ledger, receiver: &mpsc::Receiver<Command>) {
 
 /// Runs a group's writes in one transaction, commits it (synced when any
 /// of them asks for it), then answers every caller with the outcome.
-fn commit_group(
-    ledger: &mut Ledger,
-    group: Vec<(Durability, Box<dyn FnOnce(&mut Ledger) -> Answer + Send>)>,
-) {
+fn commit_group(ledger: &mut Ledger, group: Vec<(Durability, GroupedWork)>) {
     let full = group
         .iter()
         .any(|(durability, _)| *durability == Durability::Full);

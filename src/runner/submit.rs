@@ -13,8 +13,9 @@ use tracing::{debug, warn};
 
 use super::control::{Fatal, MAX_AMBIGUOUS_IN_A_ROW, Stop};
 use super::decide::{AfterSubmit, after_submit_error};
-use super::engine::{Reach, Shared, per_minute_limiter};
+use super::engine::{Reach, Shared};
 use super::events::Event;
+use super::pace::Pacer;
 use super::poll::Tracked;
 use super::record::{Halted, JobRef};
 use crate::api::ApiError;
@@ -30,7 +31,7 @@ const BATCH: usize = 256;
 /// to the poller.
 pub(super) async fn submit_all(shared: Arc<Shared>, to_poll: mpsc::UnboundedSender<Tracked>) {
     let control = &shared.control;
-    let limiter = Arc::new(per_minute_limiter(shared.settings.submit_per_minute));
+    let limiter = Arc::new(Pacer::per_minute(shared.settings.submit_per_minute));
     let workers = Arc::new(Semaphore::new(shared.settings.workers.max(1)));
     let mut submissions = JoinSet::new();
     let mut after_row = 0;
@@ -101,7 +102,7 @@ async fn submit_one(
     job: PendingJob,
     in_flight: OwnedSemaphorePermit,
     _worker: OwnedSemaphorePermit,
-    limiter: Arc<governor::DefaultDirectRateLimiter>,
+    limiter: Arc<Pacer>,
     to_poll: mpsc::UnboundedSender<Tracked>,
 ) {
     let control = &shared.control;
@@ -109,7 +110,7 @@ async fn submit_one(
     let mut backoff = shared.settings.retry.backoff();
     loop {
         tokio::select! {
-            _ = limiter.until_ready() => {}
+            () = limiter.until_ready() => {}
             () = control.stop_submitting.cancelled() => return,
         }
         if control.stop_submitting.is_cancelled() {
