@@ -199,4 +199,30 @@ mod tests {
         let ledger = thread.join().unwrap();
         assert!(ledger.conn.is_autocommit(), "no transaction is left open");
     }
+
+    #[tokio::test]
+    async fn only_relaxed_groups_commit_unsynced() {
+        let (handle, _thread) = LedgerHandle::spawn(Ledger::open_temporary().unwrap());
+        let level = |ledger: &mut Ledger| -> Result<i64> {
+            Ok(ledger
+                .conn
+                .pragma_query_value(None, "synchronous", |row| row.get(0))?)
+        };
+        const NORMAL: i64 = 1;
+        const FULL: i64 = 2;
+        assert_eq!(
+            handle.write(Durability::Relaxed, level).await.unwrap(),
+            NORMAL
+        );
+        assert_eq!(handle.write(Durability::Full, level).await.unwrap(), FULL);
+        assert_eq!(
+            handle.write(Durability::Relaxed, level).await.unwrap(),
+            NORMAL
+        );
+        assert_eq!(
+            handle.call(level).await.unwrap(),
+            FULL,
+            "commands outside a group commit synced again"
+        );
+    }
 }

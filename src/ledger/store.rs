@@ -28,6 +28,13 @@ pub(super) fn write_meta(conn: &Connection, key: &str, value: &str) -> Result<()
     Ok(())
 }
 
+/// Runs one statement without rows, kept prepared: the group commit's
+/// `BEGIN`, `SAVEPOINT` and `COMMIT` come several times per job.
+fn run_cached(conn: &Connection, sql: &str) -> Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 /// Writes that land together or not at all: a transaction of their own, or
 /// a savepoint when a group commit's transaction is open (see `actor`).
 /// Dropped without `commit`, they are rolled back.
@@ -43,11 +50,14 @@ impl<'c> Atomic<'c> {
     /// transaction itself (a group commit's transaction always has it).
     pub(super) fn begin(conn: &'c Connection, immediate: bool) -> Result<Atomic<'c>> {
         let outermost = conn.is_autocommit();
-        conn.execute_batch(match (outermost, immediate) {
-            (true, true) => "BEGIN IMMEDIATE",
-            (true, false) => "BEGIN",
-            (false, _) => "SAVEPOINT atomic",
-        })?;
+        run_cached(
+            conn,
+            match (outermost, immediate) {
+                (true, true) => "BEGIN IMMEDIATE",
+                (true, false) => "BEGIN",
+                (false, _) => "SAVEPOINT atomic",
+            },
+        )?;
         Ok(Atomic {
             conn,
             outermost,
@@ -62,7 +72,7 @@ impl<'c> Atomic<'c> {
         } else {
             "RELEASE atomic"
         };
-        Ok(self.conn.execute_batch(sql)?)
+        run_cached(self.conn, sql)
     }
 }
 
@@ -182,11 +192,19 @@ impl Ledger {
     /// and the next synced commit syncs it too (the log is written in order).
     pub(super) fn begin_group(&mut self, full: bool) -> Result<()> {
         if self.relaxed == full {
-            let level = if full { "FULL" } else { "NORMAL" };
-            self.conn.pragma_update(None, "synchronous", level)?;
+            let level = if full {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            run_cached(&self.conn, level)?;
             self.relaxed = !full;
         }
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        // A synced group may hold an intent, which claims the request in
+        // the attached record of paid requests: its write locks are taken
+        // at once. A relaxed group writes only this ledger, which no other
+        // process writes (the run's lock), so it takes no lock it need not.
+        run_cached(&self.conn, if full { "BEGIN IMMEDIATE" } else { "BEGIN" })?;
         Ok(())
     }
 
@@ -195,7 +213,7 @@ impl Ledger {
     /// ones left too.
     pub(super) fn synced_commits(&mut self) -> Result<()> {
         if self.relaxed {
-            self.conn.pragma_update(None, "synchronous", "FULL")?;
+            run_cached(&self.conn, "PRAGMA synchronous = FULL")?;
             self.relaxed = false;
         }
         Ok(())
@@ -214,7 +232,7 @@ impl Ledger {
 
     /// Commits a group commit's transaction (rolled back if that fails).
     pub(super) fn commit_group(&mut self) -> Result<()> {
-        let committed = self.conn.execute_batch("COMMIT");
+        let committed = run_cached(&self.conn, "COMMIT");
         if committed.is_err() && !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
