@@ -236,7 +236,7 @@ impl Ledger {
         if committed.is_err() && !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
-        Ok(committed?)
+        committed
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
