@@ -250,17 +250,21 @@ pub struct Tuning {
     /// submitting]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub poll_rate: Option<u32>,
-    /// Submissions in progress at once.
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub workers: u32,
+    /// Submissions in progress at once [default: one second's worth of
+    /// --submit-rate, at least 4, so that a slow answer or a slow disk does
+    /// not hold the rate back]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub workers: Option<u32>,
     /// Tasks submitted and not finished, at most.
     #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_in_flight: u32,
     /// Downloads at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub download_workers: u32,
-    /// Shortest gap between polls of one task (the task's eta stretches it, up to 60 s).
-    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    /// First poll of a task until the run has learned how long its tasks
+    /// take (then the first poll comes when tasks have been finishing), and
+    /// the gap between polls when the API gives no eta; an eta is followed.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
     /// Give up on a task not finished after this long (`retry` polls it again).
     #[arg(long, value_name = "DURATION", default_value = "3h", value_parser = humantime::parse_duration)]

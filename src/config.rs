@@ -67,7 +67,9 @@ impl Backoff {
 /// When to ask about a running task again.
 #[derive(Debug, Clone, Copy)]
 pub struct PollPolicy {
-    /// The first poll after submission, and the shortest gap between polls.
+    /// The first poll after submission while the run has not yet learned
+    /// how long its tasks take, and the gap (growing by half each poll)
+    /// when the API gives no `eta`.
     pub min_interval: Duration,
     pub max_interval: Duration,
     /// A task not finished after this long is given up (state failed,
@@ -84,18 +86,27 @@ impl PollPolicy {
     pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
     /// "Task not found" answers in a row before a task is given up as lost.
     pub const MAX_NOT_FOUND: u32 = 20;
+    /// The shortest gap between polls of one task, and the first gap once
+    /// its `eta` has run out (eta 0) while it is not finished: it is due any
+    /// moment, so it is asked about soon, then at doubling gaps.
+    pub const OVERDUE_GAP: Duration = Duration::from_millis(100);
 
     /// The gap before the next poll of a task that is not finished: the
-    /// task's own `eta` when it gives one, otherwise a gap that grows by half
-    /// with each poll, always within [min, max].
-    pub fn next_interval(&self, eta: Option<Duration>, n_polls: u32) -> Duration {
-        let wanted = match eta {
-            Some(eta) => eta,
+    /// task's own `eta` when it gives one (no shorter than `OVERDUE_GAP`),
+    /// doubling gaps from `OVERDUE_GAP` for the `n_overdue`-th poll in a row
+    /// past it, and without one a gap that grows by half with each poll
+    /// from `min_interval`; never over `max_interval`.
+    pub fn next_interval(&self, eta: Option<Duration>, n_polls: u32, n_overdue: u32) -> Duration {
+        match eta {
+            Some(eta) if !eta.is_zero() => eta.clamp(Self::OVERDUE_GAP, self.max_interval),
+            Some(_) => Self::OVERDUE_GAP
+                .saturating_mul(1 << n_overdue.saturating_sub(1).min(20))
+                .min(self.max_interval),
             None => self
                 .min_interval
-                .mul_f64(1.5f64.powi(n_polls.min(30) as i32)),
-        };
-        wanted.clamp(self.min_interval, self.max_interval)
+                .mul_f64(1.5f64.powi(n_polls.min(30) as i32))
+                .clamp(self.min_interval, self.max_interval),
+        }
     }
 
     /// The gap after a failed poll: doubles with each error in a row,
@@ -318,6 +329,15 @@ pub fn default_poll_rate(submit_per_minute: u32) -> u32 {
     submit_per_minute.saturating_mul(2).clamp(300, 1_000_000)
 }
 
+/// Submissions in progress at once when `--workers` is not given: as many
+/// as the rate sends in one second, at least 4. Each holds its worker for
+/// two synced ledger commits and a request; with fewer workers than that
+/// latency covers, a slot of the rate limit passes with nobody sending, and
+/// the lost time is never made up (the limiter has a burst of one).
+pub fn default_workers(submit_per_minute: u32) -> u32 {
+    submit_per_minute.div_ceil(60).clamp(4, 10_000)
+}
+
 fn engine_settings(out_dir: PathBuf, args: &RunArgs) -> RunSettings {
     let tuning = &args.tuning;
     RunSettings {
@@ -326,7 +346,9 @@ fn engine_settings(out_dir: PathBuf, args: &RunArgs) -> RunSettings {
         poll_per_minute: tuning
             .poll_rate
             .unwrap_or_else(|| default_poll_rate(tuning.submit_rate)),
-        workers: tuning.workers as usize,
+        workers: tuning
+            .workers
+            .unwrap_or_else(|| default_workers(tuning.submit_rate)) as usize,
         max_in_flight: tuning.max_in_flight as usize,
         download_workers: tuning.download_workers as usize,
         retry: RetryPolicy {
@@ -605,6 +627,23 @@ mod tests {
     }
 
     #[test]
+    fn the_default_workers_cover_one_second_of_submissions() {
+        assert_eq!(
+            default_workers(60),
+            4,
+            "the old default stays for the default rate"
+        );
+        assert_eq!(default_workers(600), 10);
+        assert_eq!(default_workers(3000), 50);
+        assert_eq!(default_workers(3001), 51);
+        assert_eq!(
+            default_workers(1_000_000),
+            10_000,
+            "within the flag's range"
+        );
+    }
+
+    #[test]
     fn the_poll_budget_follows_the_submit_rate_unless_given() {
         assert_eq!(default_poll_rate(1), 300);
         assert_eq!(
@@ -691,20 +730,41 @@ mod tests {
             max_not_found: PollPolicy::MAX_NOT_FOUND,
         };
         assert_eq!(
-            policy.next_interval(Some(Duration::from_secs(10)), 0),
+            policy.next_interval(Some(Duration::from_secs(10)), 0, 0),
             Duration::from_secs(10)
         );
         assert_eq!(
-            policy.next_interval(Some(Duration::from_millis(10)), 0),
-            Duration::from_secs(2)
+            policy.next_interval(Some(Duration::from_secs(1)), 0, 0),
+            Duration::from_secs(1),
+            "an eta shorter than the first-poll interval is followed"
         );
         assert_eq!(
-            policy.next_interval(Some(Duration::from_secs(600)), 0),
+            policy.next_interval(Some(Duration::from_millis(10)), 0, 0),
+            PollPolicy::OVERDUE_GAP
+        );
+        assert_eq!(
+            policy.next_interval(Some(Duration::from_secs(600)), 0, 0),
             Duration::from_secs(30)
         );
-        assert_eq!(policy.next_interval(None, 0), Duration::from_secs(2));
-        assert_eq!(policy.next_interval(None, 2), Duration::from_millis(4500));
-        assert_eq!(policy.next_interval(None, 50), Duration::from_secs(30));
+        // Past its eta and not finished: soon, then at doubling gaps.
+        assert_eq!(
+            policy.next_interval(Some(Duration::ZERO), 3, 1),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            policy.next_interval(Some(Duration::ZERO), 4, 3),
+            Duration::from_millis(400)
+        );
+        assert_eq!(
+            policy.next_interval(Some(Duration::ZERO), 40, 40),
+            Duration::from_secs(30)
+        );
+        assert_eq!(policy.next_interval(None, 0, 0), Duration::from_secs(2));
+        assert_eq!(
+            policy.next_interval(None, 2, 0),
+            Duration::from_millis(4500)
+        );
+        assert_eq!(policy.next_interval(None, 50, 0), Duration::from_secs(30));
         assert_eq!(policy.error_interval(0, None), Duration::from_secs(2));
         assert_eq!(policy.error_interval(3, None), Duration::from_secs(16));
         assert_eq!(policy.error_interval(9, None), Duration::from_secs(30));

@@ -60,7 +60,8 @@ impl VideoLink {
 pub struct TaskResult {
     pub status: RemoteStatus,
     pub reason: Option<String>,
-    /// The API's estimate of the time left, when it gives one.
+    /// The API's estimate of the time left, when it gives one (zero: the
+    /// estimate has run out).
     pub eta: Option<Duration>,
     pub progress_percent: Option<i64>,
     pub video: Option<VideoLink>,
@@ -143,7 +144,8 @@ pub fn parse_task_result(body: &str) -> Result<TaskResult, String> {
             .eta
             .as_ref()
             .and_then(loose_number)
-            .filter(|secs| *secs > 0.0)
+            // 0 is kept: past its estimate, a task not finished is due soon.
+            .filter(|secs| *secs >= 0.0)
             .map(|secs| Duration::from_secs_f64(secs.min(1e7))),
         progress_percent: task
             .progress_percent
@@ -176,7 +178,7 @@ mod tests {
             "videos":[{"video_url":"https://v/x.mp4","video_url_ttl":"3600","video_type":"mp4"}],"images":[],"audios":[]}"#;
         let result = parse_task_result(body).unwrap();
         assert_eq!(result.status, RemoteStatus::Succeeded);
-        assert_eq!(result.eta, None);
+        assert_eq!(result.eta, Some(Duration::ZERO));
         assert_eq!(
             result.video,
             Some(VideoLink {

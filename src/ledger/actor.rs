@@ -1,6 +1,12 @@
 //! The thread that owns the ledger's connection. Async code sends it
 //! closures and awaits their answers, so no rusqlite call ever runs on a
 //! tokio worker or is held across an `.await`.
+//!
+//! The engine's per-job writes are group-committed: the thread takes every
+//! such write queued at the moment, runs them in one transaction (each in
+//! its own savepoint, so one failing leaves the others alone), commits once,
+//! and only then answers each caller. A caller still sees its write durable
+//! before it goes on; a busy run pays one commit (one fsync) for many.
 
 use std::sync::mpsc;
 use std::thread;
@@ -9,7 +15,23 @@ use tokio::sync::oneshot;
 
 use super::{Ledger, LedgerError, Result};
 
-type Command = Box<dyn FnOnce(&mut Ledger) + Send>;
+/// The most writes one group commit takes, so that the first caller of a
+/// long queue is not kept waiting behind all of it.
+const MAX_GROUP: usize = 256;
+
+/// Answers a grouped write's caller, told whether the group committed.
+type Answer = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+
+/// A grouped write: runs it, and gives back how to answer its caller.
+type GroupedWork = Box<dyn FnOnce(&mut Ledger) -> Answer + Send>;
+
+enum Command {
+    /// Runs on its own, opening whatever transactions it needs (ingest,
+    /// reports, recovery).
+    Alone(Box<dyn FnOnce(&mut Ledger) + Send>),
+    /// Runs inside a group commit; answered once the group is committed.
+    Grouped(GroupedWork),
+}
 
 /// A cheap, cloneable handle to the ledger thread.
 #[derive(Clone)]
@@ -25,9 +47,7 @@ impl LedgerHandle {
         let thread = thread::Builder::new()
             .name("ledger".to_owned())
             .spawn(move || {
-                for command in receiver {
-                    command(&mut ledger);
-                }
+                serve(&mut ledger, &receiver);
                 ledger
             })
             .expect("failed to start the ledger thread");
@@ -50,14 +70,102 @@ impl LedgerHandle {
         F: FnOnce(&mut Ledger) -> T + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let command: Command = Box::new(move |ledger| {
+        let command = Command::Alone(Box::new(move |ledger| {
             // The caller may have gone away (an aborted run); the write
             // itself still happened, which is what matters.
             let _ = reply.send(work(ledger));
-        });
+        }));
         self.commands
             .send(command)
             .map_err(|_| LedgerError::Closed)?;
         answer.await.map_err(|_| LedgerError::Closed)
+    }
+
+    /// Runs `work` inside a group commit and waits until that commit is
+    /// on disk. `work` must open no transaction of its own, only savepoints.
+    pub async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ledger) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T>>();
+        let work: GroupedWork = Box::new(move |ledger: &mut Ledger| -> Answer {
+            let result = work(ledger);
+            Box::new(move |committed| {
+                let _ = reply.send(match committed {
+                    Ok(()) => result,
+                    Err(error) => Err(LedgerError::Commit(error)),
+                });
+            })
+        });
+        self.commands
+            .send(Command::Grouped(work))
+            .map_err(|_| LedgerError::Closed)?;
+        answer.await.map_err(|_| LedgerError::Closed)?
+    }
+}
+
+/// The ledger thread's loop: one command at a time, grouped writes by the
+/// group, until every handle is gone.
+fn serve(ledger: &mut Ledger, receiver: &mpsc::Receiver<Command>) {
+    let mut held = None;
+    while let Some(command) = held.take().or_else(|| receiver.recv().ok()) {
+        match command {
+            Command::Alone(work) => work(ledger),
+            Command::Grouped(work) => {
+                let mut group = vec![work];
+                while group.len() < MAX_GROUP {
+                    match receiver.try_recv() {
+                        Ok(Command::Grouped(work)) => group.push(work),
+                        Ok(alone) => {
+                            held = Some(alone);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                commit_group(ledger, group);
+            }
+        }
+    }
+}
+
+/// Runs a group's writes in one transaction, commits it, then answers
+/// every caller with the outcome.
+fn commit_group(ledger: &mut Ledger, group: Vec<GroupedWork>) {
+    let began = ledger.begin_group();
+    let mut answers = Vec::with_capacity(group.len());
+    for work in group {
+        answers.push(work(ledger));
+    }
+    let committed = began
+        .and_then(|()| ledger.commit_group())
+        .map_err(|error| error.to_string());
+    for answer in answers {
+        answer(committed.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::test_support::{id, ingest, spec};
+
+    #[tokio::test]
+    async fn grouped_writes_are_answered_after_their_commit_and_failures_stay_their_own() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "q", 3)]);
+        let (handle, thread) = LedgerHandle::spawn(ledger);
+        let good = handle.write(|ledger| ledger.mark_submitting(&id("a"), None));
+        let bad = handle.write(|ledger| ledger.mark_downloaded(&id("b")));
+        let also_good = handle.write(|ledger| ledger.mark_submitting(&id("b"), None));
+        let (good, bad, also_good) = tokio::join!(good, bad, also_good);
+        assert!(good.is_ok() && also_good.is_ok());
+        assert!(matches!(bad, Err(LedgerError::Transition { .. })));
+        let counts = handle.call(|ledger| ledger.counts(true)).await.unwrap();
+        assert_eq!(counts[&crate::job::JobState::Submitting], 2);
+        drop(handle);
+        let ledger = thread.join().unwrap();
+        assert!(ledger.conn.is_autocommit(), "no transaction is left open");
     }
 }

@@ -67,6 +67,8 @@ pub enum LedgerError {
     PaidRecord { path: PathBuf, reason: String },
     #[error("ledger query failed: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("failed to commit the ledger: {0}")]
+    Commit(String),
     #[error("the ledger thread has stopped")]
     Closed,
 }

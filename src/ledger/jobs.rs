@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::error::{LedgerError, Result};
 use super::records::{CheckedFile, ErrorRecord, LiveTask, PendingJob, Reservation};
-use super::store::{Ledger, now_ms};
+use super::store::{Atomic, Ledger, now_ms};
 use crate::job::{ErrorKind, JobId, JobState, TaskId, video_file_name};
 
 impl Ledger {
@@ -55,10 +55,7 @@ impl Ledger {
     pub fn mark_submitting(&mut self, job_id: &JobId, cap: Option<u64>) -> Result<Reservation> {
         // Immediate: the paid-request record is locked with the ledger, so
         // two ledgers cannot both claim one request between check and note.
-        let tx = rusqlite::Transaction::new_unchecked(
-            &self.conn,
-            rusqlite::TransactionBehavior::Immediate,
-        )?;
+        let tx = Atomic::begin(&self.conn, true)?;
         let cost = job_cost(&tx, job_id)?;
         let spent = spent_micros(&tx)?;
         if let Some(cap) = cap
@@ -90,7 +87,7 @@ impl Ledger {
     /// Commits the task id the API returned, and keeps it in the task
     /// history, in one transaction.
     pub fn mark_running(&mut self, job_id: &JobId, task_id: &TaskId) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = Atomic::begin(&self.conn, false)?;
         transition(
             &tx,
             job_id,
@@ -128,7 +125,7 @@ impl Ledger {
         error: &ErrorRecord,
         set: &str,
     ) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = Atomic::begin(&self.conn, false)?;
         let cost = job_cost(&tx, job_id)?;
         transition(
             &tx,

@@ -28,6 +28,75 @@ pub(super) fn write_meta(conn: &Connection, key: &str, value: &str) -> Result<()
     Ok(())
 }
 
+/// Runs one statement without rows, kept prepared: the group commit's
+/// `BEGIN`, `SAVEPOINT` and `COMMIT` come several times per job.
+fn run_cached(conn: &Connection, sql: &str) -> Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// Writes that land together or not at all: a transaction of their own, or
+/// a savepoint when a group commit's transaction is open (see `actor`).
+/// Dropped without `commit`, they are rolled back.
+pub(super) struct Atomic<'c> {
+    conn: &'c Connection,
+    /// It is the transaction itself, not a savepoint inside one.
+    outermost: bool,
+    finished: bool,
+}
+
+impl<'c> Atomic<'c> {
+    /// `immediate` takes the write lock at once when this is the
+    /// transaction itself (a group commit's transaction always has it).
+    pub(super) fn begin(conn: &'c Connection, immediate: bool) -> Result<Atomic<'c>> {
+        let outermost = conn.is_autocommit();
+        run_cached(
+            conn,
+            match (outermost, immediate) {
+                (true, true) => "BEGIN IMMEDIATE",
+                (true, false) => "BEGIN",
+                (false, _) => "SAVEPOINT atomic",
+            },
+        )?;
+        Ok(Atomic {
+            conn,
+            outermost,
+            finished: false,
+        })
+    }
+
+    pub(super) fn commit(mut self) -> Result<()> {
+        self.finished = true;
+        let sql = if self.outermost {
+            "COMMIT"
+        } else {
+            "RELEASE atomic"
+        };
+        run_cached(self.conn, sql)
+    }
+}
+
+impl std::ops::Deref for Atomic<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for Atomic<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let sql = if self.outermost {
+            "ROLLBACK"
+        } else {
+            "ROLLBACK TO atomic; RELEASE atomic"
+        };
+        let _ = self.conn.execute_batch(sql);
+    }
+}
+
 /// The `meta` key of the endpoint a ledger is tied to.
 const ENDPOINT_KEY: &str = "endpoint";
 
@@ -134,6 +203,22 @@ impl Ledger {
              DROP INDEX jobs_by_request_hash;",
         )?;
         Ok(ledger)
+    }
+
+    /// Opens a group commit's transaction. Its write locks are taken at
+    /// once: a group may hold an intent, which claims the request in the
+    /// attached record of paid requests.
+    pub(super) fn begin_group(&mut self) -> Result<()> {
+        run_cached(&self.conn, "BEGIN IMMEDIATE")
+    }
+
+    /// Commits a group commit's transaction (rolled back if that fails).
+    pub(super) fn commit_group(&mut self) -> Result<()> {
+        let committed = run_cached(&self.conn, "COMMIT");
+        if committed.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        committed
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {

@@ -89,6 +89,9 @@ pub(super) struct PollState {
     pub n_errors: u32,
     /// "Task not found" answers in a row.
     pub n_not_found: u32,
+    /// Answers in a row that said the task was past its eta (eta 0) but
+    /// not finished.
+    pub n_overdue: u32,
     /// When the current run of failed polls began.
     pub first_error_at: Option<Instant>,
     pub last_status: Option<RemoteStatus>,
@@ -215,7 +218,13 @@ fn after_poll_answer(
             if input.timed_out {
                 return given_up(input, &format!("still {}", status.as_str()));
             }
-            let again = input.policy.next_interval(result.eta, state.n_polls);
+            state.n_overdue = match result.eta {
+                Some(eta) if eta.is_zero() => state.n_overdue + 1,
+                _ => 0,
+            };
+            let again = input
+                .policy
+                .next_interval(result.eta, state.n_polls, state.n_overdue);
             if state.last_status.as_ref() == Some(&status) {
                 return PollVerdict::Again(again);
             }
@@ -407,6 +416,39 @@ mod tests {
             now,
         );
         assert!(matches!(done, PollVerdict::Succeeded(video) if video.url == "https://v/1"));
+    }
+
+    #[test]
+    fn a_task_past_its_eta_is_asked_about_soon_then_at_doubling_gaps() {
+        let now = Instant::now();
+        let mut state = PollState::default();
+        let overdue = || TaskResult {
+            eta: Some(Duration::ZERO),
+            ..result(RemoteStatus::Processing, None)
+        };
+        let again = |verdict: PollVerdict| match verdict {
+            PollVerdict::Again(after) | PollVerdict::Note { again: after, .. } => after,
+            other => panic!("expected another poll, got {other:?}"),
+        };
+        assert_eq!(
+            again(poll(&mut state, Ok(overdue()), false, now)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            again(poll(&mut state, Ok(overdue()), false, now)),
+            Duration::from_millis(200)
+        );
+        let with_eta = result(RemoteStatus::Processing, None);
+        assert_eq!(
+            again(poll(&mut state, Ok(with_eta), false, now)),
+            Duration::from_secs(10),
+            "a fresh eta is followed again"
+        );
+        assert_eq!(
+            again(poll(&mut state, Ok(overdue()), false, now)),
+            Duration::from_millis(100),
+            "and the overdue gaps start over"
+        );
     }
 
     #[test]

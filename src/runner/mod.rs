@@ -9,6 +9,7 @@ mod decide;
 mod download;
 mod engine;
 mod events;
+mod pace;
 mod poll;
 mod record;
 mod submit;

@@ -30,6 +30,9 @@ pub(super) struct Tracked {
     pub job: JobRef,
     pub task_id: TaskId,
     submitted_at_ms: i64,
+    /// When its submission was sent, if in this run: how long the task
+    /// took to be seen finished is learned from it.
+    sent_at: Option<Instant>,
     /// Released when the task finishes (held only to be dropped), making
     /// room for another submission.
     _permit: Option<OwnedSemaphorePermit>,
@@ -42,13 +45,14 @@ impl Tracked {
     pub fn new(
         job: JobRef,
         task_id: TaskId,
-        submitted_at_ms: i64,
+        (submitted_at_ms, sent_at): (i64, Option<Instant>),
         permit: Option<OwnedSemaphorePermit>,
     ) -> Tracked {
         Tracked {
             job,
             task_id,
             submitted_at_ms,
+            sent_at,
             _permit: permit,
             state: PollState::default(),
             warned_not_found: false,
@@ -59,7 +63,7 @@ impl Tracked {
         Tracked::new(
             JobRef::live(task),
             task.task_id.clone(),
-            task.submitted_at_ms,
+            (task.submitted_at_ms, None),
             permit,
         )
     }
@@ -68,8 +72,40 @@ impl Tracked {
 /// What to do with a task after a poll.
 enum Next {
     PollAfter(Duration),
-    Finished,
+    /// Seen finished this long after its submission was sent (if known).
+    Finished(Option<Duration>),
     Stop,
+}
+
+/// Tasks whose times are remembered to time first polls.
+const LEARNED_TASKS: usize = 32;
+
+/// How long this run's tasks take, learned from the last ones seen
+/// finished. A new task is first asked about when the quickest of them
+/// was seen finished: the API gives no estimate at submission, and a
+/// first poll at a fixed interval would see most tasks late or too early.
+/// Each time learned is an upper bound of the task's own (it was done
+/// when seen), so the quickest is the best guess that is not early.
+#[derive(Default)]
+struct Learned {
+    recent: std::collections::VecDeque<Duration>,
+    quickest: Option<Duration>,
+}
+
+impl Learned {
+    fn note(&mut self, took: Duration) {
+        if self.recent.len() == LEARNED_TASKS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(took);
+        self.quickest = self.recent.iter().min().copied();
+    }
+
+    /// When to first ask about a task just submitted: `fallback` (the poll
+    /// interval) until anything is learned.
+    fn first_poll(&self, fallback: Duration) -> Duration {
+        self.quickest.unwrap_or(fallback)
+    }
 }
 
 /// An entry of the schedule, earliest first.
@@ -122,6 +158,7 @@ pub(super) async fn poll_all(
 ) {
     let stop = shared.control.stop.clone();
     let mut schedule = Schedule::default();
+    let mut learned = Learned::default();
     for tracked in resumed {
         // Resumed tasks have waited already: ask about them right away.
         schedule.push(tracked, Duration::ZERO);
@@ -143,14 +180,23 @@ pub(super) async fn poll_all(
         tokio::select! {
             () = stop.cancelled() => break,
             message = incoming.recv(), if incoming_open => match message {
-                Some(tracked) => schedule.push(tracked, shared.settings.poll.min_interval),
+                Some(tracked) => {
+                    let first = learned.first_poll(shared.settings.poll.min_interval);
+                    let since_sent = tracked.sent_at.map_or(Duration::ZERO, |sent| sent.elapsed());
+                    schedule.push(tracked, first.saturating_sub(since_sent));
+                }
                 None => incoming_open = false,
             },
             Some(done) = polls.join_next(), if !polls.is_empty() => {
                 let Ok((tracked, next)) = done else { continue };
                 match next {
                     Next::PollAfter(after) => schedule.push(tracked, after),
-                    Next::Finished => drop(tracked),
+                    Next::Finished(took) => {
+                        if let Some(took) = took {
+                            learned.note(took);
+                        }
+                        drop(tracked);
+                    }
                     Next::Stop => break,
                 }
             }
@@ -200,9 +246,17 @@ async fn poll_once(
     if let (Reach::TryWithin(left), PollVerdict::Again(after)) = (reach, &mut verdict) {
         *after = (*after).min(left);
     }
-    act(shared, tracked, verdict, to_download)
+    let succeeded = matches!(verdict, PollVerdict::Succeeded(_));
+    let next = act(shared, tracked, verdict, to_download)
         .await
-        .unwrap_or(Next::Stop)
+        .unwrap_or(Next::Stop);
+    match next {
+        // Only a success says how long a task takes to make its video.
+        Next::Finished(_) if succeeded => {
+            Next::Finished(tracked.sent_at.map(|sent| sent_at.duration_since(sent)))
+        }
+        next => next,
+    }
 }
 
 /// Tells the user, once per task, that the API does not know it: the
@@ -258,7 +312,7 @@ async fn act(
                 file_name,
                 checked_file: None,
             });
-            Next::Finished
+            Next::Finished(None)
         }
         PollVerdict::Failed(record) => {
             warn!(
@@ -269,7 +323,7 @@ async fn act(
                 "the task ended without a video"
             );
             recorder.failed(job, JobState::Running, record).await?;
-            Next::Finished
+            Next::Finished(None)
         }
         PollVerdict::StopRun { cause, answer } => {
             shared
@@ -278,4 +332,32 @@ async fn act(
             Next::Stop
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_polls_follow_the_quickest_of_the_last_tasks_seen_finished() {
+        let mut learned = Learned::default();
+        let fallback = Duration::from_secs(1);
+        assert_eq!(
+            learned.first_poll(fallback),
+            fallback,
+            "nothing learned yet"
+        );
+        learned.note(Duration::from_millis(2300));
+        learned.note(Duration::from_millis(2050));
+        learned.note(Duration::from_millis(2400));
+        assert_eq!(learned.first_poll(fallback), Duration::from_millis(2050));
+        for _ in 0..LEARNED_TASKS {
+            learned.note(Duration::from_secs(90));
+        }
+        assert_eq!(
+            learned.first_poll(fallback),
+            Duration::from_secs(90),
+            "only the last tasks count: times that changed are followed"
+        );
+    }
 }

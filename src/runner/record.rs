@@ -74,6 +74,30 @@ impl Recorder {
         })
     }
 
+    /// One of the engine's writes, group-committed with those queued beside
+    /// it and on disk before the caller goes on. A failure stops the run.
+    async fn write<T, F>(&self, work: F) -> Result<T, Halted>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ledger) -> LedgerResult<T> + Send + 'static,
+    {
+        self.ledger.write(work).await.map_err(|error| {
+            self.control.ledger_failed(error);
+            Halted
+        })
+    }
+
+    /// A read the engine needs while it runs, taken inside the next group
+    /// commit (a read between two groups would split them; a group of reads
+    /// alone writes nothing and syncs nothing).
+    pub async fn read<T, F>(&self, work: F) -> Result<T, Halted>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ledger) -> LedgerResult<T> + Send + 'static,
+    {
+        self.write(work).await
+    }
+
     /// Tells the listener something that is not a ledger write.
     pub fn note(&self, event: Event) {
         self.events.send(event);
@@ -83,8 +107,7 @@ impl Recorder {
     async fn move_job<T, F>(
         &self,
         job: &JobRef,
-        from: JobState,
-        to: JobState,
+        (from, to): (JobState, JobState),
         work: F,
     ) -> Result<T, Halted>
     where
@@ -92,7 +115,7 @@ impl Recorder {
         F: FnOnce(&mut Ledger, &JobId) -> LedgerResult<T> + Send + 'static,
     {
         let job_id = job.job_id.clone();
-        let written = self.call(move |ledger| work(ledger, &job_id)).await?;
+        let written = self.write(move |ledger| work(ledger, &job_id)).await?;
         if job.counted {
             self.events.send(Event::Moved { from, to });
         }
@@ -112,7 +135,7 @@ impl Recorder {
     pub async fn submitting(&self, job: &JobRef, cap: Option<u64>) -> Result<Reservation, Halted> {
         let job_id = job.job_id.clone();
         let reservation = self
-            .call(move |ledger| ledger.mark_submitting(&job_id, cap))
+            .write(move |ledger| ledger.mark_submitting(&job_id, cap))
             .await?;
         if reservation == Reservation::Reserved {
             if job.counted {
@@ -134,8 +157,7 @@ impl Recorder {
         let written = self
             .move_job(
                 job,
-                JobState::Submitting,
-                JobState::Running,
+                (JobState::Submitting, JobState::Running),
                 move |ledger, id| ledger.mark_running(id, &task),
             )
             .await;
@@ -167,7 +189,8 @@ impl Recorder {
         to: JobState,
         record: ErrorRecord,
     ) -> Result<(), Halted> {
-        self.move_job(job, JobState::Submitting, to, move |ledger, id| match to {
+        let moved = (JobState::Submitting, to);
+        self.move_job(job, moved, move |ledger, id| match to {
             JobState::Pending => ledger.mark_pending_again(id, &record),
             JobState::Ambiguous => ledger.mark_ambiguous(id, &record),
             JobState::Failed => ledger.mark_refused(id, &record),
@@ -190,7 +213,7 @@ impl Recorder {
         progress: Option<i64>,
     ) -> Result<(), Halted> {
         let job_id = job.job_id.clone();
-        self.call(move |ledger| ledger.note_progress(&job_id, &status, progress))
+        self.write(move |ledger| ledger.note_progress(&job_id, &status, progress))
             .await
     }
 
@@ -204,8 +227,7 @@ impl Recorder {
     ) -> Result<String, Halted> {
         self.move_job(
             job,
-            JobState::Running,
-            JobState::Succeeded,
+            (JobState::Running, JobState::Succeeded),
             move |ledger, id| ledger.mark_succeeded(id, &remote_status, &video_url, expires_at_ms),
         )
         .await
@@ -218,7 +240,8 @@ impl Recorder {
         from: JobState,
         record: ErrorRecord,
     ) -> Result<(), Halted> {
-        self.move_job(job, from, JobState::Failed, move |ledger, id| {
+        let moved = (from, JobState::Failed);
+        self.move_job(job, moved, move |ledger, id| {
             ledger.mark_failed(id, &record)
         })
         .await
@@ -231,29 +254,30 @@ impl Recorder {
         expires_at_ms: Option<i64>,
     ) -> Result<(), Halted> {
         let job_id = job.job_id.clone();
-        self.call(move |ledger| ledger.refresh_video_url(&job_id, &url, expires_at_ms))
+        self.write(move |ledger| ledger.refresh_video_url(&job_id, &url, expires_at_ms))
             .await
     }
 
     /// A download problem noted on a job that stays succeeded.
     pub async fn download_error(&self, job: &JobRef, record: ErrorRecord) -> Result<(), Halted> {
         let job_id = job.job_id.clone();
-        self.call(move |ledger| ledger.note_download_error(&job_id, &record))
+        self.write(move |ledger| ledger.note_download_error(&job_id, &record))
             .await
     }
 
-    /// A complete, checked download, recorded before it is renamed into place.
+    /// A complete, checked download, recorded (and synced) before it is
+    /// renamed into place: a file found in place is adopted only if it
+    /// matches this record.
     pub async fn checked_file(&self, job: &JobRef, file: CheckedFile) -> Result<(), Halted> {
         let job_id = job.job_id.clone();
-        self.call(move |ledger| ledger.record_checked_file(&job_id, &file))
+        self.write(move |ledger| ledger.record_checked_file(&job_id, &file))
             .await
     }
 
     pub async fn downloaded(&self, job: &JobRef) -> Result<(), Halted> {
         self.move_job(
             job,
-            JobState::Succeeded,
-            JobState::Downloaded,
+            (JobState::Succeeded, JobState::Downloaded),
             |ledger, id| ledger.mark_downloaded(id),
         )
         .await

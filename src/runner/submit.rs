@@ -13,8 +13,9 @@ use tracing::{debug, warn};
 
 use super::control::{Fatal, MAX_AMBIGUOUS_IN_A_ROW, Stop};
 use super::decide::{AfterSubmit, after_submit_error};
-use super::engine::{Reach, Shared, per_minute_limiter};
+use super::engine::{Reach, Shared};
 use super::events::Event;
+use super::pace::Pacer;
 use super::poll::Tracked;
 use super::record::{Halted, JobRef};
 use crate::api::ApiError;
@@ -30,7 +31,7 @@ const BATCH: usize = 256;
 /// to the poller.
 pub(super) async fn submit_all(shared: Arc<Shared>, to_poll: mpsc::UnboundedSender<Tracked>) {
     let control = &shared.control;
-    let limiter = Arc::new(per_minute_limiter(shared.settings.submit_per_minute));
+    let limiter = Arc::new(Pacer::per_minute(shared.settings.submit_per_minute));
     let workers = Arc::new(Semaphore::new(shared.settings.workers.max(1)));
     let mut submissions = JoinSet::new();
     let mut after_row = 0;
@@ -39,7 +40,7 @@ pub(super) async fn submit_all(shared: Arc<Shared>, to_poll: mpsc::UnboundedSend
     'batches: loop {
         let Ok(batch) = shared
             .recorder
-            .call(move |ledger| ledger.pending_batch(after_row, BATCH))
+            .read(move |ledger| ledger.pending_batch(after_row, BATCH))
             .await
         else {
             break;
@@ -101,7 +102,7 @@ async fn submit_one(
     job: PendingJob,
     in_flight: OwnedSemaphorePermit,
     _worker: OwnedSemaphorePermit,
-    limiter: Arc<governor::DefaultDirectRateLimiter>,
+    limiter: Arc<Pacer>,
     to_poll: mpsc::UnboundedSender<Tracked>,
 ) {
     let control = &shared.control;
@@ -109,7 +110,7 @@ async fn submit_one(
     let mut backoff = shared.settings.retry.backoff();
     loop {
         tokio::select! {
-            _ = limiter.until_ready() => {}
+            () = limiter.until_ready() => {}
             () = control.stop_submitting.cancelled() => return,
         }
         if control.stop_submitting.is_cancelled() {
@@ -143,7 +144,10 @@ async fn submit_one(
         let outcome = shared.api.submit(&job.request_json).await;
         let reach = shared.reach(sent_at, outcome.as_ref().err());
         let error = match outcome {
-            Ok(task_id) => return accepted(&shared, job_ref, task_id, in_flight, to_poll).await,
+            Ok(task_id) => {
+                let tracked = (job_ref, task_id, sent_at);
+                return accepted(&shared, tracked, in_flight, to_poll).await;
+            }
             Err(error) => error,
         };
         if refused(&shared, &job_ref, &error).await.is_none() || reach == Reach::Stopped {
@@ -230,10 +234,10 @@ async fn refused(shared: &Shared, job: &JobRef, error: &ApiError) -> Option<()> 
 }
 
 /// Commits the task id, then hands the task to the poller.
+/// `sent_at` is when the request left (the first poll is timed from it).
 async fn accepted(
     shared: &Shared,
-    job: JobRef,
-    task_id: TaskId,
+    (job, task_id, sent_at): (JobRef, TaskId, Instant),
     in_flight: OwnedSemaphorePermit,
     to_poll: mpsc::UnboundedSender<Tracked>,
 ) {
@@ -241,7 +245,8 @@ async fn accepted(
         return;
     }
     shared.control.definite_answer();
-    let tracked = Tracked::new(job, task_id, now_ms(), Some(in_flight));
+    let submitted = (now_ms(), Some(sent_at));
+    let tracked = Tracked::new(job, task_id, submitted, Some(in_flight));
     // If the poller has stopped (the run is stopping), the task is in the
     // ledger and the next run polls it.
     drop(to_poll.send(tracked));
