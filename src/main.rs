@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use pixbatch::cli::Cli;
+use pixbatch::cli::{Cli, Command};
 use pixbatch::commands::{Environment, dispatch};
 use pixbatch::error::{EXIT_ERROR, EXIT_PENDING};
 use pixbatch::report::init_logging;
@@ -16,10 +16,7 @@ use pixbatch::report::init_logging;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let terminal = init_logging(&cli.display);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_for(&cli.command) {
         Ok(runtime) => runtime,
         Err(error) => {
             return fail(
@@ -55,6 +52,20 @@ fn main() -> ExitCode {
     };
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
+}
+
+/// The async runtime of a command. `run` waits on the network, the disk
+/// and the ledger thread nearly all the time: one thread drives all of it,
+/// so no wake-up has to cross between tokio workers (with a worker per
+/// core those hand-offs and their context switches were most of a run's
+/// CPU). Blocking work still goes to the blocking pool and the ledger
+/// thread. The other commands keep a worker per core.
+fn runtime_for(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match command {
+        Command::Run(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build()
 }
 
 /// Prints `pixbatch: {message}` on stderr and gives `code`.

@@ -111,7 +111,8 @@ pub(super) async fn download_all(
 
 async fn download_one(shared: &Shared, job: DownloadJob) -> Result<(), Halted> {
     let target = shared.settings.out_dir.join(&job.file_name);
-    if tokio::fs::symlink_metadata(&target).await.is_ok() {
+    // A stat, on this thread: cheaper than a hand-off to the blocking pool.
+    if std::fs::symlink_metadata(&target).is_ok() {
         return adopt_existing(shared, &job, &target).await;
     }
     let mut backoff = shared.settings.retry.backoff();
