@@ -72,10 +72,12 @@ pub fn prepare_out_dir(out_dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-pub(super) async fn download_all(
-    shared: Arc<Shared>,
-    mut incoming: mpsc::UnboundedReceiver<DownloadJob>,
-) {
+/// Tasks seen finished and waiting for a download slot, at most. When
+/// tasks finish faster than their videos come in (100,000 in flight), the
+/// poller waits here instead of the queue holding every URL in memory.
+pub(super) const QUEUE: usize = 1024;
+
+pub(super) async fn download_all(shared: Arc<Shared>, mut incoming: mpsc::Receiver<DownloadJob>) {
     let stop = shared.control.stop.clone();
     let slots = Arc::new(Semaphore::new(shared.settings.download_workers.max(1)));
     let mut downloads = JoinSet::new();

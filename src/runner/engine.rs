@@ -161,13 +161,20 @@ impl Engine {
             .into_iter()
             .map(|task| Tracked::resumed(task, shared.in_flight.clone().try_acquire_owned().ok()))
             .collect();
-        let (download_tx, download_rx) = mpsc::unbounded_channel();
+        let (download_tx, download_rx) = mpsc::channel(download::QUEUE);
         // --no-wait polls (finished tasks free their in-flight slots and are
         // recorded) but leaves downloads to the next run.
         let downloader = (!shared.settings.no_wait).then(|| {
-            for task in to_download {
-                let _ = download_tx.send(DownloadJob::from(task));
-            }
+            let resumed: Vec<DownloadJob> =
+                to_download.into_iter().map(DownloadJob::from).collect();
+            let queue = download_tx.clone();
+            tokio::spawn(async move {
+                for job in resumed {
+                    if queue.send(job).await.is_err() {
+                        break;
+                    }
+                }
+            });
             tokio::spawn(download::download_all(shared.clone(), download_rx))
         });
         let (poll_tx, poll_rx) = mpsc::unbounded_channel();

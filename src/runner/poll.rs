@@ -154,7 +154,7 @@ pub(super) async fn poll_all(
     shared: Arc<Shared>,
     mut incoming: mpsc::UnboundedReceiver<Tracked>,
     resumed: Vec<Tracked>,
-    to_download: mpsc::UnboundedSender<DownloadJob>,
+    to_download: mpsc::Sender<DownloadJob>,
 ) {
     let stop = shared.control.stop.clone();
     let mut schedule = Schedule::default();
@@ -217,7 +217,7 @@ pub(super) async fn poll_all(
 async fn poll_once(
     shared: &Shared,
     tracked: &mut Tracked,
-    to_download: &mpsc::UnboundedSender<DownloadJob>,
+    to_download: &mpsc::Sender<DownloadJob>,
 ) -> Next {
     let control = &shared.control;
     tokio::select! {
@@ -282,7 +282,7 @@ async fn act(
     shared: &Shared,
     tracked: &Tracked,
     verdict: PollVerdict,
-    to_download: &mpsc::UnboundedSender<DownloadJob>,
+    to_download: &mpsc::Sender<DownloadJob>,
 ) -> Result<Next, Halted> {
     let recorder = &shared.recorder;
     let job = &tracked.job;
@@ -304,14 +304,18 @@ async fn act(
             let file_name = recorder
                 .succeeded(job, status, video.url.clone(), expires_at_ms)
                 .await?;
-            let _ = to_download.send(DownloadJob {
+            let download = DownloadJob {
                 job: job.clone(),
                 task_id: tracked.task_id.clone(),
                 video_url: Some(video.url),
                 expires_at_ms,
                 file_name,
                 checked_file: None,
-            });
+            };
+            // A full queue holds the poller back until a download starts;
+            // the downloader gone (a stop, --no-wait) leaves the job
+            // recorded as succeeded for the next run.
+            let _ = to_download.send(download).await;
             Next::Finished(None)
         }
         PollVerdict::Failed(record) => {
