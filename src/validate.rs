@@ -645,6 +645,18 @@ pub fn validate_row(
     columns: &Columns,
     context: &ValidationContext,
 ) -> Result<JobSpec, Vec<Problem>> {
+    let (explicit_id, request) = check_row(row, columns, context)?;
+    Ok(job_spec(row, explicit_id, request))
+}
+
+/// `validate_row` without the `JobSpec`: the row's own id, if it has one,
+/// and its request. `validate` needs no more, and copying every cell into
+/// the spec's input shows at a million rows.
+pub fn check_row(
+    row: &RawRow,
+    columns: &Columns,
+    context: &ValidationContext,
+) -> Result<(Option<String>, VideoRequest), Vec<Problem>> {
     let mut check = RowCheck::new(row, columns);
     // The fields are checked in this order so problems list in it.
     let explicit_id = check.text(Field::Id, "id-text");
@@ -675,16 +687,21 @@ pub fn validate_row(
         negative_prompt,
         generate_audio_switch: generate_audio_switch.unwrap_or(false),
     };
-    Ok(job_spec(row, explicit_id, request))
+    Ok((explicit_id, request))
 }
 
-/// The job a valid row describes: named by its `id` cell, or else by a hash
-/// of the request.
+/// The identity of a valid row: its `id` cell, or else a hash of the
+/// request.
+pub fn row_job_id(explicit_id: Option<&str>, request: &VideoRequest) -> JobId {
+    match explicit_id {
+        Some(id) => JobId(id.to_owned()),
+        None => hashed_job_id(request),
+    }
+}
+
+/// The job a valid row describes (see `row_job_id`).
 fn job_spec(row: &RawRow, explicit_id: Option<String>, request: VideoRequest) -> JobSpec {
-    let job_id = match &explicit_id {
-        Some(id) => JobId(id.clone()),
-        None => hashed_job_id(&request),
-    };
+    let job_id = row_job_id(explicit_id.as_deref(), &request);
     JobSpec {
         job_id,
         explicit_id: explicit_id.is_some(),
