@@ -6,7 +6,7 @@
 //! `validate` takes the manifest into a scratch ledger instead, which
 //! keeps what the images held.
 
-use crate::duplicates::{Duplicates, FILTER_WORDS, IdHasher, id_hash};
+use crate::duplicates::{Duplicates, FILTER_WORDS, IdHasher, MAX_LISTED, id_hash};
 use crate::error::Error;
 use crate::ingest::{IngestReport, duplicate_problem, read_rows};
 use crate::manifest::Manifest;
@@ -18,18 +18,18 @@ pub fn check_manifest(
     open: impl Fn() -> Result<Manifest, Error>,
     context: &ValidationContext,
 ) -> Result<IngestReport, Error> {
-    check_with(open, context, id_hash, FILTER_WORDS)
+    check_with(open, context, (id_hash, MAX_LISTED, FILTER_WORDS))
 }
 
-/// `check_manifest` with the ids hashed by `hash` into a filter of
-/// `filter_words` words (tests force collisions with these).
+/// `check_manifest` with the ids hashed by `hash`, at most `max_listed`
+/// of them listed before a filter of `filter_words` words takes them
+/// (tests force collisions with these).
 fn check_with(
     open: impl Fn() -> Result<Manifest, Error>,
     context: &ValidationContext,
-    hash: IdHasher,
-    filter_words: usize,
+    (hash, max_listed, filter_words): (IdHasher, usize, usize),
 ) -> Result<IngestReport, Error> {
-    let mut duplicates = Duplicates::first_pass(hash, filter_words);
+    let mut duplicates = Duplicates::first_pass(hash, max_listed, filter_words);
     loop {
         let report = check_pass(&mut open()?, context, &mut duplicates)?;
         match duplicates.second_pass() {
@@ -139,14 +139,15 @@ mod tests {
         let expected = shown(&through_a_ledger(&path, &context));
         assert_eq!((expected.0, expected.1, expected.2), (9, 5, 5));
         let open = || Ok(Manifest::open(&path)?);
-        let hashes: [(IdHasher, usize); 4] = [
-            (id_hash, FILTER_WORDS),
-            (id_hash, 8),
-            (|_| 7, FILTER_WORDS),
-            (|id| id.len() as u64, 8),
+        let hashes: [(IdHasher, usize, usize); 5] = [
+            (id_hash, MAX_LISTED, FILTER_WORDS),
+            (id_hash, 0, 8),
+            (|_| 7, MAX_LISTED, FILTER_WORDS),
+            (|_| 7, 3, FILTER_WORDS),
+            (|id| id.len() as u64, 0, 8),
         ];
-        for (hash, filter_words) in hashes {
-            let report = check_with(open, &context, hash, filter_words).unwrap();
+        for settings in hashes {
+            let report = check_with(open, &context, settings).unwrap();
             assert_eq!(shown(&report), expected);
             assert!(!report.committed);
         }
@@ -175,7 +176,10 @@ mod tests {
         let context = ValidationContext::new(dir.path().to_owned(), None);
         std::fs::write(&path, "id,image,prompt\na,https://x/a.png,p\n").unwrap();
         let report = check_manifest(|| Ok(Manifest::open(&path)?), &context).unwrap();
-        assert_eq!((report.n_rows, report.n_valid, report.n_problems), (1, 1, 0));
+        assert_eq!(
+            (report.n_rows, report.n_valid, report.n_problems),
+            (1, 1, 0)
+        );
         std::fs::write(&path, "id,image,prompt\n").unwrap();
         let report = check_manifest(|| Ok(Manifest::open(&path)?), &context).unwrap();
         assert_eq!(shown(&report), shown(&through_a_ledger(&path, &context)));

@@ -1,10 +1,10 @@
-//! Finds rows whose identity (job id) an earlier row already has, in a
-//! fixed amount of memory and exactly. A first pass over the manifest
-//! keeps only a Bloom filter of the ids' 64-bit hashes: an id it has not
-//! seen is certainly new, so a clean manifest is read once. An id it may
-//! have seen makes the id's hash a suspect; a second pass then compares,
-//! for the suspect hashes only, the ids themselves. No I/O: the caller
-//! reads the manifest (see `check`).
+//! Finds rows whose identity (job id) an earlier row already has, in
+//! bounded memory and exactly. A first pass over the manifest keeps only
+//! the ids' 64-bit hashes (a list, then for very large manifests a Bloom
+//! filter): a hash seen once is certainly a new id, so a clean manifest is
+//! read once. A hash seen twice (or that the filter may have seen) is a
+//! suspect; a second pass then compares, for the suspect hashes only, the
+//! ids themselves. No I/O: the caller reads the manifest (see `check`).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hasher};
@@ -20,9 +20,9 @@ pub fn id_hash(id: &str) -> u64 {
 }
 
 /// The filter's size in 64-bit words: 16 MiB, whatever the manifest's
-/// size, so memory stays bounded. At a million ids a false suspect (and
-/// with it a second pass) is about a one-in-a-million event; near ten
-/// million ids the second pass becomes likely (see docs/decisions.md).
+/// size, so memory stays bounded. At a few million ids a false suspect
+/// (and with it a second pass) is rare; near ten million ids the second
+/// pass becomes likely (see docs/decisions.md).
 pub const FILTER_WORDS: usize = 1 << 21;
 /// Words in a block: one 64-byte cache line, so a look-up costs one miss.
 const BLOCK_WORDS: usize = 8;
@@ -69,11 +69,7 @@ pub struct Duplicates {
 
 enum Pass {
     /// First pass: hashes only; finds the suspects, reports nothing.
-    Filtered {
-        filter: Filter,
-        suspects: HashSet<u64>,
-        hash: IdHasher,
-    },
+    Hashes(Hashes),
     /// Second pass: the ids of the suspect hashes, with their first line.
     Exact {
         suspects: HashSet<u64>,
@@ -82,15 +78,71 @@ enum Pass {
     },
 }
 
+/// The first pass's record of the ids' hashes. They are appended to a
+/// list, sorted once at the end and compared with their neighbours: no
+/// random memory access a row, which the filter costs (a cache and TLB
+/// miss; it showed in profiles). Past `max_listed` hashes the list is
+/// poured into the filter, whose size is fixed, and the filter takes the
+/// rest.
+struct Hashes {
+    listed: Vec<u64>,
+    max_listed: usize,
+    filter: Option<Filter>,
+    filter_words: usize,
+    suspects: HashSet<u64>,
+    hash: IdHasher,
+}
+
+impl Hashes {
+    fn add(&mut self, hashed: u64) {
+        if self.filter.is_none() && self.listed.len() >= self.max_listed {
+            let mut filter = Filter::new(self.filter_words);
+            for listed in std::mem::take(&mut self.listed) {
+                self.filter_one(&mut filter, listed);
+            }
+            self.filter = Some(filter);
+        }
+        match self.filter.take() {
+            Some(mut filter) => {
+                self.filter_one(&mut filter, hashed);
+                self.filter = Some(filter);
+            }
+            None => self.listed.push(hashed),
+        }
+    }
+
+    fn filter_one(&mut self, filter: &mut Filter, hashed: u64) {
+        if filter.insert(hashed) {
+            self.suspects.insert(hashed);
+        }
+    }
+
+    /// Every hash that may belong to two rows.
+    fn into_suspects(mut self) -> HashSet<u64> {
+        self.listed.sort_unstable();
+        let repeated = self.listed.windows(2).filter(|pair| pair[0] == pair[1]);
+        self.suspects.extend(repeated.map(|pair| pair[0]));
+        self.suspects
+    }
+}
+
+/// Hashes listed before they go into the filter: 16 MiB, as much as the
+/// filter, so a million rows never need it.
+pub const MAX_LISTED: usize = 1 << 21;
+
 impl Duplicates {
-    /// A first pass, with a filter of `filter_words` words.
-    pub fn first_pass(hash: IdHasher, filter_words: usize) -> Duplicates {
+    /// A first pass, listing at most `max_listed` hashes before it uses a
+    /// filter of `filter_words` words.
+    pub fn first_pass(hash: IdHasher, max_listed: usize, filter_words: usize) -> Duplicates {
         Duplicates {
-            pass: Pass::Filtered {
-                filter: Filter::new(filter_words),
+            pass: Pass::Hashes(Hashes {
+                listed: Vec::new(),
+                max_listed,
+                filter: None,
+                filter_words,
                 suspects: HashSet::new(),
                 hash,
-            },
+            }),
         }
     }
 
@@ -99,15 +151,8 @@ impl Duplicates {
     /// never says so: it only notes suspects.
     pub fn check(&mut self, id: &str, line: u64) -> Option<u64> {
         match &mut self.pass {
-            Pass::Filtered {
-                filter,
-                suspects,
-                hash,
-            } => {
-                let hashed = hash(id);
-                if filter.insert(hashed) {
-                    suspects.insert(hashed);
-                }
+            Pass::Hashes(hashes) => {
+                hashes.add((hashes.hash)(id));
                 None
             }
             Pass::Exact {
@@ -133,16 +178,18 @@ impl Duplicates {
     /// `None` when no id can be a duplicate (the first pass's report
     /// stands). After a second pass, always `None`.
     pub fn second_pass(self) -> Option<Duplicates> {
-        match self.pass {
-            Pass::Filtered { suspects, hash, .. } if !suspects.is_empty() => Some(Duplicates {
-                pass: Pass::Exact {
-                    suspects,
-                    first_lines: HashMap::new(),
-                    hash,
-                },
-            }),
-            _ => None,
-        }
+        let Pass::Hashes(hashes) = self.pass else {
+            return None;
+        };
+        let hash = hashes.hash;
+        let suspects = hashes.into_suspects();
+        (!suspects.is_empty()).then(|| Duplicates {
+            pass: Pass::Exact {
+                suspects,
+                first_lines: HashMap::new(),
+                hash,
+            },
+        })
     }
 }
 
@@ -152,8 +199,13 @@ mod tests {
 
     /// Runs both passes over `ids` (line = index + 2) as `check` does:
     /// the duplicates found, as (line, first line).
-    fn duplicates(ids: &[&str], hash: IdHasher, filter_words: usize) -> Vec<(u64, u64)> {
-        let mut pass = Duplicates::first_pass(hash, filter_words);
+    fn duplicates(
+        ids: &[&str],
+        hash: IdHasher,
+        max_listed: usize,
+        filter_words: usize,
+    ) -> Vec<(u64, u64)> {
+        let mut pass = Duplicates::first_pass(hash, max_listed, filter_words);
         let mut found = Vec::new();
         loop {
             found.clear();
@@ -170,36 +222,44 @@ mod tests {
         }
     }
 
+    /// First passes: hashes listed and sorted, poured into a filter
+    /// after two, and filtered from the start.
+    const PASSES: [(usize, usize); 3] = [(MAX_LISTED, FILTER_WORDS), (2, FILTER_WORDS), (0, 64)];
+
     #[test]
     fn distinct_ids_need_one_pass_and_repeats_are_found_with_their_first_line() {
         let distinct: Vec<String> = (0..10_000).map(|i| format!("row-{i}")).collect();
-        let ids: Vec<&str> = distinct.iter().map(String::as_str).collect();
-        let mut pass = Duplicates::first_pass(id_hash, FILTER_WORDS);
-        for (index, id) in ids.iter().enumerate() {
-            assert_eq!(pass.check(id, index as u64), None);
-        }
-        assert!(pass.second_pass().is_none(), "no suspects: one pass");
+        for (max_listed, filter_words) in PASSES {
+            let mut pass =
+                Duplicates::first_pass(id_hash, max_listed, FILTER_WORDS.max(filter_words));
+            for (index, id) in distinct.iter().enumerate() {
+                assert_eq!(pass.check(id, index as u64), None);
+            }
+            assert!(pass.second_pass().is_none(), "no suspects: one pass");
 
-        let ids = ["a", "b", "a", "c", "b", "a"];
-        assert_eq!(
-            duplicates(&ids, id_hash, FILTER_WORDS),
-            [(4, 2), (6, 3), (7, 2)]
-        );
+            let ids = ["a", "b", "a", "c", "b", "a"];
+            let found = duplicates(&ids, id_hash, max_listed, filter_words);
+            assert_eq!(found, [(4, 2), (6, 3), (7, 2)]);
+        }
     }
 
     #[test]
     fn colliding_hashes_are_told_apart_exactly() {
-        // Every id hashes alike: each is a suspect, and only equal ids
-        // are duplicates.
-        let ids = ["a", "b", "c", "b", "a", "d"];
-        assert_eq!(duplicates(&ids, |_| 42, FILTER_WORDS), [(5, 3), (6, 2)]);
-        // Two hashes only, and a filter of one block that is soon full of
-        // false suspects.
-        let spread = |id: &str| u64::from(id.len() % 2 == 0);
-        let ids = ["x", "yy", "z", "ww", "x", "v", "ww"];
-        assert_eq!(duplicates(&ids, spread, 1), [(6, 2), (8, 5)]);
+        for (max_listed, filter_words) in PASSES {
+            // Every id hashes alike: each is a suspect, and only equal ids
+            // are duplicates.
+            let ids = ["a", "b", "c", "b", "a", "d"];
+            let found = duplicates(&ids, |_| 42, max_listed, filter_words);
+            assert_eq!(found, [(5, 3), (6, 2)]);
+            // Two hashes only.
+            let spread = |id: &str| u64::from(id.len() % 2 == 0);
+            let ids = ["x", "yy", "z", "ww", "x", "v", "ww"];
+            let found = duplicates(&ids, spread, max_listed, filter_words);
+            assert_eq!(found, [(6, 2), (8, 5)]);
+        }
+        // A filter of one block, soon full of false suspects.
         let distinct: Vec<String> = (0..2_000).map(|i| format!("id-{i}")).collect();
         let ids: Vec<&str> = distinct.iter().map(String::as_str).collect();
-        assert_eq!(duplicates(&ids, id_hash, 8), []);
+        assert_eq!(duplicates(&ids, id_hash, 0, 8), []);
     }
 }

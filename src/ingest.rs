@@ -373,7 +373,8 @@ fn record_row(
             }
         }
         IngestOutcome::Duplicate { first_line } => {
-            let problem = duplicate_problem(row, &spec.job_id, spec.explicit_id, first_line, columns);
+            let problem =
+                duplicate_problem(row, &spec.job_id, spec.explicit_id, first_line, columns);
             let cells = key_cells(row, columns);
             let problems = vec![problem];
             return record_invalid(ingest, report, row.line, &spec.input, &cells, problems);
@@ -479,10 +480,7 @@ pub(crate) fn duplicate_problem(
     let problem = Problem::new(
         row.line,
         "id-duplicate",
-        format!(
-            "id {:?} is already used on line {first_line}",
-            job_id.0
-        ),
+        format!("id {:?} is already used on line {first_line}", job_id.0),
     );
     match row.cells.iter().find(|cell| columns.is_id(&cell.name)) {
         Some(cell) => problem.at_column(cell.index, &cell.name),

@@ -10,11 +10,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::run::progress_mode;
+use crate::check::check_manifest;
 use crate::cli::ValidateArgs;
 use crate::config::{column_mappings, read_options};
 use crate::error::{EXIT_INVALID, EXIT_OK, EXIT_PENDING, Error};
 use crate::image_check::{ImageCheckSettings, ImageChecking, check_and_ingest};
-use crate::check::check_manifest;
 use crate::ingest::{IngestOptions, IngestReport, validation_context};
 use crate::ledger::Ledger;
 use crate::manifest::Manifest;
