@@ -10,7 +10,7 @@ use crate::duplicates::{Duplicates, FILTER_WORDS, IdHasher, MAX_LISTED, id_hash}
 use crate::error::Error;
 use crate::ingest::{IngestReport, duplicate_problem, read_rows};
 use crate::manifest::Manifest;
-use crate::validate::{ValidationContext, check_row, image_warning, row_job_id};
+use crate::validate::{ValidationContext, check_row_warning, row_job_id};
 
 /// Checks the manifest `open` opens (once, or twice when some id may
 /// repeat), and reports as an ingest into a scratch ledger would.
@@ -59,10 +59,11 @@ fn check_pass(
                 return Ok(());
             }
         };
-        if let Some(warning) = image_warning(&row, columns) {
+        let (checked, warning) = check_row_warning(&row, columns, context);
+        if let Some(warning) = warning {
             report.warning(warning);
         }
-        let (explicit_id, request) = match check_row(&row, columns, context) {
+        let (explicit_id, request) = match checked {
             Ok(checked) => checked,
             Err(problems) => {
                 problems

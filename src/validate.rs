@@ -368,6 +368,10 @@ fn unknown_column(line: u64, index: usize, name: &str, field: Field) -> Problem 
 pub struct Columns {
     mappings: Vec<ColumnMapping>,
     fields: HashMap<String, Option<Field>>,
+    /// The names learned in column order from the first (index 1) on,
+    /// with their fields: a row's cells are found here by number, one
+    /// string comparison each instead of a hash a cell.
+    by_index: Vec<(String, Option<Field>)>,
 }
 
 impl Columns {
@@ -375,6 +379,7 @@ impl Columns {
         Columns {
             mappings: context.columns.clone(),
             fields: HashMap::new(),
+            by_index: Vec::new(),
         }
     }
 
@@ -424,6 +429,9 @@ impl Columns {
                 Meaning::Carried => None,
             };
             self.fields.insert(name.to_owned(), field);
+            if index == self.by_index.len() + 1 {
+                self.by_index.push((name.to_owned(), field));
+            }
         }
         problems
     }
@@ -465,6 +473,14 @@ impl Columns {
         self.field(name) == Some(Field::Id)
     }
 
+    /// The field `cell` is sent as, if any (`field` of its name).
+    fn cell_field(&self, cell: &Cell) -> Option<Field> {
+        match self.by_index.get(cell.index.wrapping_sub(1)) {
+            Some((name, field)) if *name == *cell.name => *field,
+            _ => self.field(&cell.name),
+        }
+    }
+
     /// The field the column `name` is sent as, if any. A name not learned
     /// (a caller that skipped `learn`) is worked out on the spot.
     fn field(&self, name: &str) -> Option<Field> {
@@ -482,6 +498,8 @@ impl Columns {
 struct RowCheck<'a> {
     line: u64,
     problems: Vec<Problem>,
+    /// `image_warning`'s warning, found while the image is checked.
+    warning: Option<Problem>,
     cells: Vec<(Field, &'a Cell)>,
 }
 
@@ -495,10 +513,11 @@ impl<'a> RowCheck<'a> {
         let mut check = RowCheck {
             line: row.line,
             problems: Vec::new(),
+            warning: None,
             cells: Vec::new(),
         };
         for cell in &row.cells {
-            let Some(field) = columns.field(&cell.name) else {
+            let Some(field) = columns.cell_field(cell) else {
                 continue;
             };
             if let Some((_, first)) = check.cells.iter().find(|(seen, _)| *seen == field) {
@@ -657,6 +676,19 @@ pub fn check_row(
     columns: &Columns,
     context: &ValidationContext,
 ) -> Result<(Option<String>, VideoRequest), Vec<Problem>> {
+    check_row_warning(row, columns, context).0
+}
+
+/// `check_row`, and the row's `image_warning` (found while its image URL
+/// is parsed, which `validate` would otherwise do twice a row).
+pub fn check_row_warning(
+    row: &RawRow,
+    columns: &Columns,
+    context: &ValidationContext,
+) -> (
+    Result<(Option<String>, VideoRequest), Vec<Problem>>,
+    Option<Problem>,
+) {
     let mut check = RowCheck::new(row, columns);
     // The fields are checked in this order so problems list in it.
     let explicit_id = check.text(Field::Id, "id-text");
@@ -671,7 +703,7 @@ pub fn check_row(
     let generate_audio_switch = check.boolean(Field::GenerateAudio, "generate-audio-type");
 
     if !check.problems.is_empty() {
-        return Err(check.problems);
+        return (Err(check.problems), check.warning);
     }
     let (Some(image), Some(prompt)) = (image, prompt) else {
         unreachable!("a missing image or prompt is always a problem")
@@ -687,7 +719,7 @@ pub fn check_row(
         negative_prompt,
         generate_audio_switch: generate_audio_switch.unwrap_or(false),
     };
-    Ok((explicit_id, request))
+    (Ok((explicit_id, request)), check.warning)
 }
 
 /// The identity of a valid row: its `id` cell, or else a hash of the
@@ -727,9 +759,17 @@ impl RowCheck<'_> {
             Value::String(text) => resolve_image(text.trim(), context),
             other => Err(("image-text", format!("must be a URL or path, got {other}"))),
         };
-        result
-            .map_err(|(rule, message)| self.problem(cell, rule, message))
-            .ok()
+        match result {
+            Ok(Image::Remote(url)) => {
+                self.warning = extension_warning(self.line, cell, &url);
+                Some(url.into())
+            }
+            Ok(Image::Hosted(url)) => Some(url),
+            Err((rule, message)) => {
+                self.problem(cell, rule, message);
+                None
+            }
+        }
     }
 
     fn prompt(&mut self) -> Option<String> {
@@ -827,12 +867,21 @@ impl RowCheck<'_> {
 /// A broken rule: its name and a message.
 pub type RuleError = (&'static str, String);
 
+/// What an `image` cell is sent as.
+enum Image {
+    /// Its own URL (that passed the URL rules).
+    Remote(Url),
+    /// A local file's URL under `--image-base-url` (that passed the image
+    /// rules).
+    Hosted(String),
+}
+
 /// The URL to send for an `image` cell: the URL itself, or a local file's
 /// path under `--image-base-url` after the file passed the image rules.
-fn resolve_image(text: &str, context: &ValidationContext) -> Result<String, RuleError> {
+fn resolve_image(text: &str, context: &ValidationContext) -> Result<Image, RuleError> {
     match Url::parse(text) {
         // A one-letter "scheme" is a Windows drive letter: a local path.
-        Ok(url) if url.scheme().len() > 1 => check_image_url(&url).map(|()| url.to_string()),
+        Ok(url) if url.scheme().len() > 1 => check_image_url(&url).map(|()| Image::Remote(url)),
         _ => {
             let Some(base) = &context.image_base_url else {
                 return Err((
@@ -860,7 +909,7 @@ fn resolve_image(text: &str, context: &ValidationContext) -> Result<String, Rule
                         .components()
                         .map(|part| part.as_os_str().to_string_lossy()),
                 );
-            Ok(url.to_string())
+            Ok(Image::Hosted(url.to_string()))
         }
     }
 }
@@ -907,7 +956,7 @@ pub fn key_cells(row: &RawRow, columns: &Columns) -> KeyCells {
         let cell = row
             .cells
             .iter()
-            .find(|cell| columns.field(&cell.name) == Some(field))?;
+            .find(|cell| columns.cell_field(cell) == Some(field))?;
         let text = match &cell.value {
             Value::String(text) => text.trim().to_owned(),
             Value::Null => return None,
@@ -935,7 +984,7 @@ fn remote_image_url<'r>(row: &'r RawRow, columns: &Columns) -> Option<(&'r Cell,
     let cell = row
         .cells
         .iter()
-        .find(|cell| columns.field(&cell.name) == Some(Field::Image))?;
+        .find(|cell| columns.cell_field(cell) == Some(Field::Image))?;
     let text = cell.value.as_str()?.trim();
     match Url::parse(text) {
         Ok(url) if url.scheme().len() > 1 => check_image_url(&url).ok().map(|()| (cell, url)),
@@ -948,16 +997,18 @@ fn remote_image_url<'r>(row: &'r RawRow, columns: &Columns) -> Option<(&'r Cell,
 /// provider will judge it.
 pub fn image_warning(row: &RawRow, columns: &Columns) -> Option<Problem> {
     let (cell, url) = remote_image_url(row, columns)?;
-    let ext = url_extension(&url);
+    extension_warning(row.line, cell, &url)
+}
+
+/// `image_warning` for the remote image `url` of `cell`, on `line`.
+fn extension_warning(line: u64, cell: &Cell, url: &Url) -> Option<Problem> {
+    let ext = url_extension(url);
     if ext.is_some_and(|ext| IMAGE_EXTENSIONS.contains(&ext.as_str())) {
         return None;
     }
     let message = "the image URL does not end in .jpg, .jpeg or .png and images were not checked: \
                    nothing says it is a PNG or JPEG (--check-images checks its bytes)";
-    Some(
-        Problem::new(row.line, "image-extension-missing", message)
-            .at_column(cell.index, &cell.name),
-    )
+    Some(Problem::new(line, "image-extension-missing", message).at_column(cell.index, &cell.name))
 }
 
 /// The problem with a remote image, from what checking it found: the
