@@ -252,7 +252,7 @@ mod tests {
             let found = duplicates(&ids, |_| 42, max_listed, filter_words);
             assert_eq!(found, [(5, 3), (6, 2)]);
             // Two hashes only.
-            let spread = |id: &str| u64::from(id.len() % 2 == 0);
+            let spread = |id: &str| u64::from(id.len().is_multiple_of(2));
             let ids = ["x", "yy", "z", "ww", "x", "v", "ww"];
             let found = duplicates(&ids, spread, max_listed, filter_words);
             assert_eq!(found, [(6, 2), (8, 5)]);

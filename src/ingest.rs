@@ -280,7 +280,7 @@ pub(crate) fn read_rows(
             // JSONL: a key is checked once, on the line where it first appears.
             let cells = row.cells.iter();
             report.header_problems(
-                columns.learn(row.line, cells.map(|cell| (cell.index, cell.name.as_str()))),
+                columns.learn(row.line, cells.map(|cell| (cell.index, &*cell.name))),
             );
         }
         take(report, &columns, row)?;

@@ -668,14 +668,14 @@ pub fn validate_row(
     Ok(job_spec(row, explicit_id, request))
 }
 
+/// A checked row: its own id, if it has one, and its request; or every
+/// problem found in it.
+pub type CheckedRow = Result<(Option<String>, VideoRequest), Vec<Problem>>;
+
 /// `validate_row` without the `JobSpec`: the row's own id, if it has one,
 /// and its request. `validate` needs no more, and copying every cell into
 /// the spec's input shows at a million rows.
-pub fn check_row(
-    row: &RawRow,
-    columns: &Columns,
-    context: &ValidationContext,
-) -> Result<(Option<String>, VideoRequest), Vec<Problem>> {
+pub fn check_row(row: &RawRow, columns: &Columns, context: &ValidationContext) -> CheckedRow {
     check_row_warning(row, columns, context).0
 }
 
@@ -685,10 +685,7 @@ pub fn check_row_warning(
     row: &RawRow,
     columns: &Columns,
     context: &ValidationContext,
-) -> (
-    Result<(Option<String>, VideoRequest), Vec<Problem>>,
-    Option<Problem>,
-) {
+) -> (CheckedRow, Option<Problem>) {
     let mut check = RowCheck::new(row, columns);
     // The fields are checked in this order so problems list in it.
     let explicit_id = check.text(Field::Id, "id-text");
@@ -1188,9 +1185,7 @@ mod tests {
     }
 
     fn numbered(row: &RawRow) -> impl Iterator<Item = (usize, &str)> {
-        row.cells
-            .iter()
-            .map(|cell| (cell.index, cell.name.as_str()))
+        row.cells.iter().map(|cell| (cell.index, &*cell.name))
     }
 
     fn row(cells: &[(&str, Value)]) -> RawRow {
@@ -1201,7 +1196,7 @@ mod tests {
                 .enumerate()
                 .map(|(idx, (name, value))| Cell {
                     index: idx + 1,
-                    name: (*name).to_owned(),
+                    name: (*name).into(),
                     value: value.clone(),
                 })
                 .collect(),
@@ -1842,14 +1837,14 @@ mod properties {
                 cells: cells
                     .into_iter()
                     .enumerate()
-                    .map(|(idx, (name, value))| Cell { index: idx + 1, name, value })
+                    .map(|(idx, (name, value))| Cell { index: idx + 1, name: name.into(), value })
                     .collect(),
             };
             let base = Url::parse("https://cdn.example.com/b/").unwrap();
             let context = ValidationContext::new(PathBuf::from("."), Some(base))
                 .with_probe(Arc::new(AnyImage));
             let mut columns = Columns::new(&context);
-            let _ = columns.learn(1, row.cells.iter().map(|cell| (cell.index, cell.name.as_str())));
+            let _ = columns.learn(1, row.cells.iter().map(|cell| (cell.index, &*cell.name)));
             if let Ok(spec) = validate_row(&row, &columns, &context) {
                 // Whatever passes satisfies the API's rules.
                 prop_assert!(DURATION_RANGE.contains(&i64::from(spec.request.duration)));

@@ -49,7 +49,7 @@ pub async fn validate(
         let report = tokio::task::spawn_blocking(move || check_manifest(open, &context))
             .await
             .map_err(|error| Error::Other(format!("the manifest reader stopped: {error}")))??;
-        return Ok(finish(&args, &report)?);
+        return finish(&args, &report);
     }
     let ledger = Ledger::open_scratch()?;
     let checking = Some(ImageChecking {
