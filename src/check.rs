@@ -12,28 +12,32 @@ use crate::ingest::{IngestReport, duplicate_problem, read_rows};
 use crate::manifest::Manifest;
 use crate::validate::{ValidationContext, check_row_warning, row_job_id};
 
-/// Checks the manifest `open` opens (once, or twice when some id may
-/// repeat), and reports as an ingest into a scratch ledger would.
+/// Checks `manifest`, and reports as an ingest into a scratch ledger
+/// would. When some id may repeat, the manifest `reopen` opens is read a
+/// second time.
 pub fn check_manifest(
-    open: impl Fn() -> Result<Manifest, Error>,
+    manifest: Manifest,
+    reopen: impl Fn() -> Result<Manifest, Error>,
     context: &ValidationContext,
 ) -> Result<IngestReport, Error> {
-    check_with(open, context, (id_hash, MAX_LISTED, FILTER_WORDS))
+    let settings: (IdHasher, _, _) = (id_hash, MAX_LISTED, FILTER_WORDS);
+    check_with(manifest, reopen, context, settings)
 }
 
 /// `check_manifest` with the ids hashed by `hash`, at most `max_listed`
 /// of them listed before a filter of `filter_words` words takes them
 /// (tests force collisions with these).
 fn check_with(
-    open: impl Fn() -> Result<Manifest, Error>,
+    mut manifest: Manifest,
+    reopen: impl Fn() -> Result<Manifest, Error>,
     context: &ValidationContext,
     (hash, max_listed, filter_words): (IdHasher, usize, usize),
 ) -> Result<IngestReport, Error> {
     let mut duplicates = Duplicates::first_pass(hash, max_listed, filter_words);
     loop {
-        let report = check_pass(&mut open()?, context, &mut duplicates)?;
+        let report = check_pass(&mut manifest, context, &mut duplicates)?;
         match duplicates.second_pass() {
-            Some(exact) => duplicates = exact,
+            Some(exact) => (duplicates, manifest) = (exact, reopen()?),
             None => return Ok(report),
         }
     }
@@ -148,7 +152,7 @@ mod tests {
             (|id| id.len() as u64, 0, 8),
         ];
         for settings in hashes {
-            let report = check_with(open, &context, settings).unwrap();
+            let report = check_with(open().unwrap(), open, &context, settings).unwrap();
             assert_eq!(shown(&report), expected);
             assert!(!report.committed);
         }
@@ -163,7 +167,12 @@ mod tests {
                     {\"image\": \"https://x/a.png\", \"prompt\": \"p\", \"notes\": \"n\"}\n";
         std::fs::write(&path, text).unwrap();
         let context = ValidationContext::new(dir.path().to_owned(), None);
-        let report = check_manifest(|| Ok(Manifest::open(&path)?), &context).unwrap();
+        let report = check_manifest(
+            Manifest::open(&path).unwrap(),
+            || Ok(Manifest::open(&path)?),
+            &context,
+        )
+        .unwrap();
         assert_eq!(shown(&report), shown(&through_a_ledger(&path, &context)));
         let rules: Vec<_> = report.problems.iter().map(|p| p.rule).collect();
         assert_eq!(rules, ["row-duplicate"]);
@@ -176,13 +185,23 @@ mod tests {
         let path = dir.path().join("m.csv");
         let context = ValidationContext::new(dir.path().to_owned(), None);
         std::fs::write(&path, "id,image,prompt\na,https://x/a.png,p\n").unwrap();
-        let report = check_manifest(|| Ok(Manifest::open(&path)?), &context).unwrap();
+        let report = check_manifest(
+            Manifest::open(&path).unwrap(),
+            || Ok(Manifest::open(&path)?),
+            &context,
+        )
+        .unwrap();
         assert_eq!(
             (report.n_rows, report.n_valid, report.n_problems),
             (1, 1, 0)
         );
         std::fs::write(&path, "id,image,prompt\n").unwrap();
-        let report = check_manifest(|| Ok(Manifest::open(&path)?), &context).unwrap();
+        let report = check_manifest(
+            Manifest::open(&path).unwrap(),
+            || Ok(Manifest::open(&path)?),
+            &context,
+        )
+        .unwrap();
         assert_eq!(shown(&report), shown(&through_a_ledger(&path, &context)));
         assert_eq!(report.problems[0].rule, "no-rows");
     }

@@ -39,14 +39,9 @@ pub async fn validate(
     let context = validation_context(&args.manifest, args.image_base_url.clone(), columns);
     if !args.check_images {
         let path = args.manifest.clone();
-        let opened = std::sync::Mutex::new(Some(manifest));
-        // The manifest opened above serves the first pass; a second one
-        // (some id may repeat) opens it again.
-        let open = move || match opened.lock().ok().and_then(|mut first| first.take()) {
-            Some(manifest) => Ok(manifest),
-            None => Ok(Manifest::open_with(&path, &reading)?),
-        };
-        let report = tokio::task::spawn_blocking(move || check_manifest(open, &context))
+        let reopen = move || Ok(Manifest::open_with(&path, &reading)?);
+        let checking = move || check_manifest(manifest, reopen, &context);
+        let report = tokio::task::spawn_blocking(checking)
             .await
             .map_err(|error| Error::Other(format!("the manifest reader stopped: {error}")))??;
         return finish(&args, &report);
