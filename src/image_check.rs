@@ -191,7 +191,7 @@ fn gather_urls(
         let Ok(row) = row else { continue };
         if manifest.columns().len() > columns.n_learned() {
             let cells = row.cells.iter();
-            columns.learn(row.line, cells.map(|cell| (cell.index, cell.name.as_str())));
+            columns.learn(row.line, cells.map(|cell| (cell.index, &*cell.name)));
         }
         if let Some((_, url)) = remote_image(&row, &columns) {
             urls.add(&url)?;

@@ -91,14 +91,14 @@ impl IngestReport {
             && self.n_valid == self.n_rows
     }
 
-    fn problem(&mut self, problem: Problem) {
+    pub(crate) fn problem(&mut self, problem: Problem) {
         self.n_problems += 1;
         if self.problems.len() < MAX_PROBLEMS_KEPT {
             self.problems.push(problem.in_sheet(self.sheet.as_ref()));
         }
     }
 
-    fn warning(&mut self, warning: Problem) {
+    pub(crate) fn warning(&mut self, warning: Problem) {
         self.n_warnings += 1;
         if self.warnings.len() < MAX_WARNINGS_KEPT {
             self.warnings.push(warning.in_sheet(self.sheet.as_ref()));
@@ -213,44 +213,23 @@ fn take_in(
         ..IngestReport::default()
     };
     let mut ingest = ledger.begin_ingest()?;
-    let mut columns = Columns::new(context);
-    report.header_problems(columns.learn(manifest.header_line(), manifest.header()));
-    while let Some(row) = manifest.next_row()? {
-        report.n_rows += 1;
+    read_rows(manifest, context, &mut report, |report, columns, row| {
         let row = match row {
             Ok(row) => row,
-            Err(problem) => {
-                record_unread(&mut ingest, &mut report, problem)?;
-                continue;
-            }
+            Err(problem) => return record_unread(&mut ingest, report, problem),
         };
-        if manifest.columns().len() > columns.n_learned() {
-            // JSONL: a key is checked once, on the line where it first appears.
-            let cells = row.cells.iter();
-            report.header_problems(
-                columns.learn(row.line, cells.map(|cell| (cell.index, cell.name.as_str()))),
-            );
-        }
-        let image_problem = remote_image_check(&ingest, &mut report, &row, &columns, options)?;
-        let checked = validate_row(&row, &columns, context);
+        let image_problem = remote_image_check(&ingest, report, &row, columns, options)?;
+        let checked = validate_row(&row, columns, context);
         take_row(
             &mut ingest,
-            &mut report,
+            report,
             &row,
             checked,
             image_problem,
-            &columns,
+            columns,
             prices,
-        )?;
-    }
-    report.header_problems(columns.unused_mappings(manifest.header_line()));
-    if report.n_rows == 0 {
-        report.problem(Problem::new(
-            manifest.header_line(),
-            "no-rows",
-            "the manifest has no rows, only a header (or nothing): there is nothing to run",
-        ));
-    }
+        )
+    })?;
     if !options.allow_renamed {
         refuse_renamed(&ingest, &mut report, options.skip_invalid)?;
     }
@@ -279,6 +258,42 @@ fn take_in(
         report.committed = true;
     }
     Ok(report)
+}
+
+/// Reads every row of `manifest`, counting it in `report`, and hands it
+/// (or the problem that kept it from being read into cells) to `take` with
+/// what its columns mean. The header's problems come first, and those
+/// found only at the end (unused `--column`s, no rows at all) last.
+pub(crate) fn read_rows(
+    manifest: &mut Manifest,
+    context: &ValidationContext,
+    report: &mut IngestReport,
+    mut take: impl FnMut(&mut IngestReport, &Columns, Result<RawRow, Problem>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut columns = Columns::new(context);
+    report.header_problems(columns.learn(manifest.header_line(), manifest.header()));
+    while let Some(row) = manifest.next_row()? {
+        report.n_rows += 1;
+        if let Ok(row) = &row
+            && manifest.columns().len() > columns.n_learned()
+        {
+            // JSONL: a key is checked once, on the line where it first appears.
+            let cells = row.cells.iter();
+            report.header_problems(
+                columns.learn(row.line, cells.map(|cell| (cell.index, &*cell.name))),
+            );
+        }
+        take(report, &columns, row)?;
+    }
+    report.header_problems(columns.unused_mappings(manifest.header_line()));
+    if report.n_rows == 0 {
+        report.problem(Problem::new(
+            manifest.header_line(),
+            "no-rows",
+            "the manifest has no rows, only a header (or nothing): there is nothing to run",
+        ));
+    }
+    Ok(())
 }
 
 /// Records a row as a job when it is valid and its image passed (or the
@@ -358,7 +373,8 @@ fn record_row(
             }
         }
         IngestOutcome::Duplicate { first_line } => {
-            let problem = duplicate_problem(row, spec, first_line, columns);
+            let problem =
+                duplicate_problem(row, &spec.job_id, spec.explicit_id, first_line, columns);
             let cells = key_cells(row, columns);
             let problems = vec![problem];
             return record_invalid(ingest, report, row.line, &spec.input, &cells, problems);
@@ -444,8 +460,14 @@ fn results_error(problems: &[Problem]) -> String {
 }
 
 /// A second row with the identity of the row on `first_line`.
-fn duplicate_problem(row: &RawRow, spec: &JobSpec, first_line: u64, columns: &Columns) -> Problem {
-    if !spec.explicit_id {
+pub(crate) fn duplicate_problem(
+    row: &RawRow,
+    job_id: &JobId,
+    explicit_id: bool,
+    first_line: u64,
+    columns: &Columns,
+) -> Problem {
+    if !explicit_id {
         return Problem::new(
             row.line,
             "row-duplicate",
@@ -458,10 +480,7 @@ fn duplicate_problem(row: &RawRow, spec: &JobSpec, first_line: u64, columns: &Co
     let problem = Problem::new(
         row.line,
         "id-duplicate",
-        format!(
-            "id {:?} is already used on line {first_line}",
-            spec.job_id.0
-        ),
+        format!("id {:?} is already used on line {first_line}", job_id.0),
     );
     match row.cells.iter().find(|cell| columns.is_id(&cell.name)) {
         Some(cell) => problem.at_column(cell.index, &cell.name),

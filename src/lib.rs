@@ -2,9 +2,11 @@
 //! and a results table out. See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod duplicates;
 pub mod error;
 pub mod export;
 pub mod fingerprint;

@@ -565,7 +565,7 @@ mod tests {
     }
 
     fn text(row: &RawRow, name: &str) -> String {
-        let cell = row.cells.iter().find(|cell| cell.name == name).unwrap();
+        let cell = row.cells.iter().find(|cell| &*cell.name == name).unwrap();
         cell.value.as_str().unwrap().to_owned()
     }
 

@@ -120,8 +120,9 @@ impl fmt::Display for Problem {
 pub struct Cell {
     /// 1-based column number (for JSONL, the key's position in the object).
     pub index: usize,
-    /// The column name as written, without surrounding whitespace.
-    pub name: String,
+    /// The column name as written, without surrounding whitespace (shared
+    /// by the column's cells: one allocation a column, not a cell).
+    pub name: Arc<str>,
     pub value: Value,
 }
 
@@ -138,7 +139,7 @@ impl RawRow {
     pub fn input_map(&self) -> serde_json::Map<String, Value> {
         self.cells
             .iter()
-            .map(|cell| (cell.name.clone(), cell.value.clone()))
+            .map(|cell| (cell.name.to_string(), cell.value.clone()))
             .collect()
     }
 }

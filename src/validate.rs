@@ -368,6 +368,10 @@ fn unknown_column(line: u64, index: usize, name: &str, field: Field) -> Problem 
 pub struct Columns {
     mappings: Vec<ColumnMapping>,
     fields: HashMap<String, Option<Field>>,
+    /// The names learned in column order from the first (index 1) on,
+    /// with their fields: a row's cells are found here by number, one
+    /// string comparison each instead of a hash a cell.
+    by_index: Vec<(String, Option<Field>)>,
 }
 
 impl Columns {
@@ -375,6 +379,7 @@ impl Columns {
         Columns {
             mappings: context.columns.clone(),
             fields: HashMap::new(),
+            by_index: Vec::new(),
         }
     }
 
@@ -424,6 +429,9 @@ impl Columns {
                 Meaning::Carried => None,
             };
             self.fields.insert(name.to_owned(), field);
+            if index == self.by_index.len() + 1 {
+                self.by_index.push((name.to_owned(), field));
+            }
         }
         problems
     }
@@ -465,6 +473,14 @@ impl Columns {
         self.field(name) == Some(Field::Id)
     }
 
+    /// The field `cell` is sent as, if any (`field` of its name).
+    fn cell_field(&self, cell: &Cell) -> Option<Field> {
+        match self.by_index.get(cell.index.wrapping_sub(1)) {
+            Some((name, field)) if *name == *cell.name => *field,
+            _ => self.field(&cell.name),
+        }
+    }
+
     /// The field the column `name` is sent as, if any. A name not learned
     /// (a caller that skipped `learn`) is worked out on the spot.
     fn field(&self, name: &str) -> Option<Field> {
@@ -482,6 +498,8 @@ impl Columns {
 struct RowCheck<'a> {
     line: u64,
     problems: Vec<Problem>,
+    /// `image_warning`'s warning, found while the image is checked.
+    warning: Option<Problem>,
     cells: Vec<(Field, &'a Cell)>,
 }
 
@@ -495,10 +513,11 @@ impl<'a> RowCheck<'a> {
         let mut check = RowCheck {
             line: row.line,
             problems: Vec::new(),
+            warning: None,
             cells: Vec::new(),
         };
         for cell in &row.cells {
-            let Some(field) = columns.field(&cell.name) else {
+            let Some(field) = columns.cell_field(cell) else {
                 continue;
             };
             if let Some((_, first)) = check.cells.iter().find(|(seen, _)| *seen == field) {
@@ -645,6 +664,28 @@ pub fn validate_row(
     columns: &Columns,
     context: &ValidationContext,
 ) -> Result<JobSpec, Vec<Problem>> {
+    let (explicit_id, request) = check_row(row, columns, context)?;
+    Ok(job_spec(row, explicit_id, request))
+}
+
+/// A checked row: its own id, if it has one, and its request; or every
+/// problem found in it.
+pub type CheckedRow = Result<(Option<String>, VideoRequest), Vec<Problem>>;
+
+/// `validate_row` without the `JobSpec`: the row's own id, if it has one,
+/// and its request. `validate` needs no more, and copying every cell into
+/// the spec's input shows at a million rows.
+pub fn check_row(row: &RawRow, columns: &Columns, context: &ValidationContext) -> CheckedRow {
+    check_row_warning(row, columns, context).0
+}
+
+/// `check_row`, and the row's `image_warning` (found while its image URL
+/// is parsed, which `validate` would otherwise do twice a row).
+pub fn check_row_warning(
+    row: &RawRow,
+    columns: &Columns,
+    context: &ValidationContext,
+) -> (CheckedRow, Option<Problem>) {
     let mut check = RowCheck::new(row, columns);
     // The fields are checked in this order so problems list in it.
     let explicit_id = check.text(Field::Id, "id-text");
@@ -659,7 +700,7 @@ pub fn validate_row(
     let generate_audio_switch = check.boolean(Field::GenerateAudio, "generate-audio-type");
 
     if !check.problems.is_empty() {
-        return Err(check.problems);
+        return (Err(check.problems), check.warning);
     }
     let (Some(image), Some(prompt)) = (image, prompt) else {
         unreachable!("a missing image or prompt is always a problem")
@@ -675,16 +716,21 @@ pub fn validate_row(
         negative_prompt,
         generate_audio_switch: generate_audio_switch.unwrap_or(false),
     };
-    Ok(job_spec(row, explicit_id, request))
+    (Ok((explicit_id, request)), check.warning)
 }
 
-/// The job a valid row describes: named by its `id` cell, or else by a hash
-/// of the request.
+/// The identity of a valid row: its `id` cell, or else a hash of the
+/// request.
+pub fn row_job_id(explicit_id: Option<&str>, request: &VideoRequest) -> JobId {
+    match explicit_id {
+        Some(id) => JobId(id.to_owned()),
+        None => hashed_job_id(request),
+    }
+}
+
+/// The job a valid row describes (see `row_job_id`).
 fn job_spec(row: &RawRow, explicit_id: Option<String>, request: VideoRequest) -> JobSpec {
-    let job_id = match &explicit_id {
-        Some(id) => JobId(id.clone()),
-        None => hashed_job_id(&request),
-    };
+    let job_id = row_job_id(explicit_id.as_deref(), &request);
     JobSpec {
         job_id,
         explicit_id: explicit_id.is_some(),
@@ -710,9 +756,17 @@ impl RowCheck<'_> {
             Value::String(text) => resolve_image(text.trim(), context),
             other => Err(("image-text", format!("must be a URL or path, got {other}"))),
         };
-        result
-            .map_err(|(rule, message)| self.problem(cell, rule, message))
-            .ok()
+        match result {
+            Ok(Image::Remote(url)) => {
+                self.warning = extension_warning(self.line, cell, &url);
+                Some(url.into())
+            }
+            Ok(Image::Hosted(url)) => Some(url),
+            Err((rule, message)) => {
+                self.problem(cell, rule, message);
+                None
+            }
+        }
     }
 
     fn prompt(&mut self) -> Option<String> {
@@ -810,12 +864,21 @@ impl RowCheck<'_> {
 /// A broken rule: its name and a message.
 pub type RuleError = (&'static str, String);
 
+/// What an `image` cell is sent as.
+enum Image {
+    /// Its own URL (that passed the URL rules).
+    Remote(Url),
+    /// A local file's URL under `--image-base-url` (that passed the image
+    /// rules).
+    Hosted(String),
+}
+
 /// The URL to send for an `image` cell: the URL itself, or a local file's
 /// path under `--image-base-url` after the file passed the image rules.
-fn resolve_image(text: &str, context: &ValidationContext) -> Result<String, RuleError> {
+fn resolve_image(text: &str, context: &ValidationContext) -> Result<Image, RuleError> {
     match Url::parse(text) {
         // A one-letter "scheme" is a Windows drive letter: a local path.
-        Ok(url) if url.scheme().len() > 1 => check_image_url(&url).map(|()| url.to_string()),
+        Ok(url) if url.scheme().len() > 1 => check_image_url(&url).map(|()| Image::Remote(url)),
         _ => {
             let Some(base) = &context.image_base_url else {
                 return Err((
@@ -843,7 +906,7 @@ fn resolve_image(text: &str, context: &ValidationContext) -> Result<String, Rule
                         .components()
                         .map(|part| part.as_os_str().to_string_lossy()),
                 );
-            Ok(url.to_string())
+            Ok(Image::Hosted(url.to_string()))
         }
     }
 }
@@ -890,7 +953,7 @@ pub fn key_cells(row: &RawRow, columns: &Columns) -> KeyCells {
         let cell = row
             .cells
             .iter()
-            .find(|cell| columns.field(&cell.name) == Some(field))?;
+            .find(|cell| columns.cell_field(cell) == Some(field))?;
         let text = match &cell.value {
             Value::String(text) => text.trim().to_owned(),
             Value::Null => return None,
@@ -918,7 +981,7 @@ fn remote_image_url<'r>(row: &'r RawRow, columns: &Columns) -> Option<(&'r Cell,
     let cell = row
         .cells
         .iter()
-        .find(|cell| columns.field(&cell.name) == Some(Field::Image))?;
+        .find(|cell| columns.cell_field(cell) == Some(Field::Image))?;
     let text = cell.value.as_str()?.trim();
     match Url::parse(text) {
         Ok(url) if url.scheme().len() > 1 => check_image_url(&url).ok().map(|()| (cell, url)),
@@ -931,16 +994,18 @@ fn remote_image_url<'r>(row: &'r RawRow, columns: &Columns) -> Option<(&'r Cell,
 /// provider will judge it.
 pub fn image_warning(row: &RawRow, columns: &Columns) -> Option<Problem> {
     let (cell, url) = remote_image_url(row, columns)?;
-    let ext = url_extension(&url);
+    extension_warning(row.line, cell, &url)
+}
+
+/// `image_warning` for the remote image `url` of `cell`, on `line`.
+fn extension_warning(line: u64, cell: &Cell, url: &Url) -> Option<Problem> {
+    let ext = url_extension(url);
     if ext.is_some_and(|ext| IMAGE_EXTENSIONS.contains(&ext.as_str())) {
         return None;
     }
     let message = "the image URL does not end in .jpg, .jpeg or .png and images were not checked: \
                    nothing says it is a PNG or JPEG (--check-images checks its bytes)";
-    Some(
-        Problem::new(row.line, "image-extension-missing", message)
-            .at_column(cell.index, &cell.name),
-    )
+    Some(Problem::new(line, "image-extension-missing", message).at_column(cell.index, &cell.name))
 }
 
 /// The problem with a remote image, from what checking it found: the
@@ -1120,9 +1185,7 @@ mod tests {
     }
 
     fn numbered(row: &RawRow) -> impl Iterator<Item = (usize, &str)> {
-        row.cells
-            .iter()
-            .map(|cell| (cell.index, cell.name.as_str()))
+        row.cells.iter().map(|cell| (cell.index, &*cell.name))
     }
 
     fn row(cells: &[(&str, Value)]) -> RawRow {
@@ -1133,7 +1196,7 @@ mod tests {
                 .enumerate()
                 .map(|(idx, (name, value))| Cell {
                     index: idx + 1,
-                    name: (*name).to_owned(),
+                    name: (*name).into(),
                     value: value.clone(),
                 })
                 .collect(),
@@ -1774,14 +1837,14 @@ mod properties {
                 cells: cells
                     .into_iter()
                     .enumerate()
-                    .map(|(idx, (name, value))| Cell { index: idx + 1, name, value })
+                    .map(|(idx, (name, value))| Cell { index: idx + 1, name: name.into(), value })
                     .collect(),
             };
             let base = Url::parse("https://cdn.example.com/b/").unwrap();
             let context = ValidationContext::new(PathBuf::from("."), Some(base))
                 .with_probe(Arc::new(AnyImage));
             let mut columns = Columns::new(&context);
-            let _ = columns.learn(1, row.cells.iter().map(|cell| (cell.index, cell.name.as_str())));
+            let _ = columns.learn(1, row.cells.iter().map(|cell| (cell.index, &*cell.name)));
             if let Ok(spec) = validate_row(&row, &columns, &context) {
                 // Whatever passes satisfies the API's rules.
                 prop_assert!(DURATION_RANGE.contains(&i64::from(spec.request.duration)));

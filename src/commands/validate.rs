@@ -1,7 +1,8 @@
-//! `pixbatch validate`: every row checked against a throwaway ledger;
+//! `pixbatch validate`: every row checked, without a ledger (`check`);
 //! nothing is sent and the user's ledger is not touched. With
-//! `--check-images`, remote images are fetched and checked too (each
-//! time: the throwaway ledger keeps no record of them).
+//! `--check-images`, remote images are fetched and checked too, through a
+//! throwaway ledger that holds what each held (each time: it keeps no
+//! record of them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +10,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::run::progress_mode;
+use crate::check::check_manifest;
 use crate::cli::ValidateArgs;
 use crate::config::{column_mappings, read_options};
 use crate::error::{EXIT_INVALID, EXIT_OK, EXIT_PENDING, Error};
 use crate::image_check::{ImageCheckSettings, ImageChecking, check_and_ingest};
-use crate::ingest::{IngestOptions, validation_context};
+use crate::ingest::{IngestOptions, IngestReport, validation_context};
 use crate::ledger::Ledger;
 use crate::manifest::Manifest;
 use crate::price::PriceTable;
@@ -34,17 +36,22 @@ pub async fn validate(
     let columns = column_mappings(&args.columns)?;
     let reading = read_options(&args.reading)?;
     let manifest = Manifest::open_with(&args.manifest, &reading)?;
-    let context = validation_context(&args.manifest, args.image_base_url, columns);
+    let context = validation_context(&args.manifest, args.image_base_url.clone(), columns);
+    if !args.check_images {
+        let path = args.manifest.clone();
+        let reopen = move || Ok(Manifest::open_with(&path, &reading)?);
+        let checking = move || check_manifest(manifest, reopen, &context);
+        let report = tokio::task::spawn_blocking(checking)
+            .await
+            .map_err(|error| Error::Other(format!("the manifest reader stopped: {error}")))??;
+        return finish(&args, &report);
+    }
     let ledger = Ledger::open_scratch()?;
-    let checking = if args.check_images {
-        Some(ImageChecking {
-            reader: Manifest::open_with(&args.manifest, &reading)?,
-            settings: ImageCheckSettings::new(CONNECT_TIMEOUT),
-            progress: ImageProgress::new(terminal, progress_mode(terminal, quiet, PROGRESS_EVERY)),
-        })
-    } else {
-        None
-    };
+    let checking = Some(ImageChecking {
+        reader: Manifest::open_with(&args.manifest, &reading)?,
+        settings: ImageCheckSettings::new(CONNECT_TIMEOUT),
+        progress: ImageProgress::new(terminal, progress_mode(terminal, quiet, PROGRESS_EVERY)),
+    });
     // A throwaway ledger has no history: nothing can have been paid before.
     let options = IngestOptions {
         allow_renamed: true,
@@ -57,7 +64,12 @@ pub async fn validate(
         tracing::warn!("stopped while checking images: the manifest was not checked");
         return Ok(EXIT_PENDING);
     };
-    print(&render_validation(&args.manifest, &report, args.format))?;
+    finish(&args, &report)
+}
+
+/// Prints the report; the exit code says whether the manifest is valid.
+fn finish(args: &ValidateArgs, report: &IngestReport) -> Result<i32, Error> {
+    print(&render_validation(&args.manifest, report, args.format))?;
     Ok(if report.n_problems > 0 {
         EXIT_INVALID
     } else {

@@ -1,6 +1,8 @@
 //! Delimited text (CSV, semicolon-separated, TSV), streamed a record at a
 //! time, with the line each record starts on.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::text::{Counted, TextStream, detect_delimiter, peek_first_line};
@@ -15,6 +17,8 @@ pub(super) struct CsvRows {
     reader: csv::Reader<TextStream>,
     delimiter: u8,
     pub(super) headers: Vec<String>,
+    /// The headers again, shared by the cells of every row.
+    names: Vec<Arc<str>>,
     record: csv::ByteRecord,
     lines: LineCounter,
 }
@@ -81,6 +85,10 @@ impl CsvRows {
         Ok(CsvRows {
             reader,
             delimiter,
+            names: headers
+                .iter()
+                .map(|name| Arc::from(name.as_str()))
+                .collect(),
             headers,
             record: csv::ByteRecord::new(),
             lines,
@@ -157,7 +165,7 @@ impl CsvRows {
             ));
         }
         let mut cells = Vec::with_capacity(n_columns);
-        for (idx, (name, field)) in self.headers.iter().zip(self.record.iter()).enumerate() {
+        for (idx, (name, field)) in self.names.iter().zip(self.record.iter()).enumerate() {
             let text = std::str::from_utf8(field).map_err(|error| {
                 Problem::new(
                     line,

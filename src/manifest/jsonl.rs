@@ -112,7 +112,7 @@ fn parse_json_line(columns: &mut Vec<String>, line: u64, bytes: &[u8]) -> Result
         }
         cells.push(Cell {
             index: idx + 1,
-            name,
+            name: name.into(),
             value,
         });
     }

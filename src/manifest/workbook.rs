@@ -513,7 +513,7 @@ fn raw_row(
         .zip(values)
         .map(|((number, name), value)| Cell {
             index: *number,
-            name: name.clone(),
+            name: name.as_str().into(),
             value,
         })
         .collect();
