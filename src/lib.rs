@@ -21,3 +21,4 @@ pub mod row;
 pub mod runner;
 pub mod simulator;
 pub mod validate;
+pub mod written;

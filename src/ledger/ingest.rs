@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, params, params_from_iter};
 use super::error::Result;
 use super::paid::PaidContext;
 use super::records::{IngestOutcome, KeyCells, PendingCost, Renamed};
+use super::schema::RESULTS_STAMP_KEY;
 use super::store::{Ledger, now_ms, write_meta};
 use crate::job::{JobId, JobSpec, JobState, json_hash};
 
@@ -18,7 +19,12 @@ impl Ledger {
         // The invalid rows are those of the manifest being taken in; the
         // last ingest's fingerprint holds only if this one leaves it again.
         tx.execute("DELETE FROM invalid_rows", [])?;
-        tx.execute("DELETE FROM meta WHERE key = ?1", [FINGERPRINT_KEY])?;
+        // Nor do the results files written from the last one (jobs are
+        // inserted without a trigger dropping their stamp, see schema 6).
+        tx.execute(
+            "DELETE FROM meta WHERE key IN (?1, ?2)",
+            [FINGERPRINT_KEY, RESULTS_STAMP_KEY],
+        )?;
         let generation: i64 = tx.query_row(
             "SELECT COALESCE(MAX(seen_generation), 0) + 1 FROM jobs",
             [],

@@ -15,7 +15,7 @@ mod retry;
 mod schema;
 mod store;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use actor::LedgerHandle;
 pub use error::{LedgerError, Result};
@@ -26,4 +26,5 @@ pub use records::{
     CheckedFile, ErrorRecord, IngestOutcome, JobRecord, KeyCells, LiveTask, PaidElsewhere,
     PendingCost, PendingJob, Renamed, Reservation, ResultRow, RetryCounts, RetrySelection,
 };
+pub use schema::RESULTS_STAMP_KEY;
 pub use store::{Ledger, SIMULATOR, now_ms};

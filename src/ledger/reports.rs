@@ -121,16 +121,25 @@ impl Ledger {
     }
 
     /// Jobs in `state`, in manifest order (rows no longer in it last).
+    ///
+    /// Two queries, each in the order of an index (`jobs_by_state`, then
+    /// the few rows no longer in the manifest), so that the first pending
+    /// job of a million is found without sorting them all (`status`).
     pub fn jobs_in_state(&self, state: JobState, limit: usize) -> Result<Vec<JobRecord>> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY manifest_row IS NULL, manifest_row, updated_at LIMIT ?2"
-        );
         let mut jobs = Vec::new();
-        self.query_jobs(&sql, params![state.as_str(), limit as i64], &mut |job| {
-            jobs.push(job);
-            Ok(())
-        })?
-        .expect("collecting into a Vec cannot fail");
+        for filter in [
+            "manifest_row IS NOT NULL ORDER BY manifest_row",
+            "manifest_row IS NULL ORDER BY updated_at",
+        ] {
+            let sql =
+                format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 AND {filter} LIMIT ?2");
+            let left = limit.saturating_sub(jobs.len());
+            self.query_jobs(&sql, params![state.as_str(), left as i64], &mut |job| {
+                jobs.push(job);
+                Ok(())
+            })?
+            .expect("collecting into a Vec cannot fail");
+        }
         Ok(jobs)
     }
 

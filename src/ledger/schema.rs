@@ -113,7 +113,28 @@ const MIGRATIONS: &[&str] = &[
         checked_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 6: the results tables and the gallery a run wrote stay current until
+    // a job changes: any update or deletion of a job drops their stamp
+    // (`RESULTS_STAMP_KEY`, see `crate::written`); jobs are inserted only
+    // by an ingest, which drops it itself (once, not once a row). Held
+    // edits get a small index of their own, so `status` finds them
+    // without reading every job.
+    "
+    CREATE TRIGGER jobs_update_unstamps_results AFTER UPDATE ON jobs
+    BEGIN
+        DELETE FROM meta WHERE key = 'results_stamp';
+    END;
+    CREATE TRIGGER jobs_delete_unstamps_results AFTER DELETE ON jobs
+    BEGIN
+        DELETE FROM meta WHERE key = 'results_stamp';
+    END;
+    CREATE INDEX jobs_edited ON jobs (manifest_row) WHERE edited_request_json IS NOT NULL;
+    ",
 ];
+
+/// The `meta` key of the stamp of the results files last written: the
+/// triggers of migration 6 name it too.
+pub const RESULTS_STAMP_KEY: &str = "results_stamp";
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -262,6 +283,45 @@ mod tests {
             )
             .unwrap();
         assert_eq!(n_indexes, 1);
+    }
+
+    #[test]
+    fn changing_or_deleting_a_job_drops_the_results_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let conn = Connection::open(&path).unwrap();
+        prepare(&conn, &path).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (job_id, manifest_line, seen_generation, input_json, request_json, request_hash, \
+             state, created_at, updated_at) VALUES ('a', 2, 1, '{}', '{}', 'h', 'pending', 0, 0)",
+            [],
+        )
+        .unwrap();
+        let stamped = || {
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, 'x')",
+                [RESULTS_STAMP_KEY],
+            )
+            .unwrap();
+        };
+        let has_stamp = || -> bool {
+            conn.query_row(
+                "SELECT COUNT(*) FROM meta WHERE key = ?1",
+                [RESULTS_STAMP_KEY],
+                |row| row.get::<_, i64>(0),
+            )
+            .unwrap()
+                == 1
+        };
+        stamped();
+        assert!(has_stamp());
+        conn.execute("UPDATE jobs SET attempts = 1", []).unwrap();
+        assert!(!has_stamp(), "an update drops the stamp");
+        stamped();
+        conn.execute("DELETE FROM jobs", []).unwrap();
+        assert!(!has_stamp(), "a deletion drops the stamp");
+        let migration = MIGRATIONS[5];
+        assert_eq!(migration.matches(RESULTS_STAMP_KEY).count(), 2);
     }
 
     #[test]
