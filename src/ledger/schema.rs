@@ -113,28 +113,40 @@ const MIGRATIONS: &[&str] = &[
         checked_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
-    // 6: the results tables and the gallery a run wrote stay current until
-    // a job changes: any update or deletion of a job drops their stamp
-    // (`RESULTS_STAMP_KEY`, see `crate::written`); jobs are inserted only
-    // by an ingest, which drops it itself (once, not once a row). Held
-    // edits get a small index of their own, so `status` finds them
-    // without reading every job.
+    // 6: what is derived from the jobs and kept in `meta` under a key
+    // starting with `derived.` (the stamp of the results
+    // files written, the pending rows' costs) holds until a job changes:
+    // any update or deletion of a job drops it; jobs are inserted only by
+    // an ingest, which drops it itself (once, not once a row). Held edits
+    // get a small index of their own, so `status` finds them without
+    // reading every job.
     "
-    CREATE TRIGGER jobs_update_unstamps_results AFTER UPDATE ON jobs
+    CREATE TRIGGER jobs_update_drops_derived AFTER UPDATE ON jobs
     BEGIN
-        DELETE FROM meta WHERE key = 'results_stamp';
+        DELETE FROM meta WHERE key >= 'derived.' AND key < 'derived/';
     END;
-    CREATE TRIGGER jobs_delete_unstamps_results AFTER DELETE ON jobs
+    CREATE TRIGGER jobs_delete_drops_derived AFTER DELETE ON jobs
     BEGIN
-        DELETE FROM meta WHERE key = 'results_stamp';
+        DELETE FROM meta WHERE key >= 'derived.' AND key < 'derived/';
     END;
     CREATE INDEX jobs_edited ON jobs (manifest_row) WHERE edited_request_json IS NOT NULL;
     ",
 ];
 
-/// The `meta` key of the stamp of the results files last written: the
-/// triggers of migration 6 name it too.
-pub const RESULTS_STAMP_KEY: &str = "results_stamp";
+/// The `meta` key of the stamp of the results files last written.
+pub const RESULTS_STAMP_KEY: &str = "derived.results_stamp";
+
+/// The `meta` key of the pending rows grouped by cost.
+pub const PENDING_GROUPS_KEY: &str = "derived.pending_groups";
+
+/// Drops what is derived from the jobs (an ingest is about to change them).
+pub fn drop_derived(conn: &Connection) -> Result<()> {
+    conn.execute(
+        "DELETE FROM meta WHERE key >= 'derived.' AND key < 'derived/'",
+        [],
+    )?;
+    Ok(())
+}
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -321,7 +333,9 @@ mod tests {
         conn.execute("DELETE FROM jobs", []).unwrap();
         assert!(!has_stamp(), "a deletion drops the stamp");
         let migration = MIGRATIONS[5];
-        assert_eq!(migration.matches(RESULTS_STAMP_KEY).count(), 2);
+        assert_eq!(migration.matches("'derived.'").count(), 2);
+        assert!(RESULTS_STAMP_KEY.starts_with("derived."));
+        assert!(PENDING_GROUPS_KEY.starts_with("derived."));
     }
 
     #[test]
