@@ -82,7 +82,10 @@ mod tests {
         let mut ledger = Ledger::open_temporary().unwrap();
         ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "p", 3)]);
         let files = written(dir.path());
-        assert!(!still_current(&ledger, "csv", &files).unwrap(), "never stamped");
+        assert!(
+            !still_current(&ledger, "csv", &files).unwrap(),
+            "never stamped"
+        );
         remember(&ledger, "csv", &files).unwrap();
         assert!(still_current(&ledger, "csv", &files).unwrap());
         assert!(

@@ -452,9 +452,52 @@ mod tests {
     }
 
     #[test]
+    fn pending_groups_count_every_pending_row_and_follow_changes() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        let mut specs: Vec<_> = (0..5).map(|i| spec(&format!("r{i}"), "p", i + 2)).collect();
+        specs[3].request.resolution = "1080p".into();
+        {
+            let mut ingest = ledger.begin_ingest().unwrap();
+            for (i, spec) in specs.iter().enumerate() {
+                let cost = if i == 4 { None } else { Some(225_000) };
+                ingest.add(spec, cost).unwrap();
+            }
+            ingest.finish(&["id".to_owned()]).unwrap();
+        }
+        let summary = |ledger: &Ledger| -> Vec<(String, Option<u64>, u64, u64)> {
+            ledger
+                .pending_groups()
+                .unwrap()
+                .into_iter()
+                .map(|group| {
+                    let resolution = group.request.resolution;
+                    (resolution, group.cost_micros, group.first_line, group.n)
+                })
+                .collect()
+        };
+        let expected = vec![
+            ("720p".to_owned(), Some(225_000), 2, 3),
+            ("1080p".to_owned(), Some(225_000), 5, 1),
+            ("720p".to_owned(), None, 6, 1),
+        ];
+        assert_eq!(summary(&ledger), expected);
+        assert!(ledger.meta(PENDING_GROUPS_KEY).unwrap().is_some(), "kept");
+        assert_eq!(summary(&ledger), expected, "read back from meta");
+        // A job leaves the pending rows: the kept groups are dropped.
+        ledger.mark_submitting(&id("r0"), None).unwrap();
+        assert!(ledger.meta(PENDING_GROUPS_KEY).unwrap().is_none());
+        let mut expected = expected;
+        expected[0] = ("720p".to_owned(), Some(225_000), 3, 2);
+        assert_eq!(summary(&ledger), expected);
+    }
+
+    #[test]
     fn jobs_in_state_match_the_one_sorted_query() {
         let mut ledger = Ledger::open_temporary().unwrap();
-        ingest(&mut ledger, &[spec("gone-1", "p", 2), spec("gone-2", "q", 3)]);
+        ingest(
+            &mut ledger,
+            &[spec("gone-1", "p", 2), spec("gone-2", "q", 3)],
+        );
         let rows: Vec<_> = (0..6).map(|i| spec(&format!("r{i}"), "p", i + 2)).collect();
         ingest(&mut ledger, &rows);
         ledger

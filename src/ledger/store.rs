@@ -236,7 +236,8 @@ impl Ledger {
 
     /// Removes a `meta` entry, if there is one.
     pub fn forget_meta(&self, key: &str) -> Result<()> {
-        self.conn.execute("DELETE FROM meta WHERE key = ?1", [key])?;
+        self.conn
+            .execute("DELETE FROM meta WHERE key = ?1", [key])?;
         Ok(())
     }
 
