@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::fingerprint::ingest_fingerprint;
 use crate::job::Counts;
 use crate::job::{JobId, JobSpec, JobState};
-use crate::ledger::PendingCost;
+use crate::ledger::PendingGroup;
 use crate::ledger::{Ingest, IngestOutcome, KeyCells, Ledger};
 use crate::manifest::Manifest;
 use crate::price::{CostBreakdown, PriceTable, Usd};
@@ -568,7 +568,9 @@ impl Planned {
             counts: Counts(ingest.counts()?),
             ..Planned::default()
         };
-        ingest.pending_costs(&mut |row| planned.add(row, prices))?;
+        for group in ingest.pending_groups()? {
+            planned.add(group, prices);
+        }
         Ok(planned)
     }
 
@@ -578,26 +580,34 @@ impl Planned {
             counts: Counts(ledger.counts(true)?),
             ..Planned::default()
         };
-        ledger.pending_costs(&mut |row| planned.add(row, prices))?;
+        for group in ledger.pending_groups()? {
+            planned.add(group, prices);
+        }
         Ok(planned)
     }
 
-    fn add(&mut self, row: PendingCost, prices: &PriceTable) {
-        let request = &row.request;
+    /// Counts a group of rows of the same kind and cost.
+    fn add(&mut self, group: PendingGroup, prices: &PriceTable) {
+        let request = &group.request;
         let (resolution, duration, audio) = (
             request.resolution.as_str(),
             request.duration,
             request.generate_audio_switch,
         );
-        let cost = row
+        let cost = group
             .cost_micros
             .map(Usd::from_micros)
             .or_else(|| prices.cost(resolution, duration, audio));
         match cost {
-            Some(cost) => self
-                .breakdown
-                .add(resolution, duration, audio, cost, row.line),
-            None => self.n_unpriced += 1,
+            Some(cost) => self.breakdown.add_many(
+                resolution,
+                duration,
+                audio,
+                cost,
+                group.first_line,
+                group.n,
+            ),
+            None => self.n_unpriced += group.n,
         }
     }
 }

@@ -23,3 +23,4 @@ pub mod row;
 pub mod runner;
 pub mod simulator;
 pub mod validate;
+pub mod written;

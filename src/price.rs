@@ -534,8 +534,24 @@ impl CostBreakdown {
         cost: Usd,
         row_line: u64,
     ) {
-        self.total += cost;
-        self.n_jobs += 1;
+        self.add_many(resolution, duration_seconds, audio, cost, row_line, 1);
+    }
+
+    /// Counts `n` jobs of the same kind and cost, the first of them on
+    /// `first_line`: the same as `add` for each in manifest order.
+    pub fn add_many(
+        &mut self,
+        resolution: &str,
+        duration_seconds: u32,
+        audio: bool,
+        cost: Usd,
+        first_line: u64,
+        n: u64,
+    ) {
+        let row_line = first_line;
+        let all = Usd::from_micros(cost.micros().saturating_mul(n));
+        self.total += all;
+        self.n_jobs += n;
         let found = self
             .groups
             .binary_search_by(|group| group.cmp_key(resolution, duration_seconds, audio));
@@ -551,8 +567,8 @@ impl CostBreakdown {
             index
         });
         let group = &mut self.groups[index];
-        group.n_jobs += 1;
-        group.subtotal += cost;
+        group.n_jobs += n;
+        group.subtotal += all;
         if self.most_expensive.is_none_or(|row| cost > row.cost) {
             self.most_expensive = Some(RowCost {
                 line: row_line,

@@ -29,6 +29,7 @@ use crate::report::{
 };
 use crate::runner::{Control, Engine, RunReport, Stop, prepare_out_dir};
 use crate::simulator::{self, SimHandle};
+use crate::written;
 
 pub async fn run(
     args: RunArgs,
@@ -334,26 +335,30 @@ struct Finished {
     left: CostBreakdown,
 }
 
-/// Writes the results tables and the gallery and reads the final counts;
-/// the ledger thread ends when `ledger` is dropped here.
+/// Writes the results tables and the gallery (unless they are still
+/// current: see `crate::written`) and reads the final counts; the ledger
+/// thread ends when `ledger` is dropped here.
 async fn finish(config: &RunConfig, ledger: LedgerHandle) -> Result<Finished, Error> {
-    let results_paths = write_tables(config, &ledger).await?;
+    let formats = results_formats(config, &ledger).await?;
     let gallery_path = config.settings.out_dir.join(GALLERY_FILE);
-    let (out_dir, path) = (config.settings.out_dir.clone(), gallery_path.clone());
-    let manifest = config.manifest.clone();
-    let gallery = ledger
-        .with(move |ledger| {
-            let title = manifest.file_name().unwrap_or_default().to_string_lossy();
-            write_gallery_file(ledger, &out_dir, manifest.parent(), &title, &path)
-        })
-        .await?;
-    // The videos are safe whatever happens to the gallery: say so and go on.
-    let gallery_path = match gallery {
-        Ok(_) => Some(gallery_path),
-        Err(error) => {
-            warn!("{error}");
-            None
-        }
+    let mut files: Vec<PathBuf> = formats
+        .iter()
+        .map(|format| results_path(config, *format))
+        .collect();
+    files.push(gallery_path.clone());
+    let inputs = written_inputs(config, &formats);
+    let current = {
+        let (inputs, files) = (inputs.clone(), files.clone());
+        ledger
+            .with(move |ledger| written::still_current(ledger, &inputs, &files))
+            .await??
+    };
+    let (results_paths, gallery_path) = if current {
+        info!("no job changed since the results and the gallery were written: they are kept");
+        files.pop();
+        (files, Some(gallery_path))
+    } else {
+        write_outputs(config, &ledger, &formats, inputs, files).await?
     };
     Ok(Finished {
         results_paths,
@@ -375,22 +380,92 @@ async fn finish(config: &RunConfig, ledger: LedgerHandle) -> Result<Finished, Er
     })
 }
 
-/// Writes the results table, and the workbook beside it when the manifest
-/// was one or `--excel` asks; returns the tables written.
-async fn write_tables(config: &RunConfig, ledger: &LedgerHandle) -> Result<Vec<PathBuf>, Error> {
-    let excel = config.excel;
+/// The results tables a run writes: its format, and a workbook too when
+/// the manifest was one or `--excel` asks.
+async fn results_formats(
+    config: &RunConfig,
+    ledger: &LedgerHandle,
+) -> Result<Vec<ResultsFormat>, Error> {
     let mut formats = vec![config.results_format];
     let workbook_manifest = ledger
         .call(|ledger| ledger.meta(MANIFEST_WORKBOOK_KEY))
         .await?
         .is_some_and(|workbook| workbook == "yes");
-    if (excel || workbook_manifest) && !formats.contains(&ResultsFormat::Xlsx) {
+    if (config.excel || workbook_manifest) && !formats.contains(&ResultsFormat::Xlsx) {
         formats.push(ResultsFormat::Xlsx);
     }
+    Ok(formats)
+}
+
+fn results_path(config: &RunConfig, format: ResultsFormat) -> PathBuf {
+    config
+        .settings
+        .out_dir
+        .join(format!("results.{}", format.extension()))
+}
+
+/// What shapes the results files besides the jobs: the formats, and the
+/// folders their links are relative to (as given and absolute).
+fn written_inputs(config: &RunConfig, formats: &[ResultsFormat]) -> String {
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    format!(
+        "{formats:?} excel={}\nout={:?} {:?}\nmanifest={:?} {:?}\ncwd={:?}",
+        config.excel,
+        config.settings.out_dir,
+        absolute(&config.settings.out_dir),
+        config.manifest,
+        absolute(&config.manifest),
+        std::env::current_dir().ok(),
+    )
+}
+
+/// Writes the results tables and the gallery; when every one was written,
+/// stamps them (`crate::written`) so that a run changing nothing keeps
+/// them. Returns the tables and the gallery written.
+async fn write_outputs(
+    config: &RunConfig,
+    ledger: &LedgerHandle,
+    formats: &[ResultsFormat],
+    inputs: String,
+    files: Vec<PathBuf>,
+) -> Result<(Vec<PathBuf>, Option<PathBuf>), Error> {
+    let results_paths = write_tables(config, ledger, formats).await?;
+    let gallery_path = config.settings.out_dir.join(GALLERY_FILE);
+    let (out_dir, path) = (config.settings.out_dir.clone(), gallery_path.clone());
+    let manifest = config.manifest.clone();
+    let all_written = results_paths.len() == formats.len();
+    let gallery = ledger
+        .with(move |ledger| {
+            let title = manifest.file_name().unwrap_or_default().to_string_lossy();
+            write_gallery_file(ledger, &out_dir, manifest.parent(), &title, &path)?;
+            if all_written {
+                written::remember(ledger, &inputs, &files)?;
+            }
+            Ok::<_, Error>(())
+        })
+        .await?;
+    // The videos are safe whatever happens to the gallery: say so and go on.
+    let gallery_path = match gallery {
+        Ok(()) => Some(gallery_path),
+        Err(error) => {
+            warn!("{error}");
+            None
+        }
+    };
+    Ok((results_paths, gallery_path))
+}
+
+/// Writes the results tables in `formats`; returns the tables written.
+async fn write_tables(
+    config: &RunConfig,
+    ledger: &LedgerHandle,
+    formats: &[ResultsFormat],
+) -> Result<Vec<PathBuf>, Error> {
+    let excel = config.excel;
     let mut results_paths = Vec::new();
-    for format in formats {
+    for &format in formats {
         let out_dir = config.settings.out_dir.clone();
-        let path = out_dir.join(format!("results.{}", format.extension()));
+        let path = results_path(config, format);
         let options = TableOptions { format, excel };
         let written = {
             let path = path.clone();

@@ -6,7 +6,8 @@ use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use super::error::Result;
 use super::paid::PaidContext;
-use super::records::{IngestOutcome, KeyCells, PendingCost, Renamed};
+use super::records::{IngestOutcome, KeyCells, PendingGroup, Renamed};
+use super::schema::drop_derived;
 use super::store::{Ledger, now_ms, write_meta};
 use crate::job::{JobId, JobSpec, JobState, json_hash};
 
@@ -19,6 +20,9 @@ impl Ledger {
         // last ingest's fingerprint holds only if this one leaves it again.
         tx.execute("DELETE FROM invalid_rows", [])?;
         tx.execute("DELETE FROM meta WHERE key = ?1", [FINGERPRINT_KEY])?;
+        // Nor does what was derived from its jobs (they are inserted
+        // without a trigger dropping it, see schema 6).
+        drop_derived(&tx)?;
         let generation: i64 = tx.query_row(
             "SELECT COALESCE(MAX(seen_generation), 0) + 1 FROM jobs",
             [],
@@ -297,10 +301,10 @@ impl Ingest<'_> {
         Ok((count as u64, rows.collect::<Result<_, _>>()?))
     }
 
-    /// The rows this manifest would submit, with their costs, as if it were
+    /// The rows this manifest would submit, grouped by cost, as if it were
     /// committed (for `plan`, which then drops the ingest).
-    pub fn pending_costs(&self, visit: &mut dyn FnMut(PendingCost)) -> Result<()> {
-        super::reports::pending_costs(&self.tx, visit)
+    pub fn pending_groups(&self) -> Result<Vec<PendingGroup>> {
+        super::reports::pending_groups(&self.tx)
     }
 
     /// Counts by state of this manifest's rows, as if it were committed.

@@ -15,7 +15,7 @@ mod retry;
 mod schema;
 mod store;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use actor::LedgerHandle;
 pub use error::{LedgerError, Result};
@@ -24,6 +24,8 @@ pub use ingest::{Ingest, LastIngest};
 pub use lock::{LockHolder, RunLock};
 pub use records::{
     CheckedFile, ErrorRecord, IngestOutcome, JobRecord, KeyCells, LiveTask, PaidElsewhere,
-    PendingCost, PendingJob, Renamed, Reservation, ResultRow, RetryCounts, RetrySelection,
+    PendingCost, PendingGroup, PendingJob, PricedRequest, Renamed, Reservation, ResultRow,
+    RetryCounts, RetrySelection,
 };
+pub use schema::RESULTS_STAMP_KEY;
 pub use store::{Ledger, SIMULATOR, now_ms};

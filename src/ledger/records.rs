@@ -159,8 +159,28 @@ impl ResultRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingCost {
     pub line: u64,
-    pub request: VideoRequest,
+    pub request: PricedRequest,
     pub cost_micros: Option<u64>,
+}
+
+/// Rows the next run would submit that cost the same: `n` of them, of one
+/// kind (`request`) and stored cost, the first on `first_line`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct PendingGroup {
+    pub request: PricedRequest,
+    pub cost_micros: Option<u64>,
+    pub first_line: u64,
+    pub n: u64,
+}
+
+/// What a request's price depends on: read from its stored JSON without
+/// the rest (a million rows' images and prompts are never copied out to
+/// plan a run).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize, serde::Serialize)]
+pub struct PricedRequest {
+    pub resolution: String,
+    pub duration: u32,
+    pub generate_audio_switch: bool,
 }
 
 /// Which jobs `pixbatch retry` puts back.

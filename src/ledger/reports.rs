@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, params};
 
 use super::error::Result;
-use super::records::{JobRecord, KeyCells, PendingCost, ResultRow};
+use super::records::{JobRecord, KeyCells, PendingCost, PendingGroup, PricedRequest, ResultRow};
+use super::schema::PENDING_GROUPS_KEY;
 use super::store::Ledger;
 use crate::job::{JobId, JobState};
 
@@ -26,8 +27,9 @@ pub(super) fn pending_costs(conn: &Connection, visit: &mut dyn FnMut(PendingCost
     let mut stmt = conn.prepare(PENDING_OF_MANIFEST)?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let request: String = row.get(1)?;
-        let Ok(request) = serde_json::from_str(&request) else {
+        // Borrowed from SQLite's row, parsed for its price only.
+        let request = row.get_ref(1)?.as_str().unwrap_or_default();
+        let Ok(request) = serde_json::from_str(request) else {
             continue;
         };
         visit(PendingCost {
@@ -37,6 +39,29 @@ pub(super) fn pending_costs(conn: &Connection, visit: &mut dyn FnMut(PendingCost
         });
     }
     Ok(())
+}
+
+/// The rows `pending_costs` visits, grouped by kind and stored cost, in
+/// the order of each group's first row.
+pub(super) fn pending_groups(conn: &Connection) -> Result<Vec<PendingGroup>> {
+    let mut groups: BTreeMap<(PricedRequest, Option<u64>), (u64, u64)> = BTreeMap::new();
+    pending_costs(conn, &mut |row| {
+        let (_, n) = groups
+            .entry((row.request, row.cost_micros))
+            .or_insert((row.line, 0));
+        *n += 1;
+    })?;
+    let mut groups: Vec<PendingGroup> = groups
+        .into_iter()
+        .map(|((request, cost_micros), (first_line, n))| PendingGroup {
+            request,
+            cost_micros,
+            first_line,
+            n,
+        })
+        .collect();
+    groups.sort_by_key(|group| group.first_line);
+    Ok(groups)
 }
 
 /// Counts by state of the manifest ingested last (or being ingested).
@@ -67,9 +92,18 @@ fn count_states(conn: &Connection, sql: &str) -> Result<BTreeMap<JobState, u64>>
 }
 
 impl Ledger {
-    /// Every row the next run would submit, with its cost, in manifest order.
-    pub fn pending_costs(&self, visit: &mut dyn FnMut(PendingCost)) -> Result<()> {
-        pending_costs(&self.conn, visit)
+    /// The rows the next run would submit, grouped by kind and stored cost
+    /// (`pending_groups`). Kept in `meta` until a job changes (schema 6),
+    /// so a run that changed nothing does not read a million rows twice.
+    pub fn pending_groups(&self) -> Result<Vec<PendingGroup>> {
+        let cached = self.meta(PENDING_GROUPS_KEY)?;
+        if let Some(groups) = cached.and_then(|text| serde_json::from_str(&text).ok()) {
+            return Ok(groups);
+        }
+        let groups = pending_groups(&self.conn)?;
+        let text = serde_json::to_string(&groups).expect("groups always serialize");
+        self.set_meta(PENDING_GROUPS_KEY, &text)?;
+        Ok(groups)
     }
 
     /// The estimated spend of each job, summed (micro-dollars).
@@ -121,16 +155,25 @@ impl Ledger {
     }
 
     /// Jobs in `state`, in manifest order (rows no longer in it last).
+    ///
+    /// Two queries, each in the order of an index (`jobs_by_state`, then
+    /// the few rows no longer in the manifest), so that the first pending
+    /// job of a million is found without sorting them all (`status`).
     pub fn jobs_in_state(&self, state: JobState, limit: usize) -> Result<Vec<JobRecord>> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY manifest_row IS NULL, manifest_row, updated_at LIMIT ?2"
-        );
         let mut jobs = Vec::new();
-        self.query_jobs(&sql, params![state.as_str(), limit as i64], &mut |job| {
-            jobs.push(job);
-            Ok(())
-        })?
-        .expect("collecting into a Vec cannot fail");
+        for filter in [
+            "manifest_row IS NOT NULL ORDER BY manifest_row",
+            "manifest_row IS NULL ORDER BY updated_at",
+        ] {
+            let sql =
+                format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 AND {filter} LIMIT ?2");
+            let left = limit.saturating_sub(jobs.len());
+            self.query_jobs(&sql, params![state.as_str(), left as i64], &mut |job| {
+                jobs.push(job);
+                Ok(())
+            })?
+            .expect("collecting into a Vec cannot fail");
+        }
         Ok(jobs)
     }
 
@@ -406,6 +449,91 @@ mod tests {
             image: Some(crate::job::tests::request().image),
         };
         assert_eq!(cells, [expected]);
+    }
+
+    #[test]
+    fn pending_groups_count_every_pending_row_and_follow_changes() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        let mut specs: Vec<_> = (0..5).map(|i| spec(&format!("r{i}"), "p", i + 2)).collect();
+        specs[3].request.resolution = "1080p".into();
+        {
+            let mut ingest = ledger.begin_ingest().unwrap();
+            for (i, spec) in specs.iter().enumerate() {
+                let cost = if i == 4 { None } else { Some(225_000) };
+                ingest.add(spec, cost).unwrap();
+            }
+            ingest.finish(&["id".to_owned()]).unwrap();
+        }
+        let summary = |ledger: &Ledger| -> Vec<(String, Option<u64>, u64, u64)> {
+            ledger
+                .pending_groups()
+                .unwrap()
+                .into_iter()
+                .map(|group| {
+                    let resolution = group.request.resolution;
+                    (resolution, group.cost_micros, group.first_line, group.n)
+                })
+                .collect()
+        };
+        let expected = vec![
+            ("720p".to_owned(), Some(225_000), 2, 3),
+            ("1080p".to_owned(), Some(225_000), 5, 1),
+            ("720p".to_owned(), None, 6, 1),
+        ];
+        assert_eq!(summary(&ledger), expected);
+        assert!(ledger.meta(PENDING_GROUPS_KEY).unwrap().is_some(), "kept");
+        assert_eq!(summary(&ledger), expected, "read back from meta");
+        // A job leaves the pending rows: the kept groups are dropped.
+        ledger.mark_submitting(&id("r0"), None).unwrap();
+        assert!(ledger.meta(PENDING_GROUPS_KEY).unwrap().is_none());
+        let mut expected = expected;
+        expected[0] = ("720p".to_owned(), Some(225_000), 3, 2);
+        assert_eq!(summary(&ledger), expected);
+    }
+
+    #[test]
+    fn jobs_in_state_match_the_one_sorted_query() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(
+            &mut ledger,
+            &[spec("gone-1", "p", 2), spec("gone-2", "q", 3)],
+        );
+        let rows: Vec<_> = (0..6).map(|i| spec(&format!("r{i}"), "p", i + 2)).collect();
+        ingest(&mut ledger, &rows);
+        ledger
+            .conn
+            .execute_batch(
+                "UPDATE jobs SET updated_at = 20 WHERE job_id = 'gone-1';
+                 UPDATE jobs SET updated_at = 10 WHERE job_id = 'gone-2';",
+            )
+            .unwrap();
+        let slow = |limit: i64| -> Vec<String> {
+            let mut stmt = ledger
+                .conn
+                .prepare(
+                    "SELECT job_id FROM jobs WHERE state = 'pending' \
+                     ORDER BY manifest_row IS NULL, manifest_row, updated_at LIMIT ?1",
+                )
+                .unwrap();
+            stmt.query_map([limit], |row| row.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        for limit in [0, 1, 5, 6, 7, 8, 20] {
+            let fast: Vec<String> = ledger
+                .jobs_in_state(JobState::Pending, limit)
+                .unwrap()
+                .into_iter()
+                .map(|job| job.job_id.0)
+                .collect();
+            assert_eq!(fast, slow(limit as i64), "limit {limit}");
+        }
+        assert_eq!(
+            ledger.jobs_in_state(JobState::Pending, 8).unwrap()[6].job_id,
+            id("gone-2"),
+            "rows no longer in the manifest come last, oldest first"
+        );
     }
 
     #[test]

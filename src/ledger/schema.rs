@@ -113,7 +113,40 @@ const MIGRATIONS: &[&str] = &[
         checked_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 6: what is derived from the jobs and kept in `meta` under a key
+    // starting with `derived.` (the stamp of the results
+    // files written, the pending rows' costs) holds until a job changes:
+    // any update or deletion of a job drops it; jobs are inserted only by
+    // an ingest, which drops it itself (once, not once a row). Held edits
+    // get a small index of their own, so `status` finds them without
+    // reading every job.
+    "
+    CREATE TRIGGER jobs_update_drops_derived AFTER UPDATE ON jobs
+    BEGIN
+        DELETE FROM meta WHERE key >= 'derived.' AND key < 'derived/';
+    END;
+    CREATE TRIGGER jobs_delete_drops_derived AFTER DELETE ON jobs
+    BEGIN
+        DELETE FROM meta WHERE key >= 'derived.' AND key < 'derived/';
+    END;
+    CREATE INDEX jobs_edited ON jobs (manifest_row) WHERE edited_request_json IS NOT NULL;
+    ",
 ];
+
+/// The `meta` key of the stamp of the results files last written.
+pub const RESULTS_STAMP_KEY: &str = "derived.results_stamp";
+
+/// The `meta` key of the pending rows grouped by cost.
+pub const PENDING_GROUPS_KEY: &str = "derived.pending_groups";
+
+/// Drops what is derived from the jobs (an ingest is about to change them).
+pub fn drop_derived(conn: &Connection) -> Result<()> {
+    conn.execute(
+        "DELETE FROM meta WHERE key >= 'derived.' AND key < 'derived/'",
+        [],
+    )?;
+    Ok(())
+}
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -262,6 +295,47 @@ mod tests {
             )
             .unwrap();
         assert_eq!(n_indexes, 1);
+    }
+
+    #[test]
+    fn changing_or_deleting_a_job_drops_the_results_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let conn = Connection::open(&path).unwrap();
+        prepare(&conn, &path).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (job_id, manifest_line, seen_generation, input_json, request_json, request_hash, \
+             state, created_at, updated_at) VALUES ('a', 2, 1, '{}', '{}', 'h', 'pending', 0, 0)",
+            [],
+        )
+        .unwrap();
+        let stamped = || {
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, 'x')",
+                [RESULTS_STAMP_KEY],
+            )
+            .unwrap();
+        };
+        let has_stamp = || -> bool {
+            conn.query_row(
+                "SELECT COUNT(*) FROM meta WHERE key = ?1",
+                [RESULTS_STAMP_KEY],
+                |row| row.get::<_, i64>(0),
+            )
+            .unwrap()
+                == 1
+        };
+        stamped();
+        assert!(has_stamp());
+        conn.execute("UPDATE jobs SET attempts = 1", []).unwrap();
+        assert!(!has_stamp(), "an update drops the stamp");
+        stamped();
+        conn.execute("DELETE FROM jobs", []).unwrap();
+        assert!(!has_stamp(), "a deletion drops the stamp");
+        let migration = MIGRATIONS[5];
+        assert_eq!(migration.matches("'derived.'").count(), 2);
+        assert!(RESULTS_STAMP_KEY.starts_with("derived."));
+        assert!(PENDING_GROUPS_KEY.starts_with("derived."));
     }
 
     #[test]

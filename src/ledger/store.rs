@@ -234,6 +234,13 @@ impl Ledger {
         write_meta(&self.conn, key, value)
     }
 
+    /// Removes a `meta` entry, if there is one.
+    pub fn forget_meta(&self, key: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM meta WHERE key = ?1", [key])?;
+        Ok(())
+    }
+
     /// Ties the ledger to the endpoint its tasks were made against (a base
     /// URL, or `SIMULATOR`), recording it on first use. Another endpoint is
     /// refused unless `allow_change`, which moves the ledger over to it.

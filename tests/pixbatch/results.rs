@@ -497,3 +497,52 @@ fn paths_on_stdout_and_in_relative_folders_follow_the_current_directory() {
     assert_eq!(local_path, Path::new("renders/sunrise-01.mp4"));
     assert!(dir.path().join(local_path).is_file());
 }
+
+/// A file's inode and modification time: equal only if it was not rewritten.
+fn identity(path: &Path) -> (u64, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).unwrap();
+    (metadata.ino(), metadata.modified().unwrap())
+}
+
+#[tokio::test]
+async fn a_run_that_changes_nothing_keeps_the_results_and_the_gallery() {
+    let scratch = Scratch::new(fast_sim()).await;
+    scratch.write_manifest(
+        "id,image,prompt\n\
+         a,https://x.io/a.png,shot a\n\
+         b,https://x.io/b.png,shot b\n",
+    );
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    let (table, gallery) = (
+        scratch.out().join("results.csv"),
+        scratch.out().join("index.html"),
+    );
+    let written = (identity(&table), identity(&gallery));
+    let before = std::fs::read(&table).unwrap();
+
+    // Every job is done: nothing changes, nothing is written again.
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    assert_eq!((identity(&table), identity(&gallery)), written);
+    assert_eq!(std::fs::read(&table).unwrap(), before);
+
+    // A table edited by hand is written again, whole.
+    std::fs::write(&table, "edited").unwrap();
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    assert_eq!(std::fs::read(&table).unwrap(), before);
+    let rewritten = (identity(&table), identity(&gallery));
+    assert_ne!(rewritten.0, written.0);
+
+    // A new row (a changed manifest): both are written again, with it.
+    scratch.write_manifest(
+        "id,image,prompt\n\
+         a,https://x.io/a.png,shot a\n\
+         b,https://x.io/b.png,shot b\n\
+         c,https://x.io/c.png,shot c\n",
+    );
+    assert_eq!(scratch.run(&[]).await, EXIT_OK);
+    assert_ne!(identity(&gallery), rewritten.1);
+    let rows = scratch.results_csv();
+    assert_eq!(rows.len(), 4, "the header and three rows");
+    assert_eq!(cell(&rows, &rows[3], "state"), "downloaded");
+}
