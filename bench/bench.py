@@ -187,18 +187,27 @@ def million_rows(bench):
     wall, _, rss, _ = run_measured([bench.pixbatch, "validate", manifest, "--quiet"], bench.env)
     peak = max(peak, rss)
     bench.figure("a million rows", f"{label}: validate", wall, f"{wall:.2f} s", "<= 5 s", wall <= 5)
-    # Each run ingests (or finds the manifest unchanged), sends the one
-    # request that goes alone first, and stops at its deadline (exit 4);
-    # the task never finishes within the benchmark.
-    with Simulator(bench, "--sim-task-time", "1h") as simulator:
-        argv = run_args(bench, manifest, simulator.base, "million", "--deadline", "1ms")
+    # The first run ingests every row, sends at most the one request that
+    # goes alone first (--max-in-flight 1), and stops at its deadline
+    # (exit 4), writing the results. The second may record the task's
+    # first poll (a change: the results are written again). The third is
+    # the no-op re-run the goal is about: the same manifest, nothing to
+    # send (the one task in flight holds the cap), the same answer from the
+    # API (a 100 h task's progress moves 1% an hour), so nothing changes.
+    with Simulator(bench, "--sim-task-time", "100h") as simulator:
+        argv = run_args(bench, manifest, simulator.base, "million", "--deadline", "1ms",
+                        "--max-in-flight", "1")
         wall, _, rss, _ = run_measured(argv, bench.env_for("million"), check=False)
         peak = max(peak, rss)
-        bench.figure("a million rows", f"{label}: first run (ingest, one submission)", wall,
-                     f"{wall:.2f} s", "<= 8 s", wall <= 8)
+        bench.figure("a million rows", f"{label}: first run (ingest, one submission, results)",
+                     wall, f"{wall:.2f} s", "<= 8 s", wall <= 8)
         wall, _, rss, _ = run_measured(argv, bench.env_for("million"), check=False)
         peak = max(peak, rss)
-        bench.figure("a million rows", f"{label}: re-run, manifest unchanged", wall,
+        bench.figure("a million rows", f"{label}: second run (a poll recorded, results rewritten)",
+                     wall, f"{wall:.2f} s")
+        wall, _, rss, _ = run_measured(argv, bench.env_for("million"), check=False)
+        peak = max(peak, rss)
+        bench.figure("a million rows", f"{label}: no-op re-run, manifest unchanged", wall,
                      f"{wall:.2f} s", "<= 2 s", wall <= 2)
     status = [bench.pixbatch, "status", manifest, "--ledger", bench.path("million.db")]
     wall, _, rss, _ = run_measured(status, bench.env)

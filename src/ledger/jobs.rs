@@ -163,17 +163,22 @@ impl Ledger {
         )
     }
 
-    /// Notes a running task's remote status; not a state change.
+    /// Notes a running task's remote status; not a state change. An answer
+    /// that says what the ledger already holds writes nothing, so a re-run
+    /// that learns nothing new keeps its results files (see `written`).
     pub fn note_progress(
         &mut self,
         job_id: &JobId,
         remote_status: &str,
         progress: Option<i64>,
     ) -> Result<()> {
-        self.conn.prepare_cached(
-            "UPDATE jobs SET remote_status = ?2, progress = ?3, updated_at = ?4 WHERE job_id = ?1 AND state = 'running'",
-        )?
-        .execute(params![job_id.0, remote_status, progress, now_ms()])?;
+        self.conn
+            .prepare_cached(
+                "UPDATE jobs SET remote_status = ?2, progress = ?3, updated_at = ?4 \
+             WHERE job_id = ?1 AND state = 'running' \
+             AND (remote_status IS NOT ?2 OR progress IS NOT ?3)",
+            )?
+            .execute(params![job_id.0, remote_status, progress, now_ms()])?;
         Ok(())
     }
 
@@ -365,6 +370,34 @@ fn transition(
 mod tests {
     use super::super::test_support::{id, ingest, spec};
     use super::*;
+    use crate::ledger::RESULTS_STAMP_KEY;
+
+    #[test]
+    fn a_progress_note_that_changes_nothing_writes_nothing() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        ingest(&mut ledger, &[spec("a", "p", 2)]);
+        ledger.mark_submitting(&id("a"), None).unwrap();
+        ledger.mark_running(&id("a"), &TaskId("t".into())).unwrap();
+        ledger
+            .note_progress(&id("a"), "processing", Some(3))
+            .unwrap();
+        ledger.set_meta(RESULTS_STAMP_KEY, "written").unwrap();
+        ledger
+            .note_progress(&id("a"), "processing", Some(3))
+            .unwrap();
+        assert!(
+            ledger.meta(RESULTS_STAMP_KEY).unwrap().is_some(),
+            "the same answer again changes no job"
+        );
+        ledger
+            .note_progress(&id("a"), "processing", Some(4))
+            .unwrap();
+        assert_eq!(
+            ledger.meta(RESULTS_STAMP_KEY).unwrap(),
+            None,
+            "new progress is a change"
+        );
+    }
 
     #[test]
     fn a_ledger_from_before_spending_was_recorded_is_charged_for_what_it_sent() {
