@@ -69,6 +69,7 @@ pub async fn run(
         return Ok(EXIT_PENDING);
     }
 
+    ledger.shrink_cache()?;
     let (handle, ledger_thread) = LedgerHandle::spawn(ledger);
     let report = run_engine(&config, handle.clone(), terminal, mode, &stop).await?;
     let summary_data = finish(&config, handle).await?;
@@ -143,6 +144,8 @@ pub(super) async fn ingest_for(
         None
     };
     let prices = config.prices.clone();
+    let manifest_bytes = std::fs::metadata(&config.manifest).map_or(0, |file| file.len());
+    ledger.cache_for_ingest(manifest_bytes)?;
     check_and_ingest(
         reader,
         context,

@@ -150,10 +150,15 @@ pub fn drop_derived(conn: &Connection) -> Result<()> {
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// The page cache, in KiB. SQLite's default (2 MiB) makes a million-row
-/// ingest re-read and re-write the same pages through the kernel many
-/// times over; this stays well inside the 64 MiB a run may use.
-const CACHE_KIB: i64 = 24 * 1024;
+/// The page cache, in KiB, outside an ingest: SQLite's default. Each of a
+/// run's writes touches a few pages; 100,000 tasks in flight want the
+/// memory for themselves.
+pub(super) const CACHE_KIB: i64 = 2 * 1024;
+
+/// The most page cache an ingest takes, in KiB (`Ledger::cache_for_ingest`).
+/// With SQLite's default a million-row ingest re-read and re-wrote the same
+/// index pages through the kernel many times over.
+pub(super) const INGEST_CACHE_KIB: i64 = 24 * 1024;
 
 /// Checks that the database is a pixbatch ledger (or empty), sets the
 /// durability pragmas and applies any migrations not yet applied.
@@ -197,7 +202,6 @@ pub fn prepare(conn: &Connection, path: &Path) -> Result<()> {
     let _mode: String =
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
 
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.unchecked_transaction()?;
