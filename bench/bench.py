@@ -12,6 +12,9 @@ a temporary folder):
   workbook       validate of a million-row .xlsx (every text distinct)
   download       a 1 GiB video through the download path against curl -o
   in flight      100,000 tasks of 60 s in flight at once
+  floor          the CPU of a video's durable work on this disk (file
+                 write and fsync, rename and folder fsync, SHA-256, one
+                 synced commit), with no goal: what goal 1 cannot go below
 
 Usage: bench.py PIXBATCH WORKBOOK_EXAMPLE PYTHON [--quick] [--only NAME,...]
 --quick runs every section at a small size (a smoke run for CI): the
@@ -203,7 +206,7 @@ def million_rows(bench):
                      wall, f"{wall:.2f} s", "<= 8 s", wall <= 8)
         wall, _, rss, _ = run_measured(argv, bench.env_for("million"), check=False)
         peak = max(peak, rss)
-        bench.figure("a million rows", f"{label}: second run (a poll recorded, results rewritten)",
+        bench.figure("a million rows", f"{label}: second run (may record the task's first poll)",
                      wall, f"{wall:.2f} s")
         wall, _, rss, _ = run_measured(argv, bench.env_for("million"), check=False)
         peak = max(peak, rss)
@@ -245,7 +248,9 @@ def download(bench):
     write_manifest(manifest, 1)
     best, best_curl, peak = None, None, 0.0
     with Simulator(bench, "--sim-task-time", "100ms", "--sim-video-bytes", str(size)) as simulator:
-        for attempt in range(3):
+        # Best of five each: the disk's speed here varies from run to run
+        # by more than the 10% the goal leaves.
+        for attempt in range(5):
             name = f"download-{attempt}"
             _, _, rss, _ = run_measured(run_args(bench, manifest, simulator.base, name), bench.env_for(name))
             peak = max(peak, rss)
@@ -304,12 +309,70 @@ def in_flight(bench):
                  f"{cpu / rows * 1000:.2f} ms ({wall:.0f} s wall)")
 
 
+# The floor of a video's durable work ----------------------------------------------
+
+def floor(bench):
+    """What the disk and the hash cost, measured here in Python (the system
+    calls are the same from Rust): the part of pixbatch's CPU per video that
+    its guarantees require, whatever the code around them does."""
+    import hashlib
+    import resource
+    import sqlite3
+
+    def cpu():
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    n = 50 if bench.quick else 300
+    folder = tempfile.mkdtemp(dir=bench.work)
+    data = os.urandom(VIDEO_BYTES)
+
+    def each(run):
+        started = cpu()
+        for i in range(n):
+            run(i)
+        return (cpu() - started) / n * 1e6
+
+    def write(i):
+        fd = os.open(os.path.join(folder, f".v{i}.part"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+
+    def rename(i):
+        os.rename(os.path.join(folder, f".v{i}.part"), os.path.join(folder, f"v{i}.mp4"))
+        fd = os.open(folder, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+
+    db = sqlite3.connect(os.path.join(folder, "ledger.db"), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, state TEXT, at INTEGER)")
+    db.executemany("INSERT INTO jobs VALUES (?, 'pending', 0)", [(i,) for i in range(n)])
+
+    def commit(i):
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("UPDATE jobs SET state = 'running', at = ? WHERE id = ?", (i, i))
+        db.execute("COMMIT")
+
+    figures = [
+        ("a 200 KB file created, written and fsynced", each(write)),
+        ("renamed into place, its folder fsynced", each(rename)),
+        ("its SHA-256", each(lambda i: hashlib.sha256(data).digest())),
+        ("one synced SQLite commit (WAL, synchronous=FULL)", each(commit)),
+    ]
+    for name, micros in figures:
+        bench.figure("floor", f"CPU: {name}", micros, f"{micros:.0f} us")
+
+
 SECTIONS = {
     "side-by-side": side_by_side,
     "million": million_rows,
     "workbook": workbook,
     "download": download,
     "in-flight": in_flight,
+    "floor": floor,
 }
 
 
