@@ -112,6 +112,12 @@ mod tests {
         )
     }
 
+    /// `check_manifest` of the file at `path`, reopened from there.
+    fn checked(path: &Path, context: &ValidationContext) -> IngestReport {
+        let open = || Ok(Manifest::open(path)?);
+        check_manifest(open().unwrap(), open, context).unwrap()
+    }
+
     /// The report of the scratch-ledger ingest `validate` ran before.
     fn through_a_ledger(path: &Path, context: &ValidationContext) -> IngestReport {
         let mut manifest = Manifest::open(path).unwrap();
@@ -167,12 +173,7 @@ mod tests {
                     {\"image\": \"https://x/a.png\", \"prompt\": \"p\", \"notes\": \"n\"}\n";
         std::fs::write(&path, text).unwrap();
         let context = ValidationContext::new(dir.path().to_owned(), None);
-        let report = check_manifest(
-            Manifest::open(&path).unwrap(),
-            || Ok(Manifest::open(&path)?),
-            &context,
-        )
-        .unwrap();
+        let report = checked(&path, &context);
         assert_eq!(shown(&report), shown(&through_a_ledger(&path, &context)));
         let rules: Vec<_> = report.problems.iter().map(|p| p.rule).collect();
         assert_eq!(rules, ["row-duplicate"]);
@@ -185,23 +186,13 @@ mod tests {
         let path = dir.path().join("m.csv");
         let context = ValidationContext::new(dir.path().to_owned(), None);
         std::fs::write(&path, "id,image,prompt\na,https://x/a.png,p\n").unwrap();
-        let report = check_manifest(
-            Manifest::open(&path).unwrap(),
-            || Ok(Manifest::open(&path)?),
-            &context,
-        )
-        .unwrap();
+        let report = checked(&path, &context);
         assert_eq!(
             (report.n_rows, report.n_valid, report.n_problems),
             (1, 1, 0)
         );
         std::fs::write(&path, "id,image,prompt\n").unwrap();
-        let report = check_manifest(
-            Manifest::open(&path).unwrap(),
-            || Ok(Manifest::open(&path)?),
-            &context,
-        )
-        .unwrap();
+        let report = checked(&path, &context);
         assert_eq!(shown(&report), shown(&through_a_ledger(&path, &context)));
         assert_eq!(report.problems[0].rule, "no-rows");
     }

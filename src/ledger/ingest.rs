@@ -15,25 +15,19 @@ impl Ledger {
     /// Starts taking in a manifest: everything is written in one transaction
     /// that `Ingest::finish` commits or drops.
     pub fn begin_ingest(&mut self) -> Result<Ingest<'_>> {
-        let tx = self.conn.transaction()?;
-        // The invalid rows are those of the manifest being taken in; the
-        // last ingest's fingerprint holds only if this one leaves it again.
-        tx.execute("DELETE FROM invalid_rows", [])?;
-        tx.execute("DELETE FROM meta WHERE key = ?1", [FINGERPRINT_KEY])?;
-        // Nor does what was derived from its jobs (they are inserted
-        // without a trigger dropping it, see schema 6).
-        drop_derived(&tx)?;
-        let generation: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(seen_generation), 0) + 1 FROM jobs",
-            [],
-            |row| row.get(0),
-        )?;
-        Ok(Ingest {
-            tx,
-            generation,
-            n_rows: 0,
-            paid: self.paid.clone(),
-            scratch: self.scratch,
+        self.ingest_in(|tx| {
+            // The invalid rows are those of the manifest being taken in; the
+            // last ingest's fingerprint holds only if this one leaves it again.
+            tx.execute("DELETE FROM invalid_rows", [])?;
+            tx.execute("DELETE FROM meta WHERE key = ?1", [FINGERPRINT_KEY])?;
+            // Nor does what was derived from its jobs (they are inserted
+            // without a trigger dropping it, see schema 6).
+            drop_derived(tx)?;
+            Ok(tx.query_row(
+                "SELECT COALESCE(MAX(seen_generation), 0) + 1 FROM jobs",
+                [],
+                |row| row.get(0),
+            )?)
         })
     }
 
@@ -42,14 +36,24 @@ impl Ledger {
     /// `paid_elsewhere`) without taking the manifest in again. Nothing is
     /// written: drop it, never `finish` it.
     pub fn reopen_ingest(&mut self, last: &LastIngest) -> Result<Ingest<'_>> {
+        self.ingest_in(|_| Ok(last.generation))
+    }
+
+    /// An ingest in a new transaction, of the generation `generation`
+    /// finds there.
+    fn ingest_in(
+        &mut self,
+        generation: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<i64>,
+    ) -> Result<Ingest<'_>> {
+        let (paid, scratch) = (self.paid.clone(), self.scratch);
         let tx = self.conn.transaction()?;
-        let generation = last.generation;
+        let generation = generation(&tx)?;
         Ok(Ingest {
             tx,
             generation,
             n_rows: 0,
-            paid: self.paid.clone(),
-            scratch: self.scratch,
+            paid,
+            scratch,
         })
     }
 
