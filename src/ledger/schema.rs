@@ -153,7 +153,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// The page cache, in KiB, outside an ingest: SQLite's default. Each of a
 /// run's writes touches a few pages; 100,000 tasks in flight want the
 /// memory for themselves.
-pub(super) const CACHE_KIB: i64 = 2 * 1024;
+pub(super) const CACHE_KIB: i64 = 2000;
 
 /// The most page cache an ingest takes, in KiB (`Ledger::cache_for_ingest`).
 /// With SQLite's default a million-row ingest re-read and re-wrote the same
@@ -216,6 +216,28 @@ pub fn prepare(conn: &Connection, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ingest_takes_a_page_cache_for_its_manifest_and_gives_it_back() {
+        let ledger = crate::ledger::Ledger::open_temporary().unwrap();
+        let cache_kib = || -> i64 {
+            let size: i64 = ledger
+                .conn
+                .pragma_query_value(None, "cache_size", |row| row.get(0))
+                .unwrap();
+            -size
+        };
+        assert_eq!(cache_kib(), CACHE_KIB);
+        ledger.cache_for_ingest(40 << 20).unwrap();
+        assert_eq!(cache_kib(), 10 * 1024, "a quarter of a 40 MiB manifest");
+        ledger.cache_for_ingest(1 << 30).unwrap();
+        assert_eq!(cache_kib(), INGEST_CACHE_KIB);
+        ledger.cache_for_ingest(1000).unwrap();
+        assert_eq!(cache_kib(), CACHE_KIB);
+        ledger.cache_for_ingest(1 << 30).unwrap();
+        ledger.shrink_cache().unwrap();
+        assert_eq!(cache_kib(), CACHE_KIB);
+    }
 
     fn user_version(conn: &Connection) -> i64 {
         conn.pragma_query_value(None, "user_version", |row| row.get(0))

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use super::decide::{DownloadVerdict, after_download_error};
 use super::engine::Shared;
 use super::record::{Halted, JobRef};
+use super::tasks::spawn_reaping;
 use super::video_file::VideoFile;
 use crate::api::{DownloadError, RemoteStatus};
 use crate::error::Error;
@@ -91,14 +92,12 @@ pub(super) async fn download_all(shared: Arc<Shared>, mut incoming: mpsc::Receiv
                     () = stop.cancelled() => return,
                 };
                 let shared = shared.clone();
-                downloads.spawn(async move {
+                // The select takes a new job twice as often as it joins a
+                // finished one: joining only there let them pile up.
+                spawn_reaping(&mut downloads, async move {
                     let _ = download_one(&shared, job).await;
                     drop(slot);
                 });
-                // Reap finished downloads here too: the select below takes
-                // a new job twice as often as it reaps, so finished tasks
-                // (about 1.3 KB each) piled up for the length of the run.
-                while downloads.try_join_next().is_some() {}
             }
             Some(_) = downloads.join_next(), if !downloads.is_empty() => {}
         }

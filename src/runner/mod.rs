@@ -13,6 +13,7 @@ mod pace;
 mod poll;
 mod record;
 mod submit;
+mod tasks;
 mod video_file;
 
 pub use control::{Control, Fatal, RunReport, Stop};

@@ -68,10 +68,16 @@ impl Recorder {
         T: Send + 'static,
         F: FnOnce(&mut Ledger) -> LedgerResult<T> + Send + 'static,
     {
-        self.ledger.call(work).await.map_err(|error| {
-            self.control.ledger_failed(error);
-            Halted
-        })
+        self.ledger
+            .call(work)
+            .await
+            .map_err(|error| self.halt(error))
+    }
+
+    /// A ledger failure stops the run.
+    fn halt(&self, error: LedgerError) -> Halted {
+        self.control.ledger_failed(error);
+        Halted
     }
 
     /// One of the engine's writes, group-committed with those queued beside
@@ -81,10 +87,10 @@ impl Recorder {
         T: Send + 'static,
         F: FnOnce(&mut Ledger) -> LedgerResult<T> + Send + 'static,
     {
-        self.ledger.write(work).await.map_err(|error| {
-            self.control.ledger_failed(error);
-            Halted
-        })
+        self.ledger
+            .write(work)
+            .await
+            .map_err(|error| self.halt(error))
     }
 
     /// A read the engine needs while it runs, taken inside the next group

@@ -18,6 +18,7 @@ use super::events::Event;
 use super::pace::Pacer;
 use super::poll::Tracked;
 use super::record::{Halted, JobRef};
+use super::tasks::spawn_reaping;
 use crate::api::ApiError;
 use crate::config::Backoff;
 use crate::job::TaskId;
@@ -71,10 +72,7 @@ pub(super) async fn submit_all(shared: Arc<Shared>, to_poll: mpsc::UnboundedSend
                 submission.await;
                 first = false;
             } else {
-                submissions.spawn(submission);
-                // Reap finished submissions so the set stays as small as
-                // the pool, however long the manifest.
-                while submissions.try_join_next().is_some() {}
+                spawn_reaping(&mut submissions, submission);
             }
         }
     }
