@@ -146,7 +146,9 @@ impl Places {
                 return None;
             }
             let parts = local_path_parts(text)?;
-            let sent = sent_url.get_or_insert_with(|| Url::parse(sent).ok()).as_ref()?;
+            let sent = sent_url
+                .get_or_insert_with(|| Url::parse(sent).ok())
+                .as_ref()?;
             // The same encoding validation used to append the path to the
             // base URL, so a match is exact.
             let mut expected = self.localhost.clone();
@@ -171,31 +173,57 @@ fn may_name(text: &str, sent: &str) -> bool {
     if text == sent && has_scheme(text) {
         return false;
     }
-    let Some(last) = text
-        .split(['/', '\\'])
-        .rev()
-        .find(|part| !part.is_empty() && *part != ".")
-    else {
+    let Some(last) = last_part(text) else {
         return false;
     };
     // Percent signs, and characters the URL parser drops, are left to it.
-    if last.contains('%') || sent.contains(['\t', '\n', '\r']) {
+    let dropped = ['\t', '\n', '\r'];
+    if last.contains('%') || last.contains(dropped) || sent.contains(dropped) {
         return true;
     }
     let kept = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~');
-    let start = last.bytes().rposition(|byte| !kept(byte)).map_or(0, |at| at + 1);
-    let tail = &last[start..];
+    let start = last
+        .bytes()
+        .rposition(|byte| !kept(byte))
+        .map_or(0, |at| at + 1);
+    let tail = last[start..].as_bytes();
     if tail.is_empty() {
         return true;
     }
+    // Where a part of `sent` may end: the few separators, and its end.
     let bytes = sent.as_bytes();
-    sent.match_indices(tail).any(|(at, _)| {
-        let ends = bytes
-            .get(at + tail.len())
-            .is_none_or(|&byte| matches!(byte, b'/' | b'\\' | b'?' | b'#') || byte <= b' ');
-        let starts = start > 0 || matches!(bytes[..at].last(), Some(b'/' | b'\\'));
-        ends && starts
+    let mut ends = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, byte)| matches!(byte, b'/' | b'\\' | b'?' | b'#') || **byte <= b' ')
+        .map(|(at, _)| at)
+        .chain([bytes.len()]);
+    ends.any(|end| {
+        let before = &bytes[..end];
+        before.ends_with(tail)
+            && (start > 0
+                || matches!(
+                    before[..before.len() - tail.len()].last(),
+                    Some(b'/' | b'\\')
+                ))
     })
+}
+
+/// The last part of a path as `local_path_parts` splits it (`None` when
+/// it has none), found from the end.
+fn last_part(text: &str) -> Option<&str> {
+    let mut end = text.len();
+    loop {
+        let start = text.as_bytes()[..end]
+            .iter()
+            .rposition(|&byte| byte == b'/' || byte == b'\\')
+            .map_or(0, |at| at + 1);
+        let part = &text[start..end];
+        if !part.is_empty() && part != "." {
+            return Some(part);
+        }
+        end = start.checked_sub(1)?;
+    }
 }
 
 /// Whether `text` starts with a URL scheme of two letters or more (`http:`;
@@ -243,7 +271,11 @@ fn is_url(text: &str) -> bool {
 /// `url` if it is an http(s) URL (nothing else may reach an `src`).
 fn web_url(url: &str) -> Option<&str> {
     let start = url.trim_start().as_bytes();
-    let is = |scheme: &[u8]| start.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme));
+    let is = |scheme: &[u8]| {
+        start
+            .get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    };
     (is(b"http://") || is(b"https://")).then(|| url.trim())
 }
 
@@ -782,6 +814,72 @@ mod tests {
         std::fs::remove_file(dir.path().join("img/a b.png")).unwrap();
         assert_eq!(places.image_src(&input, sent).as_deref(), Some(sent));
         assert_eq!(web_url("javascript:alert(1)"), None);
+    }
+
+    /// The exact test `local_image` makes of a cell that `may_name` lets
+    /// through (the file's existence aside).
+    fn names(text: &str, sent: &str) -> bool {
+        let Some(parts) = local_path_parts(text) else {
+            return false;
+        };
+        let Ok(sent) = Url::parse(sent) else {
+            return false;
+        };
+        let mut expected = Url::parse("http://localhost/").unwrap();
+        expected.path_segments_mut().unwrap().extend(&parts);
+        sent.path().ends_with(expected.path())
+    }
+
+    #[test]
+    fn the_quick_look_turns_away_the_cells_of_a_web_image_row() {
+        let sent = "https://cdn.example.com/stills/15.png";
+        for cell in [
+            sent,
+            "row-15",
+            "Shot 15: a slow pan, golden light",
+            "5",
+            "720p",
+            "batch 1",
+        ] {
+            assert!(!may_name(cell, sent), "{cell}");
+        }
+        let hosted = "https://cdn.test/base/img/a%20b.png";
+        assert!(may_name("img/a b.png", hosted));
+        assert!(may_name(" ./img\\a b.png ", hosted));
+        assert!(names(" ./img\\a b.png ", hosted));
+        assert_eq!(
+            web_url(" HTTPS://x.test/a.png "),
+            Some("HTTPS://x.test/a.png")
+        );
+        assert_eq!(web_url("httpx://x.test/"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_quick_look_never_turns_away_a_cell_that_names_the_image(
+            text in "[a-zA-Z0-9 ./\\\\%#?:é~_\\t\"<|@-]{0,10}",
+            sent in "(https?://h\\.test|[a-z]{1,3}:)?[a-zA-Z0-9 ./\\\\%#?:é~_\\t\"<|@-]{0,14}",
+            base in proptest::sample::select(vec!["https://h.test/", "https://h.test/b%20c/", "http://h.test/x/"]),
+        ) {
+            // Any text against any URL, and the URL validation makes of the text.
+            proptest::prop_assert!(!names(&text, &sent) || may_name(&text, &sent));
+            if let Some(parts) = local_path_parts(&text) {
+                let mut hosted = Url::parse(base).unwrap();
+                hosted.path_segments_mut().unwrap().pop_if_empty().extend(&parts);
+                let hosted = hosted.to_string();
+                proptest::prop_assert!(names(&text, &hosted));
+                proptest::prop_assert!(may_name(&text, &hosted), "{} {}", text, hosted);
+            }
+        }
+
+        #[test]
+        fn a_url_is_found_as_the_parser_finds_it(text in "[a-zA-Z0-9 ./\\\\%#?:+~_\\t\\x01-]{0,12}") {
+            let text = text.trim();
+            proptest::prop_assert_eq!(
+                is_url(text),
+                Url::parse(text).is_ok_and(|url| url.scheme().len() > 1)
+            );
+        }
     }
 
     fn page(cards: &[Card]) -> String {
