@@ -141,8 +141,9 @@ impl Places {
     fn local_image(&self, input: &Map<String, Value>, sent: &str) -> Option<PathBuf> {
         let dir = self.manifest_dir.as_ref()?;
         let mut sent_url: Option<Option<Url>> = None;
+        let look = Sent::new(sent);
         input.values().filter_map(Value::as_str).find_map(|text| {
-            if !may_name(text, sent) {
+            if !look.may_name(text) {
                 return None;
             }
             let parts = local_path_parts(text)?;
@@ -162,51 +163,73 @@ impl Places {
     }
 }
 
-/// Whether the cell `text` may be a local path that was sent as the URL
-/// `sent` (see `Places::local_image`). A quick look that never says no to
-/// a cell that was: the end of the cell's last part, in characters a URL
-/// path keeps as they are, must end a part of `sent` (and start one, when
-/// it is the whole part); and the cell that is `sent` itself, a URL, is no
-/// local path (when it does not parse, neither does `sent`).
-fn may_name(text: &str, sent: &str) -> bool {
-    let text = text.trim();
-    if text == sent && has_scheme(text) {
-        return false;
+/// A URL sent, looked at once for [`Sent::may_name`].
+struct Sent<'s> {
+    text: &'s str,
+    /// Where a part of it may end: the few separators, and its end.
+    ends: Vec<usize>,
+    /// Whether it has characters the URL parser drops.
+    drops: bool,
+}
+
+/// Characters the URL parser drops wherever they are.
+const DROPPED: [char; 3] = ['\t', '\n', '\r'];
+
+impl<'s> Sent<'s> {
+    fn new(text: &'s str) -> Sent<'s> {
+        let bytes = text.as_bytes();
+        let ends = (0..bytes.len())
+            .filter(|&at| matches!(bytes[at], b'/' | b'\\' | b'?' | b'#') || bytes[at] <= b' ')
+            .chain([bytes.len()])
+            .collect();
+        Sent {
+            text,
+            ends,
+            drops: text.contains(DROPPED),
+        }
     }
-    let Some(last) = last_part(text) else {
-        return false;
-    };
-    // Percent signs, and characters the URL parser drops, are left to it.
-    let dropped = ['\t', '\n', '\r'];
-    if last.contains('%') || last.contains(dropped) || sent.contains(dropped) {
-        return true;
+
+    /// Whether the cell `text` may be a local path that was sent as this
+    /// URL (see `Places::local_image`). A quick look that never says no
+    /// to a cell that was: the end of the cell's last part, in characters
+    /// a URL path keeps as they are, must end a part of the URL (and start
+    /// one, when it is the whole part); and the cell that is the URL
+    /// itself is no local path (when it does not parse, neither does the
+    /// URL).
+    fn may_name(&self, text: &str) -> bool {
+        let text = text.trim();
+        if text == self.text && has_scheme(text) {
+            return false;
+        }
+        let Some(last) = last_part(text) else {
+            return false;
+        };
+        // Percent signs, and characters the URL parser drops, are left to it.
+        if self.drops || last.contains('%') || last.contains(DROPPED) {
+            return true;
+        }
+        let kept =
+            |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~');
+        let start = last
+            .bytes()
+            .rposition(|byte| !kept(byte))
+            .map_or(0, |at| at + 1);
+        let tail = last[start..].as_bytes();
+        let Some(&tail_end) = tail.last() else {
+            return true;
+        };
+        let bytes = self.text.as_bytes();
+        self.ends.iter().any(|&end| {
+            let before = &bytes[..end];
+            before.last() == Some(&tail_end)
+                && before.ends_with(tail)
+                && (start > 0
+                    || matches!(
+                        before[..before.len() - tail.len()].last(),
+                        Some(b'/' | b'\\')
+                    ))
+        })
     }
-    let kept = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~');
-    let start = last
-        .bytes()
-        .rposition(|byte| !kept(byte))
-        .map_or(0, |at| at + 1);
-    let tail = last[start..].as_bytes();
-    if tail.is_empty() {
-        return true;
-    }
-    // Where a part of `sent` may end: the few separators, and its end.
-    let bytes = sent.as_bytes();
-    let mut ends = bytes
-        .iter()
-        .enumerate()
-        .filter(|(_, byte)| matches!(byte, b'/' | b'\\' | b'?' | b'#') || **byte <= b' ')
-        .map(|(at, _)| at)
-        .chain([bytes.len()]);
-    ends.any(|end| {
-        let before = &bytes[..end];
-        before.ends_with(tail)
-            && (start > 0
-                || matches!(
-                    before[..before.len() - tail.len()].last(),
-                    Some(b'/' | b'\\')
-                ))
-    })
 }
 
 /// The last part of a path as `local_path_parts` splits it (`None` when
@@ -841,11 +864,11 @@ mod tests {
             "720p",
             "batch 1",
         ] {
-            assert!(!may_name(cell, sent), "{cell}");
+            assert!(!Sent::new(sent).may_name(cell), "{cell}");
         }
         let hosted = "https://cdn.test/base/img/a%20b.png";
-        assert!(may_name("img/a b.png", hosted));
-        assert!(may_name(" ./img\\a b.png ", hosted));
+        assert!(Sent::new(hosted).may_name("img/a b.png"));
+        assert!(Sent::new(hosted).may_name(" ./img\\a b.png "));
         assert!(names(" ./img\\a b.png ", hosted));
         assert_eq!(
             web_url(" HTTPS://x.test/a.png "),
@@ -862,13 +885,13 @@ mod tests {
             base in proptest::sample::select(vec!["https://h.test/", "https://h.test/b%20c/", "http://h.test/x/"]),
         ) {
             // Any text against any URL, and the URL validation makes of the text.
-            proptest::prop_assert!(!names(&text, &sent) || may_name(&text, &sent));
+            proptest::prop_assert!(!names(&text, &sent) || Sent::new(&sent).may_name(&text));
             if let Some(parts) = local_path_parts(&text) {
                 let mut hosted = Url::parse(base).unwrap();
                 hosted.path_segments_mut().unwrap().pop_if_empty().extend(&parts);
                 let hosted = hosted.to_string();
                 proptest::prop_assert!(names(&text, &hosted));
-                proptest::prop_assert!(may_name(&text, &hosted), "{} {}", text, hosted);
+                proptest::prop_assert!(Sent::new(&hosted).may_name(&text), "{} {}", text, hosted);
             }
         }
 
