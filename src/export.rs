@@ -385,7 +385,7 @@ pub struct TableWriter<W: Write> {
 }
 
 enum Form<W: Write> {
-    Csv(csv::Writer<Bom<W>>),
+    Csv(Box<csv::Writer<Bom<W>>>),
     Jsonl(W),
 }
 
@@ -433,7 +433,7 @@ impl<W: Write> TableWriter<W> {
                         inner: writer,
                         pending: style.bom,
                     });
-                Form::Csv(csv)
+                Form::Csv(Box::new(csv))
             }
             ResultsFormat::Jsonl => Form::Jsonl(writer),
             ResultsFormat::Xlsx => {

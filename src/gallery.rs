@@ -214,7 +214,7 @@ impl<'s> Sent<'s> {
             .bytes()
             .rposition(|byte| !kept(byte))
             .map_or(0, |at| at + 1);
-        let tail = last[start..].as_bytes();
+        let tail = &last.as_bytes()[start..];
         let Some(&tail_end) = tail.last() else {
             return true;
         };
