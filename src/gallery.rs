@@ -870,6 +870,9 @@ mod tests {
         assert!(Sent::new(hosted).may_name("img/a b.png"));
         assert!(Sent::new(hosted).may_name(" ./img\\a b.png "));
         assert!(names(" ./img\\a b.png ", hosted));
+        // A tab the parser drops makes the last part a `.`, which goes.
+        assert!(names("a\\\t.", "https://h.test/a/"));
+        assert!(Sent::new("https://h.test/a/").may_name("a\\\t."));
         assert_eq!(
             web_url(" HTTPS://x.test/a.png "),
             Some("HTTPS://x.test/a.png")
