@@ -7,6 +7,7 @@
 mod relative;
 mod xlsx;
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -112,13 +113,59 @@ fn result_column_names(input_columns: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn timestamp(ms: Option<i64>) -> Value {
-    match ms {
-        Some(ms) if ms > 0 => {
-            let at = UNIX_EPOCH + Duration::from_millis(ms as u64);
-            Value::String(humantime::format_rfc3339_seconds(at).to_string())
+/// One result column's cell, borrowed from the row where it can be, so
+/// that a million rows are written without copying their texts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Cell<'a> {
+    Empty,
+    Text(Cow<'a, str>),
+    Int(i64),
+    /// A time (Unix ms, after 1970), shown as RFC 3339 to the second.
+    Time(i64),
+}
+
+impl<'a> Cell<'a> {
+    fn text(text: &'a Option<String>) -> Cell<'a> {
+        text.as_deref()
+            .map_or(Cell::Empty, |text| Cell::Text(Cow::Borrowed(text)))
+    }
+
+    fn time(ms: Option<i64>) -> Cell<'a> {
+        match ms {
+            Some(ms) if ms > 0 => Cell::Time(ms),
+            _ => Cell::Empty,
         }
-        _ => Value::Null,
+    }
+
+    /// The cell as the JSON value JSONL and the workbook write.
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            Cell::Empty => Value::Null,
+            Cell::Text(text) => Value::String(text.into_owned()),
+            Cell::Int(n) => Value::from(n),
+            Cell::Time(_) => {
+                let mut text = String::new();
+                Value::String(self.as_text(&mut text).to_owned())
+            }
+        }
+    }
+
+    /// The cell's text (empty for an empty cell); numbers and times are
+    /// written into `scratch`, which is reused from cell to cell.
+    fn as_text<'s>(&'s self, scratch: &'s mut String) -> &'s str {
+        use std::fmt::Write as _;
+        scratch.clear();
+        // Writing to a String cannot fail.
+        let _ = match self {
+            Cell::Empty => return "",
+            Cell::Text(text) => return text,
+            Cell::Int(n) => write!(scratch, "{n}"),
+            Cell::Time(ms) => {
+                let at = UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs());
+                write!(scratch, "{}", humantime::format_rfc3339_seconds(at))
+            }
+        };
+        scratch
     }
 }
 
@@ -128,36 +175,44 @@ fn timestamp(ms: Option<i64>) -> Value {
 pub struct LocalPaths {
     /// The output folder relative to the results file's folder.
     out_dir: PathBuf,
+    /// `out_dir` as text ending in `/` (or empty), when it is UTF-8: a
+    /// video's path is then this and its name, without a `PathBuf` a row.
+    prefix: Option<String>,
 }
 
 impl LocalPaths {
     /// Paths to videos in `out_dir` for a table written in `results_dir`
     /// (both relative to the current directory, or absolute).
     pub fn new(out_dir: &Path, results_dir: &Path) -> LocalPaths {
-        LocalPaths {
-            out_dir: relative_path(out_dir, results_dir),
-        }
+        let out_dir = relative_path(out_dir, results_dir);
+        let prefix = out_dir.to_str().map(|dir| match dir {
+            "" => String::new(),
+            dir if dir.ends_with('/') => dir.to_owned(),
+            dir => format!("{dir}/"),
+        });
+        LocalPaths { out_dir, prefix }
     }
 
     /// A video's path, from its file name in the output folder.
     pub fn of(&self, file_name: &str) -> String {
-        self.out_dir.join(file_name).display().to_string()
+        match &self.prefix {
+            // What `Path::join` gives for a relative name.
+            Some(prefix) if !file_name.starts_with('/') => format!("{prefix}{file_name}"),
+            _ => self.out_dir.join(file_name).display().to_string(),
+        }
     }
 }
 
 /// What pixbatch says about one row, in `RESULT_COLUMNS` order.
-fn result_values(row: &ResultRow, paths: &LocalPaths) -> Vec<Value> {
+pub(crate) fn result_cells<'a>(row: &'a ResultRow, paths: &LocalPaths) -> [Cell<'a>; 16] {
     match row {
-        ResultRow::Job(job) => job_values(job, paths),
-        ResultRow::Invalid { problems, line, .. } => RESULT_COLUMNS
-            .iter()
-            .map(|&column| match column {
-                "line" => Value::from(*line),
-                "state" => Value::String(INVALID_STATE.to_owned()),
-                "error" => Value::String(problems.clone()),
-                _ => Value::Null,
-            })
-            .collect(),
+        ResultRow::Job(job) => job_cells(job, paths),
+        ResultRow::Invalid { problems, line, .. } => RESULT_COLUMNS.map(|column| match column {
+            "line" => Cell::Int(i64::try_from(*line).unwrap_or(i64::MAX)),
+            "state" => Cell::Text(Cow::Borrowed(INVALID_STATE)),
+            "error" => Cell::Text(Cow::Borrowed(problems)),
+            _ => Cell::Empty,
+        }),
     }
 }
 
@@ -177,41 +232,62 @@ pub fn job_error(job: &JobRecord) -> Option<String> {
     }
 }
 
-fn job_values(job: &JobRecord, paths: &LocalPaths) -> Vec<Value> {
+fn job_cells<'a>(job: &'a JobRecord, paths: &LocalPaths) -> [Cell<'a>; 16] {
     let local_path = match (&job.file_name, job.state) {
-        (Some(name), JobState::Downloaded) => Value::String(paths.of(name)),
-        _ => Value::Null,
+        (Some(name), JobState::Downloaded) => Cell::Text(Cow::Owned(paths.of(name))),
+        _ => Cell::Empty,
     };
-    let text = |text: &Option<String>| text.clone().map_or(Value::Null, Value::String);
-    vec![
-        Value::String(job.job_id.0.clone()),
-        Value::from(job.manifest_line),
-        Value::String(job.state.as_str().to_owned()),
-        text(&job_error(job)),
+    [
+        Cell::Text(Cow::Borrowed(&job.job_id.0)),
+        Cell::Int(job.manifest_line),
+        Cell::Text(Cow::Borrowed(job.state.as_str())),
+        job_error(job).map_or(Cell::Empty, |error| Cell::Text(Cow::Owned(error))),
         local_path,
-        text(&job.video_url),
+        Cell::text(&job.video_url),
         match job.video_url {
-            Some(_) => timestamp(job.video_expires_at_ms),
-            None => Value::Null,
+            Some(_) => Cell::time(job.video_expires_at_ms),
+            None => Cell::Empty,
         },
         // Estimated, in dollars without a sign, so a spreadsheet can sum it.
-        Value::String(Usd::from_micros(job.charged_micros).amount()),
-        text(&job.task_id),
-        Value::from(job.attempts),
-        timestamp(job.submitted_at_ms),
-        timestamp(job.finished_at_ms),
-        timestamp(job.downloaded_at_ms),
-        job.bytes.map_or(Value::Null, Value::from),
-        text(&job.sha256),
-        text(&job.error_body),
+        Cell::Text(Cow::Owned(Usd::from_micros(job.charged_micros).amount())),
+        Cell::text(&job.task_id),
+        Cell::Int(job.attempts),
+        Cell::time(job.submitted_at_ms),
+        Cell::time(job.finished_at_ms),
+        Cell::time(job.downloaded_at_ms),
+        job.bytes.map_or(Cell::Empty, Cell::Int),
+        Cell::text(&job.sha256),
+        Cell::text(&job.error_body),
     ]
 }
 
-fn csv_cell(value: &Value) -> String {
+/// An input cell as CSV text: a string as it is, null as nothing, any
+/// other value as JSON (written into `scratch`).
+fn input_text<'s>(value: Option<&'s Value>, scratch: &'s mut String) -> &'s str {
+    use std::fmt::Write as _;
     match value {
-        Value::Null => String::new(),
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
+        None | Some(Value::Null) => "",
+        Some(Value::String(text)) => text,
+        Some(other) => {
+            scratch.clear();
+            // Writing to a String cannot fail.
+            let _ = write!(scratch, "{other}");
+            scratch
+        }
+    }
+}
+
+/// The value of `column` in a row's `input`. The cells usually come in
+/// the columns' order, so `walk` (the row's cells, walked along with the
+/// columns) finds it with one comparison; else the map is searched.
+fn input_cell<'v>(
+    input: &'v Map<String, Value>,
+    walk: &mut serde_json::map::Iter<'v>,
+    column: &str,
+) -> Option<&'v Value> {
+    match walk.next() {
+        Some((name, value)) if name == column => Some(value),
+        _ => input.get(column),
     }
 }
 
@@ -253,33 +329,17 @@ pub fn write_results(
     options: TableOptions,
     writer: impl Write,
 ) -> Result<u64, Error> {
-    let table = Table::new(ledger, out_dir, results_dir)?;
-    let mut n_rows = 0u64;
-    let written = match options.format {
-        ResultsFormat::Csv => {
-            let remembered = |key| Ok::<_, Error>(ledger.meta(key)?.as_deref() == Some("yes"));
-            let style = CsvStyle {
-                bom: options.excel || remembered(MANIFEST_BOM_KEY)?,
-                delimiter: if remembered(MANIFEST_SEMICOLONS_KEY)? {
-                    b';'
-                } else {
-                    b','
-                },
-            };
-            write_csv(ledger, &table, style, writer, &mut n_rows)?
-        }
-        ResultsFormat::Jsonl => write_jsonl(ledger, &table, writer, &mut n_rows)?,
-        ResultsFormat::Xlsx => {
-            return Err(Error::Usage(
-                "a workbook cannot be streamed: give it a file name (--output results.xlsx)"
-                    .to_owned(),
-            ));
-        }
+    let mut table = TableWriter::new(ledger, out_dir, results_dir, options, writer)?;
+    let written = match table.header() {
+        Ok(()) => ledger
+            .for_each_result_row(|row| table.row(&row))?
+            .and_then(|()| table.finish()),
+        Err(error) => Err(error),
     };
     match written {
-        Ok(()) => Ok(n_rows),
+        Ok(()) => Ok(table.n_rows),
         // A closed pipe (`pixbatch export -o - | head`) is not an error.
-        Err(error) if crate::report::is_broken_pipe(&error) => Ok(n_rows),
+        Err(error) if crate::report::is_broken_pipe(&error) => Ok(table.n_rows),
         Err(error) => Err(Error::Other(format!(
             "failed to write the results table: {error}"
         ))),
@@ -296,64 +356,173 @@ struct CsvStyle {
     delimiter: u8,
 }
 
-fn write_csv(
-    ledger: &Ledger,
-    table: &Table,
-    style: CsvStyle,
-    mut writer: impl Write,
-    n_rows: &mut u64,
-) -> Result<std::io::Result<()>, Error> {
-    if style.bom
-        && let Err(error) = writer.write_all(BOM)
-    {
-        return Ok(Err(error));
+impl CsvStyle {
+    /// The style the manifest had (remembered by the ingest), with a
+    /// byte-order mark anyway when `excel`.
+    fn of_manifest(ledger: &Ledger, excel: bool) -> Result<CsvStyle, Error> {
+        let remembered = |key| Ok::<_, Error>(ledger.meta(key)?.as_deref() == Some("yes"));
+        Ok(CsvStyle {
+            bom: excel || remembered(MANIFEST_BOM_KEY)?,
+            delimiter: if remembered(MANIFEST_SEMICOLONS_KEY)? {
+                b';'
+            } else {
+                b','
+            },
+        })
     }
-    let mut csv = csv::WriterBuilder::new()
-        .delimiter(style.delimiter)
-        .from_writer(writer);
-    if let Err(error) = csv.write_record(table.header()) {
-        return Ok(Err(csv_io_error(error)));
-    }
-    let rows = ledger.for_each_result_row(|row| {
-        let input = row.input();
-        let mut record: Vec<String> = table
-            .input_columns
-            .iter()
-            .map(|column| input.get(column).map(csv_cell).unwrap_or_default())
-            .collect();
-        record.extend(result_values(&row, &table.paths).iter().map(csv_cell));
-        *n_rows += 1;
-        csv.write_record(&record).map_err(csv_io_error)
-    })?;
-    Ok(rows.and_then(|()| csv.flush()))
 }
 
-fn write_jsonl(
-    ledger: &Ledger,
-    table: &Table,
-    mut writer: impl Write,
-    n_rows: &mut u64,
-) -> Result<std::io::Result<()>, Error> {
-    let rows = ledger.for_each_result_row(|row| {
-        let input = row.input();
-        let mut object: Map<String, Value> = table
-            .input_columns
-            .iter()
-            .filter_map(|column| {
-                input
-                    .get(column)
-                    .map(|value| (column.clone(), value.clone()))
-            })
-            .collect();
-        let values = result_values(&row, &table.paths);
-        for (name, value) in table.result_columns.iter().zip(values) {
-            object.insert(name.clone(), value);
+/// A results table (CSV or JSONL) written a row at a time, so that one
+/// pass over the ledger can feed it and the gallery together
+/// (`crate::outputs`). Each row's texts are borrowed from the row, not
+/// copied.
+pub struct TableWriter<W: Write> {
+    table: Table,
+    form: Form<W>,
+    /// The text of a number or a time being written, reused.
+    scratch: String,
+    n_rows: u64,
+}
+
+enum Form<W: Write> {
+    Csv(Box<csv::Writer<Bom<W>>>),
+    Jsonl(W),
+}
+
+/// A writer that puts the byte-order mark first, when asked to.
+struct Bom<W: Write> {
+    inner: W,
+    pending: bool,
+}
+
+impl<W: Write> Write for Bom<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.pending {
+            self.inner.write_all(BOM)?;
+            self.pending = false;
         }
-        *n_rows += 1;
-        serde_json::to_writer(&mut writer, &object)?;
-        writer.write_all(b"\n")
-    })?;
-    Ok(rows.and_then(|()| writer.flush()))
+        self.inner.write(bytes)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The CSV writer's own buffer: large writes to the file beneath.
+const CSV_BUFFER: usize = 64 * 1024;
+
+impl<W: Write> TableWriter<W> {
+    /// A table of the current manifest's rows in `options.format` (not a
+    /// workbook: it cannot be streamed), with `local_path` relative to
+    /// `results_dir`. Nothing is written yet.
+    pub fn new(
+        ledger: &Ledger,
+        out_dir: &Path,
+        results_dir: &Path,
+        options: TableOptions,
+        writer: W,
+    ) -> Result<TableWriter<W>, Error> {
+        let form = match options.format {
+            ResultsFormat::Csv => {
+                let style = CsvStyle::of_manifest(ledger, options.excel)?;
+                let csv = csv::WriterBuilder::new()
+                    .delimiter(style.delimiter)
+                    .buffer_capacity(CSV_BUFFER)
+                    .from_writer(Bom {
+                        inner: writer,
+                        pending: style.bom,
+                    });
+                Form::Csv(Box::new(csv))
+            }
+            ResultsFormat::Jsonl => Form::Jsonl(writer),
+            ResultsFormat::Xlsx => {
+                return Err(Error::Usage(
+                    "a workbook cannot be streamed: give it a file name (--output results.xlsx)"
+                        .to_owned(),
+                ));
+            }
+        };
+        Ok(TableWriter {
+            table: Table::new(ledger, out_dir, results_dir)?,
+            form,
+            scratch: String::new(),
+            n_rows: 0,
+        })
+    }
+
+    /// Writes what comes before the rows: a CSV's header (and its
+    /// byte-order mark).
+    pub fn header(&mut self) -> std::io::Result<()> {
+        match &mut self.form {
+            Form::Csv(csv) => csv.write_record(self.table.header()).map_err(csv_io_error),
+            Form::Jsonl(_) => Ok(()),
+        }
+    }
+
+    /// Writes one row.
+    pub fn row(&mut self, row: &ResultRow) -> std::io::Result<()> {
+        self.n_rows += 1;
+        match &mut self.form {
+            Form::Csv(csv) => csv_row(csv, &self.table, row, &mut self.scratch),
+            Form::Jsonl(writer) => jsonl_row(writer, &self.table, row),
+        }
+    }
+
+    /// Flushes the table.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        match &mut self.form {
+            Form::Csv(csv) => csv.flush(),
+            Form::Jsonl(writer) => writer.flush(),
+        }
+    }
+
+    /// The number of rows written so far.
+    pub fn n_rows(&self) -> u64 {
+        self.n_rows
+    }
+}
+
+/// One CSV record: the input cells, then the result cells, each field
+/// handed to the CSV writer as it is (it quotes what needs it).
+fn csv_row<W: Write>(
+    csv: &mut csv::Writer<W>,
+    table: &Table,
+    row: &ResultRow,
+    scratch: &mut String,
+) -> std::io::Result<()> {
+    let input = row.input();
+    let mut walk = input.iter();
+    for column in &table.input_columns {
+        let value = input_cell(input, &mut walk, column);
+        csv.write_field(input_text(value, scratch))
+            .map_err(csv_io_error)?;
+    }
+    for cell in result_cells(row, &table.paths) {
+        csv.write_field(cell.as_text(scratch))
+            .map_err(csv_io_error)?;
+    }
+    csv.write_record(std::iter::empty::<&[u8]>())
+        .map_err(csv_io_error)
+}
+
+/// One JSON object a line: the input cells the row has, then the result
+/// cells.
+fn jsonl_row(writer: &mut impl Write, table: &Table, row: &ResultRow) -> std::io::Result<()> {
+    let input = row.input();
+    let mut walk = input.iter();
+    let mut object = Map::new();
+    for column in &table.input_columns {
+        if let Some(value) = input_cell(input, &mut walk, column) {
+            object.insert(column.clone(), value.clone());
+        }
+    }
+    let cells = result_cells(row, &table.paths);
+    for (name, cell) in table.result_columns.iter().zip(cells) {
+        object.insert(name.clone(), cell.into_value());
+    }
+    serde_json::to_writer(&mut *writer, &object)?;
+    writer.write_all(b"\n")
 }
 
 /// A CSV writer's error as the I/O error underneath, so that a closed pipe
@@ -399,23 +568,67 @@ pub fn write_atomically<T>(
     prefix: &str,
     write: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let dir = folder_of(path);
-    std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
-    let temp = tempfile::Builder::new()
-        .prefix(prefix)
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .tempfile_in(dir)
-        .map_err(Error::io("create a file in", dir))?;
-    let mut writer = std::io::BufWriter::new(temp.as_file());
+    let file = AtomicFile::create(path, prefix)?;
+    let mut writer = file.writer();
     let written = write(&mut writer)?;
     writer.flush().map_err(Error::io("write", path))?;
     drop(writer);
-    temp.as_file()
-        .sync_all()
-        .map_err(Error::io("write", path))?;
-    temp.persist(path)
-        .map_err(|error| Error::io("write", path)(error.error))?;
+    file.commit()?;
     Ok(written)
+}
+
+/// How much is written to a results file at a time: a few hundred large
+/// writes for a million rows rather than tens of thousands of 8 KiB ones.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+/// A file written whole or not at all: filled as a temporary file in the
+/// same folder, then synced and renamed over its path by
+/// [`AtomicFile::commit`] (dropped uncommitted, the temporary file goes).
+pub struct AtomicFile {
+    path: PathBuf,
+    temp: tempfile::NamedTempFile,
+}
+
+impl AtomicFile {
+    /// A temporary file named `{prefix}...` beside `path` (its folder
+    /// made if missing).
+    pub fn create(path: &Path, prefix: &str) -> Result<AtomicFile, Error> {
+        let dir = folder_of(path);
+        std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+        let temp = tempfile::Builder::new()
+            .prefix(prefix)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .tempfile_in(dir)
+            .map_err(Error::io("create a file in", dir))?;
+        Ok(AtomicFile {
+            path: path.to_owned(),
+            temp,
+        })
+    }
+
+    /// A buffered writer to the temporary file; flush it before
+    /// [`AtomicFile::commit`].
+    pub fn writer(&self) -> std::io::BufWriter<&std::fs::File> {
+        std::io::BufWriter::with_capacity(WRITE_BUFFER, self.temp.as_file())
+    }
+
+    /// The file's final path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Syncs the temporary file and renames it over the path.
+    pub fn commit(self) -> Result<(), Error> {
+        let path = self.path;
+        self.temp
+            .as_file()
+            .sync_all()
+            .map_err(Error::io("write", &path))?;
+        self.temp
+            .persist(&path)
+            .map_err(|error| Error::io("write", &path)(error.error))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -431,7 +644,9 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339() {
+        let timestamp = |ms| Cell::time(ms).into_value();
         assert_eq!(timestamp(Some(0)), Value::Null);
+        assert_eq!(timestamp(None), Value::Null);
         assert_eq!(
             timestamp(Some(1_700_000_000_000)),
             Value::String("2023-11-14T22:13:20Z".into())

@@ -15,6 +15,7 @@
 //! galleries under 1,000 videos). Without JavaScript the cards show their
 //! text and a link to each video.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -35,24 +36,24 @@ pub const GALLERY_FILE: &str = "index.html";
 
 /// What one card shows. Built from a job ([`Card::from_job`]) or from a
 /// row that was not taken in ([`Card::invalid`]); every text is raw here
-/// and escaped when written.
+/// and escaped when written, and borrowed from the row where it can be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Card {
+pub struct Card<'a> {
     /// The job id; for a row not taken in, its id cell or `line N`.
-    pub id: String,
+    pub id: Cow<'a, str>,
     /// The row's line in the manifest.
     pub line: i64,
     /// A job state's name, or [`INVALID_STATE`].
     pub state: &'static str,
-    pub prompt: Option<String>,
+    pub prompt: Option<Cow<'a, str>>,
     /// The input image: a local file's path relative to the page, or an
     /// http(s) URL.
-    pub image: Option<String>,
+    pub image: Option<Cow<'a, str>>,
     /// The downloaded video's path relative to the page, URL-encoded.
     pub video: Option<String>,
     pub cost: Option<Usd>,
     /// Why the job failed (or why the row was not taken in).
-    pub reason: Option<String>,
+    pub reason: Option<Cow<'a, str>>,
 }
 
 /// Where the page is and where what it links to lies, as absolute paths,
@@ -62,7 +63,12 @@ pub struct Places {
     page_dir: PathBuf,
     /// The output folder as seen from the page, worked out once.
     videos: PathBuf,
+    /// `videos` as a link, so that a video's link is this and its name.
+    videos_href: String,
     manifest_dir: Option<PathBuf>,
+    /// `http://localhost/`: local paths are encoded as URL paths under it
+    /// to compare them with what was sent.
+    localhost: Url,
 }
 
 impl Places {
@@ -71,8 +77,10 @@ impl Places {
     pub fn new(page: &Path, out_dir: &Path, manifest_dir: Option<&Path>) -> io::Result<Places> {
         let page = std::path::absolute(page)?;
         let page_dir = page.parent().map_or_else(|| page.clone(), Path::to_owned);
+        let videos = crate::export::relative_path(&std::path::absolute(out_dir)?, &page_dir);
         Ok(Places {
-            videos: crate::export::relative_path(&std::path::absolute(out_dir)?, &page_dir),
+            videos_href: encode_href(&videos),
+            videos,
             page_dir,
             manifest_dir: manifest_dir
                 .map(|dir| match dir.as_os_str().is_empty() {
@@ -80,6 +88,7 @@ impl Places {
                     false => std::path::absolute(dir),
                 })
                 .transpose()?,
+            localhost: Url::parse("http://localhost/").map_err(io::Error::other)?,
         })
     }
 
@@ -88,20 +97,32 @@ impl Places {
         relative_href(&self.page_dir, target)
     }
 
+    /// The link to the video `name` in the output folder.
+    fn video_href(&self, name: &str) -> String {
+        if name.is_empty() || name == "." || name.contains('/') {
+            return encode_href(&self.videos.join(name));
+        }
+        // A plain name is the last part of `videos.join(name)`.
+        match self.videos_href.as_str() {
+            "" => encode_path_part(name),
+            folder => format!("{folder}/{}", encode_path_part(name)),
+        }
+    }
+
     /// The image to show for a job sent with the URL `sent`: the local
     /// file, when a cell of the row names one that `--image-base-url`
     /// turned into `sent`, else `sent` itself.
-    fn image_src(&self, input: &Map<String, Value>, sent: &str) -> Option<String> {
+    fn image_src<'a>(&self, input: &Map<String, Value>, sent: &'a str) -> Option<Cow<'a, str>> {
         match self.local_image(input, sent) {
-            Some(path) => Some(self.href(&path)),
-            None => web_url(sent),
+            Some(path) => Some(Cow::Owned(self.href(&path))),
+            None => web_url(sent).map(Cow::Borrowed),
         }
     }
 
     /// The image an invalid row's image cell, written `text`, names: the
     /// local file, when the cell is a path to one under the manifest's
     /// folder, else what [`Places::image_src`] makes of it as a URL.
-    fn written_image(&self, input: &Map<String, Value>, text: &str) -> Option<String> {
+    fn written_image<'a>(&self, input: &Map<String, Value>, text: &'a str) -> Option<Cow<'a, str>> {
         let local = self
             .manifest_dir
             .as_ref()
@@ -109,24 +130,137 @@ impl Places {
             .map(|(dir, parts)| parts.iter().fold(dir.clone(), |path, part| path.join(part)))
             .filter(|path| path.is_file());
         match local {
-            Some(path) => Some(self.href(&path)),
+            Some(path) => Some(Cow::Owned(self.href(&path))),
             None => self.image_src(input, text),
         }
     }
 
+    /// The local file a cell of `input` names that was sent as `sent`.
+    /// `sent` is parsed only when a cell may name it (`may_name`): a
+    /// million rows of web images are shown without parsing a URL.
     fn local_image(&self, input: &Map<String, Value>, sent: &str) -> Option<PathBuf> {
         let dir = self.manifest_dir.as_ref()?;
-        let sent = Url::parse(sent).ok()?;
+        let mut sent_url: Option<Option<Url>> = None;
+        let look = Sent::new(sent);
         input.values().filter_map(Value::as_str).find_map(|text| {
+            if !look.may_name(text) {
+                return None;
+            }
             let parts = local_path_parts(text)?;
+            let sent = sent_url
+                .get_or_insert_with(|| Url::parse(sent).ok())
+                .as_ref()?;
             // The same encoding validation used to append the path to the
             // base URL, so a match is exact.
-            let mut expected = Url::parse("http://localhost/").expect("a valid URL");
+            let mut expected = self.localhost.clone();
             expected.path_segments_mut().ok()?.extend(&parts);
+            if !sent.path().ends_with(expected.path()) {
+                return None;
+            }
             let path = parts.iter().fold(dir.clone(), |path, part| path.join(part));
-            (sent.path().ends_with(expected.path()) && path.is_file()).then_some(path)
+            path.is_file().then_some(path)
         })
     }
+}
+
+/// A URL sent, looked at once for [`Sent::may_name`].
+struct Sent<'s> {
+    text: &'s str,
+    /// Where a part of it may end: the few separators, and its end.
+    ends: Vec<usize>,
+    /// Whether it has characters the URL parser drops.
+    drops: bool,
+}
+
+/// Characters the URL parser drops wherever they are.
+const DROPPED: [char; 3] = ['\t', '\n', '\r'];
+
+impl<'s> Sent<'s> {
+    fn new(text: &'s str) -> Sent<'s> {
+        let bytes = text.as_bytes();
+        let ends = (0..bytes.len())
+            .filter(|&at| matches!(bytes[at], b'/' | b'\\' | b'?' | b'#') || bytes[at] <= b' ')
+            .chain([bytes.len()])
+            .collect();
+        Sent {
+            text,
+            ends,
+            drops: text.contains(DROPPED),
+        }
+    }
+
+    /// Whether the cell `text` may be a local path that was sent as this
+    /// URL (see `Places::local_image`). A quick look that never says no
+    /// to a cell that was: the end of the cell's last part, in characters
+    /// a URL path keeps as they are, must end a part of the URL (and start
+    /// one, when it is the whole part); and the cell that is the URL
+    /// itself is no local path (when it does not parse, neither does the
+    /// URL).
+    fn may_name(&self, text: &str) -> bool {
+        let text = text.trim();
+        if text == self.text && has_scheme(text) {
+            return false;
+        }
+        let Some(last) = last_part(text) else {
+            return false;
+        };
+        // Percent signs, and characters the URL parser drops, are left to it.
+        if self.drops || last.contains('%') || last.contains(DROPPED) {
+            return true;
+        }
+        let kept =
+            |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~');
+        let start = last
+            .bytes()
+            .rposition(|byte| !kept(byte))
+            .map_or(0, |at| at + 1);
+        let tail = &last.as_bytes()[start..];
+        let Some(&tail_end) = tail.last() else {
+            return true;
+        };
+        let bytes = self.text.as_bytes();
+        self.ends.iter().any(|&end| {
+            let before = &bytes[..end];
+            before.last() == Some(&tail_end)
+                && before.ends_with(tail)
+                && (start > 0
+                    || matches!(
+                        before[..before.len() - tail.len()].last(),
+                        Some(b'/' | b'\\')
+                    ))
+        })
+    }
+}
+
+/// The last part of a path as `local_path_parts` splits it (`None` when
+/// it has none), found from the end.
+fn last_part(text: &str) -> Option<&str> {
+    let mut end = text.len();
+    loop {
+        let start = text.as_bytes()[..end]
+            .iter()
+            .rposition(|&byte| byte == b'/' || byte == b'\\')
+            .map_or(0, |at| at + 1);
+        let part = &text[start..end];
+        if !part.is_empty() && part != "." {
+            return Some(part);
+        }
+        end = start.checked_sub(1)?;
+    }
+}
+
+/// Whether `text` starts with a URL scheme of two letters or more (`http:`;
+/// one letter is a Windows drive), so that if it parses as a URL, it is one.
+fn has_scheme(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let Some(colon) = bytes.iter().position(|&byte| byte == b':') else {
+        return false;
+    };
+    colon >= 2
+        && bytes[0].is_ascii_alphabetic()
+        && bytes[1..colon]
+            .iter()
+            .all(|&byte| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'-' | b'.'))
 }
 
 /// The parts of a cell that reads as a relative local path (as validation
@@ -134,7 +268,7 @@ impl Places {
 /// folder.
 fn local_path_parts(text: &str) -> Option<Vec<&str>> {
     let text = text.trim();
-    if Url::parse(text).is_ok_and(|url| url.scheme().len() > 1) || text.starts_with(['/', '\\']) {
+    if is_url(text) || text.starts_with(['/', '\\']) {
         return None;
     }
     let parts: Vec<&str> = text
@@ -144,10 +278,28 @@ fn local_path_parts(text: &str) -> Option<Vec<&str>> {
     (!parts.is_empty() && !parts.contains(&"..")).then_some(parts)
 }
 
+/// Whether `text` is a URL (a scheme of one letter is a Windows drive).
+/// Only text that starts with a scheme is parsed to find out.
+fn is_url(text: &str) -> bool {
+    // Tabs and newlines, and control characters in front, the parser
+    // drops: such text is parsed whatever it starts with.
+    let plain =
+        !text.contains(['\t', '\n', '\r']) && !text.starts_with(|c: char| c.is_ascii_control());
+    if plain && !has_scheme(text) {
+        return false;
+    }
+    Url::parse(text).is_ok_and(|url| url.scheme().len() > 1)
+}
+
 /// `url` if it is an http(s) URL (nothing else may reach an `src`).
-fn web_url(url: &str) -> Option<String> {
-    let lower = url.trim_start().to_ascii_lowercase();
-    (lower.starts_with("http://") || lower.starts_with("https://")).then(|| url.trim().to_owned())
+fn web_url(url: &str) -> Option<&str> {
+    let start = url.trim_start().as_bytes();
+    let is = |scheme: &[u8]| {
+        start
+            .get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    };
+    (is(b"http://") || is(b"https://")).then(|| url.trim())
 }
 
 /// `target` relative to the folder `from` (both absolute), as a URL path:
@@ -168,39 +320,61 @@ fn encode_href(path: &Path) -> String {
 /// Percent-encodes all but the unreserved characters of RFC 3986, so a
 /// file name with `#`, `?`, `%` or spaces still links to itself.
 fn encode_path_part(part: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut encoded = String::with_capacity(part.len());
     for byte in part.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
             encoded.push(byte as char);
         } else {
-            encoded.push_str(&format!("%{byte:02X}"));
+            encoded.push('%');
+            encoded.push(HEX[usize::from(byte >> 4)] as char);
+            encoded.push(HEX[usize::from(byte & 0xF)] as char);
         }
     }
     encoded
 }
 
-impl Card {
-    pub fn from_job(job: &JobRecord, places: &Places) -> Card {
+impl<'a> Card<'a> {
+    /// The card of a manifest row.
+    pub fn of_row(row: &'a ResultRow, places: &Places) -> Card<'a> {
+        match row {
+            ResultRow::Job(job) => Card::from_job(job, places),
+            ResultRow::Invalid {
+                line,
+                input,
+                cells,
+                problems,
+            } => Card::invalid(
+                i64::try_from(*line).unwrap_or(i64::MAX),
+                input,
+                cells,
+                problems,
+                places,
+            ),
+        }
+    }
+
+    pub fn from_job(job: &'a JobRecord, places: &Places) -> Card<'a> {
         let video = match (job.state, &job.file_name) {
-            (JobState::Downloaded, Some(name)) => Some(encode_href(&places.videos.join(name))),
+            (JobState::Downloaded, Some(name)) => Some(places.video_href(name)),
             _ => None,
         };
         let (prompt, image) = match &job.request {
             Some(request) => (
-                Some(request.prompt.clone()),
+                Some(Cow::Borrowed(request.prompt.as_str())),
                 places.image_src(&job.input, &request.image),
             ),
-            None => (input_text(&job.input, "prompt"), None),
+            None => (input_text(&job.input, "prompt").map(Cow::Owned), None),
         };
         Card {
-            id: job.job_id.0.clone(),
+            id: Cow::Borrowed(&job.job_id.0),
             line: job.manifest_line,
             state: job.state.as_str(),
             prompt,
             image,
             video,
             cost: Some(Usd::from_micros(job.charged_micros)),
-            reason: job_error(job),
+            reason: job_error(job).map(Cow::Owned),
         }
     }
 
@@ -209,22 +383,25 @@ impl Card {
     pub fn invalid(
         line: i64,
         input: &Map<String, Value>,
-        cells: &KeyCells,
-        problems: &str,
+        cells: &'a KeyCells,
+        problems: &'a str,
         places: &Places,
-    ) -> Card {
+    ) -> Card<'a> {
         Card {
-            id: cells.id.clone().unwrap_or_else(|| format!("line {line}")),
+            id: cells
+                .id
+                .as_deref()
+                .map_or_else(|| Cow::Owned(format!("line {line}")), Cow::Borrowed),
             line,
             state: INVALID_STATE,
-            prompt: cells.prompt.clone(),
+            prompt: cells.prompt.as_deref().map(Cow::Borrowed),
             image: cells
                 .image
-                .as_ref()
+                .as_deref()
                 .and_then(|text| places.written_image(input, text)),
             video: None,
             cost: None,
-            reason: Some(problems.to_owned()),
+            reason: Some(Cow::Borrowed(problems)),
         }
     }
 }
@@ -246,20 +423,37 @@ pub struct Escaped<'a>(pub &'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0;
-        while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
-            f.write_str(&rest[..at])?;
-            f.write_str(match rest.as_bytes()[at] {
-                b'&' => "&amp;",
-                b'<' => "&lt;",
-                b'>' => "&gt;",
-                b'"' => "&quot;",
-                _ => "&#39;",
-            })?;
-            rest = &rest[at + 1..];
-        }
-        f.write_str(rest)
+        escape(self.0, |piece| f.write_str(piece))
     }
+}
+
+/// Hands `text` to `emit` in pieces, each character HTML gives a meaning
+/// to (`&<>"'`) replaced by its entity: one pass over the bytes.
+fn escape<E>(text: &str, mut emit: impl FnMut(&str) -> Result<(), E>) -> Result<(), E> {
+    let mut done = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let entity = match byte {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            b'\'' => "&#39;",
+            _ => continue,
+        };
+        emit(&text[done..at])?;
+        emit(entity)?;
+        done = at + 1;
+    }
+    emit(&text[done..])
+}
+
+/// Appends `text`, escaped, to the card being written.
+fn push_escaped(card: &mut Vec<u8>, text: &str) {
+    escape(text, |piece| {
+        card.extend_from_slice(piece.as_bytes());
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|never| match never {});
 }
 
 /// The states a card can be in, in the filter's order.
@@ -378,6 +572,76 @@ fn csp_hash(text: &str) -> String {
     )
 }
 
+/// A card's image and video.
+fn card_media(html: &mut Vec<u8>, card: &Card) {
+    html.extend_from_slice(b"<article class=\"card\" data-state=\"");
+    push_escaped(html, card.state);
+    html.extend_from_slice(b"\">\n<div class=\"media\">");
+    match &card.image {
+        Some(src) => {
+            html.extend_from_slice(
+                b"<div class=\"slot\"><template><img loading=\"lazy\" decoding=\"async\" \
+                  alt=\"input image\" src=\"",
+            );
+            push_escaped(html, src);
+            html.extend_from_slice(b"\"></template></div>");
+        }
+        None => html.extend_from_slice(b"<div class=\"none\">no image</div>"),
+    }
+    match &card.video {
+        Some(href) => {
+            html.extend_from_slice(
+                b"<div class=\"slot\"><template><video controls preload=\"metadata\" playsinline \
+                  src=\"",
+            );
+            push_escaped(html, href);
+            html.extend_from_slice(
+                b"\"></video></template></div></div>\n<p class=\"broken\">video file missing</p>\n",
+            );
+        }
+        None => html.extend_from_slice(b"<div class=\"none\">no video</div></div>\n"),
+    }
+}
+
+/// A card's prompt, details, reason and link; `cost` keeps the last cost
+/// shown and its text.
+fn card_text(html: &mut Vec<u8>, card: &Card, cost: &mut Option<(Usd, String)>) {
+    if let Some(prompt) = &card.prompt {
+        html.extend_from_slice(b"<p class=\"prompt\">");
+        push_escaped(html, prompt);
+        html.extend_from_slice(b"</p>\n");
+    }
+    html.extend_from_slice(b"<dl><dt>id</dt><dd>");
+    push_escaped(html, &card.id);
+    html.extend_from_slice(b"</dd><dt>line</dt><dd>");
+    // Writing to a Vec cannot fail.
+    let _ = write!(html, "{}", card.line);
+    html.extend_from_slice(b"</dd><dt>state</dt><dd class=\"state\">");
+    push_escaped(html, card.state);
+    html.extend_from_slice(b"</dd>");
+    if let Some(usd) = card.cost {
+        if cost.as_ref().is_none_or(|(last, _)| *last != usd) {
+            *cost = Some((usd, usd.to_string()));
+        }
+        let shown = cost.as_ref().map_or("", |(_, text)| text.as_str());
+        html.extend_from_slice(b"<dt>cost</dt><dd>");
+        html.extend_from_slice(shown.as_bytes());
+        html.extend_from_slice(b"</dd>");
+    }
+    html.extend_from_slice(b"</dl>\n");
+    if let Some(reason) = &card.reason {
+        html.extend_from_slice(b"<p class=\"reason\">");
+        push_escaped(html, reason);
+        html.extend_from_slice(b"</p>\n");
+    }
+    if let Some(href) = &card.video {
+        html.extend_from_slice(b"<a href=\"");
+        push_escaped(html, href);
+        html.extend_from_slice(b"\">open the video</a>\n");
+    }
+    html.extend_from_slice(b"</article>\n");
+}
+
 /// Writes the page one card at a time: the head and the filter's inputs
 /// first, the cards, then the filter's labels with the counts (shown at
 /// the top by the style), so nothing is held but the counts.
@@ -386,6 +650,11 @@ pub struct GalleryWriter<W: Write> {
     title: String,
     counts: Vec<(&'static str, u64)>,
     n_cards: u64,
+    /// The card being written, whole, before it goes to `out`: one write
+    /// a card, into a buffer reused from card to card.
+    card: Vec<u8>,
+    /// The last cost shown, as shown: most cards cost the same.
+    cost: Option<(Usd, String)>,
 }
 
 impl<W: Write> GalleryWriter<W> {
@@ -419,6 +688,8 @@ impl<W: Write> GalleryWriter<W> {
             title: title.0.to_owned(),
             counts: card_states().map(|state| (state, 0)).collect(),
             n_cards: 0,
+            card: Vec::new(),
+            cost: None,
         })
     }
 
@@ -431,59 +702,12 @@ impl<W: Write> GalleryWriter<W> {
             *n += 1;
         }
         self.n_cards += 1;
-        let out = &mut self.out;
-        write!(
-            out,
-            "<article class=\"card\" data-state=\"{}\">\n<div class=\"media\">",
-            Escaped(card.state)
-        )?;
-        match &card.image {
-            Some(src) => write!(
-                out,
-                "<div class=\"slot\"><template><img loading=\"lazy\" decoding=\"async\" \
-                 alt=\"input image\" src=\"{}\"></template></div>",
-                Escaped(src)
-            )?,
-            None => out.write_all(b"<div class=\"none\">no image</div>")?,
-        }
-        match &card.video {
-            Some(href) => write!(
-                out,
-                "<div class=\"slot\"><template><video controls preload=\"metadata\" playsinline \
-                 src=\"{}\"></video></template></div></div>\n\
-                 <p class=\"broken\">video file missing</p>\n",
-                Escaped(href)
-            )?,
-            None => out.write_all(b"<div class=\"none\">no video</div></div>\n")?,
-        }
-        self.card_text(card)
+        let html = &mut self.card;
+        html.clear();
+        card_media(html, card);
+        card_text(html, card, &mut self.cost);
+        self.out.write_all(html)
     }
-
-    fn card_text(&mut self, card: &Card) -> io::Result<()> {
-        let out = &mut self.out;
-        if let Some(prompt) = &card.prompt {
-            writeln!(out, "<p class=\"prompt\">{}</p>", Escaped(prompt))?;
-        }
-        write!(
-            out,
-            "<dl><dt>id</dt><dd>{}</dd><dt>line</dt><dd>{}</dd><dt>state</dt><dd class=\"state\">{}</dd>",
-            Escaped(&card.id),
-            card.line,
-            Escaped(card.state)
-        )?;
-        if let Some(cost) = card.cost {
-            write!(out, "<dt>cost</dt><dd>{cost}</dd>")?;
-        }
-        out.write_all(b"</dl>\n")?;
-        if let Some(reason) = &card.reason {
-            writeln!(out, "<p class=\"reason\">{}</p>", Escaped(reason))?;
-        }
-        if let Some(href) = &card.video {
-            writeln!(out, "<a href=\"{}\">open the video</a>", Escaped(href))?;
-        }
-        out.write_all(b"</article>\n")
-    }
-
     /// Writes the filter with the counts and the script; returns the
     /// number of cards and the writer.
     pub fn finish(mut self) -> io::Result<(u64, W)> {
@@ -520,15 +744,7 @@ pub fn write_gallery(
         ledger
             .for_each_result_row(|row| {
                 n_cards += 1;
-                gallery.card(&match row {
-                    ResultRow::Job(job) => Card::from_job(&job, places),
-                    ResultRow::Invalid {
-                        line,
-                        input,
-                        cells,
-                        problems,
-                    } => Card::invalid(line as i64, &input, &cells, &problems, places),
-                })
+                gallery.card(&Card::of_row(&row, places))
             })
             .map_err(|error| io::Error::other(error.to_string()))??;
         gallery.finish()
@@ -537,10 +753,13 @@ pub fn write_gallery(
         Ok(_) => Ok(n_cards),
         // A closed pipe (`pixbatch export --format html -o - | head`) is not an error.
         Err(error) if crate::report::is_broken_pipe(&error) => Ok(n_cards),
-        Err(error) => Err(Error::Other(format!(
-            "failed to write the gallery: {error}"
-        ))),
+        Err(error) => Err(gallery_error(error)),
     }
+}
+
+/// A failure to write the gallery, as said to the user.
+pub fn gallery_error(error: io::Error) -> Error {
+    Error::Other(format!("failed to write the gallery: {error}"))
 }
 
 /// Writes the gallery to `page` atomically; links are relative to its
@@ -618,6 +837,75 @@ mod tests {
         std::fs::remove_file(dir.path().join("img/a b.png")).unwrap();
         assert_eq!(places.image_src(&input, sent).as_deref(), Some(sent));
         assert_eq!(web_url("javascript:alert(1)"), None);
+    }
+
+    /// The exact test `local_image` makes of a cell that `may_name` lets
+    /// through (the file's existence aside).
+    fn names(text: &str, sent: &str) -> bool {
+        let Some(parts) = local_path_parts(text) else {
+            return false;
+        };
+        let Ok(sent) = Url::parse(sent) else {
+            return false;
+        };
+        let mut expected = Url::parse("http://localhost/").unwrap();
+        expected.path_segments_mut().unwrap().extend(&parts);
+        sent.path().ends_with(expected.path())
+    }
+
+    #[test]
+    fn the_quick_look_turns_away_the_cells_of_a_web_image_row() {
+        let sent = "https://cdn.example.com/stills/15.png";
+        for cell in [
+            sent,
+            "row-15",
+            "Shot 15: a slow pan, golden light",
+            "5",
+            "720p",
+            "batch 1",
+        ] {
+            assert!(!Sent::new(sent).may_name(cell), "{cell}");
+        }
+        let hosted = "https://cdn.test/base/img/a%20b.png";
+        assert!(Sent::new(hosted).may_name("img/a b.png"));
+        assert!(Sent::new(hosted).may_name(" ./img\\a b.png "));
+        assert!(names(" ./img\\a b.png ", hosted));
+        // A tab the parser drops makes the last part a `.`, which goes.
+        assert!(names("a\\\t.", "https://h.test/a/"));
+        assert!(Sent::new("https://h.test/a/").may_name("a\\\t."));
+        assert_eq!(
+            web_url(" HTTPS://x.test/a.png "),
+            Some("HTTPS://x.test/a.png")
+        );
+        assert_eq!(web_url("httpx://x.test/"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_quick_look_never_turns_away_a_cell_that_names_the_image(
+            text in "[a-zA-Z0-9 ./\\\\%#?:é~_\\t\"<|@-]{0,10}",
+            sent in "(https?://h\\.test|[a-z]{1,3}:)?[a-zA-Z0-9 ./\\\\%#?:é~_\\t\"<|@-]{0,14}",
+            base in proptest::sample::select(vec!["https://h.test/", "https://h.test/b%20c/", "http://h.test/x/"]),
+        ) {
+            // Any text against any URL, and the URL validation makes of the text.
+            proptest::prop_assert!(!names(&text, &sent) || Sent::new(&sent).may_name(&text));
+            if let Some(parts) = local_path_parts(&text) {
+                let mut hosted = Url::parse(base).unwrap();
+                hosted.path_segments_mut().unwrap().pop_if_empty().extend(&parts);
+                let hosted = hosted.to_string();
+                proptest::prop_assert!(names(&text, &hosted));
+                proptest::prop_assert!(Sent::new(&hosted).may_name(&text), "{} {}", text, hosted);
+            }
+        }
+
+        #[test]
+        fn a_url_is_found_as_the_parser_finds_it(text in "[a-zA-Z0-9 ./\\\\%#?:+~_\\t\\x01-]{0,12}") {
+            let text = text.trim();
+            proptest::prop_assert_eq!(
+                is_url(text),
+                Url::parse(text).is_ok_and(|url| url.scheme().len() > 1)
+            );
+        }
     }
 
     fn page(cards: &[Card]) -> String {

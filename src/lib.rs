@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod job;
 pub mod ledger;
 pub mod manifest;
+pub mod outputs;
 pub mod price;
 pub mod report;
 pub mod row;

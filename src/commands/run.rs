@@ -16,12 +16,13 @@ use crate::config::{Endpoint, Purpose, RunConfig};
 use crate::error::EXIT_PENDING;
 use crate::error::Error;
 use crate::export::{ResultsFormat, TableOptions, write_results_file};
-use crate::gallery::{GALLERY_FILE, write_gallery_file};
+use crate::gallery::GALLERY_FILE;
 use crate::image_check::{ImageCheckSettings, ImageChecking, check_and_ingest};
 use crate::ingest::{IngestReport, MANIFEST_WORKBOOK_KEY, Planned, validation_context};
 use crate::job::{Counts, JobState};
 use crate::ledger::{Ledger, LedgerHandle, RunLock};
 use crate::manifest::Manifest;
+use crate::outputs::{self, GalleryPage, TableFile};
 use crate::price::{CostBreakdown, Usd};
 use crate::report::{
     ImageProgress, MAX_LISTED, PlanReport, ProgressMode, Spend, Summary, Terminal, images_line,
@@ -422,9 +423,11 @@ fn written_inputs(config: &RunConfig, formats: &[ResultsFormat]) -> String {
     )
 }
 
-/// Writes the results tables and the gallery; when every one was written,
-/// stamps them (`crate::written`) so that a run changing nothing keeps
-/// them. Returns the tables and the gallery written.
+/// Writes the results tables and the gallery, the streamed ones (CSV or
+/// JSONL, and the gallery) from one pass over the ledger
+/// (`crate::outputs`), a workbook from its own; when every one was
+/// written, stamps them (`crate::written`) so that a run changing nothing
+/// keeps them. Returns the tables and the gallery written.
 async fn write_outputs(
     config: &RunConfig,
     ledger: &LedgerHandle,
@@ -432,19 +435,30 @@ async fn write_outputs(
     inputs: String,
     files: Vec<PathBuf>,
 ) -> Result<(Vec<PathBuf>, Option<PathBuf>), Error> {
-    let results_paths = write_tables(config, ledger, formats).await?;
     let gallery_path = config.settings.out_dir.join(GALLERY_FILE);
-    let (out_dir, path) = (config.settings.out_dir.clone(), gallery_path.clone());
+    let (out_dir, page) = (config.settings.out_dir.clone(), gallery_path.clone());
     let manifest = config.manifest.clone();
-    let all_written = results_paths.len() == formats.len();
-    let gallery = ledger
+    let tables: Vec<(ResultsFormat, PathBuf)> = formats
+        .iter()
+        .map(|&format| (format, results_path(config, format)))
+        .collect();
+    let excel = config.excel;
+    let (tables_written, gallery) = ledger
         .with(move |ledger| {
             let title = manifest.file_name().unwrap_or_default().to_string_lossy();
-            write_gallery_file(ledger, &out_dir, manifest.parent(), &title, &path)?;
-            if all_written {
-                written::remember(ledger, &inputs, &files)?;
-            }
-            Ok::<_, Error>(())
+            let gallery = GalleryPage {
+                path: page,
+                manifest_dir: manifest.parent(),
+                title: &title,
+            };
+            let (tables_written, gallery) =
+                write_tables_and_gallery(ledger, &out_dir, &tables, excel, &gallery);
+            let all_written = tables_written.len() == tables.len();
+            let gallery = gallery.and_then(|()| match all_written {
+                true => written::remember(ledger, &inputs, &files),
+                false => Ok(()),
+            });
+            (tables_written, gallery)
         })
         .await?;
     // The videos are safe whatever happens to the gallery: say so and go on.
@@ -455,32 +469,43 @@ async fn write_outputs(
             None
         }
     };
-    Ok((results_paths, gallery_path))
+    Ok((tables_written, gallery_path))
 }
 
-/// Writes the results tables in `formats`; returns the tables written.
-async fn write_tables(
-    config: &RunConfig,
-    ledger: &LedgerHandle,
-    formats: &[ResultsFormat],
-) -> Result<Vec<PathBuf>, Error> {
-    let excel = config.excel;
-    let mut results_paths = Vec::new();
-    for &format in formats {
-        let out_dir = config.settings.out_dir.clone();
-        let path = results_path(config, format);
-        let options = TableOptions { format, excel };
-        let written = {
-            let path = path.clone();
-            ledger
-                .with(move |ledger| write_results_file(ledger, &out_dir, options, &path))
-                .await?
+/// Writes the tables (`(format, path)`) and the gallery; returns the
+/// tables written, in the order given, and what became of the gallery.
+/// A table that fails is told and left out: the videos are safe whatever
+/// happens to a table.
+fn write_tables_and_gallery(
+    ledger: &Ledger,
+    out_dir: &Path,
+    tables: &[(ResultsFormat, PathBuf)],
+    excel: bool,
+    gallery: &GalleryPage,
+) -> (Vec<PathBuf>, Result<(), Error>) {
+    let options = |format| TableOptions { format, excel };
+    let streamed: Vec<TableFile> = tables
+        .iter()
+        .filter(|(format, _)| *format != ResultsFormat::Xlsx)
+        .map(|(format, path)| TableFile {
+            path: path.clone(),
+            options: options(*format),
+        })
+        .collect();
+    let mut written = outputs::write_outputs(ledger, out_dir, &streamed, gallery);
+    let mut streamed_results = written.tables.drain(..);
+    let mut tables_written = Vec::new();
+    for (format, path) in tables {
+        let result = match format {
+            ResultsFormat::Xlsx => {
+                write_results_file(ledger, out_dir, options(*format), path).map(|_| ())
+            }
+            _ => streamed_results.next().unwrap_or(Ok(())),
         };
-        // The videos are safe whatever happens to a table: say so and go on.
-        match written {
-            Ok(_) => results_paths.push(path),
+        match result {
+            Ok(()) => tables_written.push(path.clone()),
             Err(error) => warn!("{error}"),
         }
     }
-    Ok(results_paths)
+    (tables_written, written.gallery)
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use rust_xlsxwriter::{Format, Formula, Workbook, Worksheet, XlsxError};
 use serde_json::Value;
 
-use super::{RESULT_COLUMNS, Table, result_values};
+use super::{Cell, RESULT_COLUMNS, Table, result_cells};
 use crate::error::Error;
 use crate::ledger::Ledger;
 
@@ -73,7 +73,7 @@ fn write_sheet(
             .input_columns
             .iter()
             .map(|column| input.get(column).unwrap_or(&Value::Null));
-        let results = result_values(&row, &table.paths);
+        let results = result_cells(&row, &table.paths).map(Cell::into_value);
         cells
             .write_row(sheet, n_rows as u32, inputs.chain(&results))
             .map_err(std::io::Error::other)

@@ -443,10 +443,10 @@ async fn scrolling_through_1200_videos_keeps_only_those_near_the_screen_alive() 
     for line in 2..1202 {
         gallery
             .card(&Card {
-                id: format!("row-{line}"),
+                id: format!("row-{line}").into(),
                 line,
                 state: "downloaded",
-                prompt: Some(format!("Shot {line}")),
+                prompt: Some(format!("Shot {line}").into()),
                 image: Some("cat.jpeg".into()),
                 video: Some("clip.mp4".into()),
                 cost: None,
