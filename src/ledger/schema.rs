@@ -131,6 +131,122 @@ const MIGRATIONS: &[&str] = &[
     END;
     CREATE INDEX jobs_edited ON jobs (manifest_row) WHERE edited_request_json IS NOT NULL;
     ",
+    // 7: each piece of text once (see `request`). The request is kept in
+    // columns from which its exact body is rebuilt, keyed by the first 8
+    // bytes of its sha-256 (`request_key`, the old hash's first 16 hex
+    // digits); `cfg_scale` is the number's JSON text, so the body rebuilds
+    // byte for byte. The input keeps only the cells' values (`input_cells`,
+    // a JSON array), its keys once per distinct key list (`input_shapes`);
+    // `input_refs` marks the cells that repeat the job id or a request
+    // field (none in a migrated row). Columns set only once a job was sent
+    // come last. The table is rebuilt, so its indexes and triggers are
+    // created again.
+    "
+    CREATE TABLE input_shapes (
+        shape INTEGER PRIMARY KEY,
+        keys  TEXT NOT NULL UNIQUE
+    );
+    INSERT OR IGNORE INTO input_shapes (keys)
+    SELECT (SELECT json_group_array(key) FROM json_each(jobs.input_json)) FROM jobs ORDER BY rowid;
+    CREATE TABLE jobs_compact (
+        job_id              TEXT PRIMARY KEY,
+        manifest_row        INTEGER,
+        manifest_line       INTEGER NOT NULL,
+        seen_generation     INTEGER NOT NULL,
+        state               TEXT NOT NULL,
+        attempts            INTEGER NOT NULL DEFAULT 0,
+        cost_micros         INTEGER,
+        charged_micros      INTEGER NOT NULL DEFAULT 0,
+        created_at          INTEGER NOT NULL,
+        updated_at          INTEGER NOT NULL,
+        request_key         BLOB,
+        image               TEXT,
+        prompt              TEXT,
+        duration            INTEGER,
+        cfg_scale           TEXT,
+        resolution          TEXT,
+        seed                INTEGER,
+        thinking_type       TEXT,
+        negative_prompt     TEXT,
+        generate_audio      INTEGER,
+        input_shape         INTEGER,
+        input_refs          INTEGER NOT NULL DEFAULT 0,
+        input_cells         TEXT,
+        task_id             TEXT,
+        remote_status       TEXT,
+        progress            INTEGER,
+        error_kind          TEXT,
+        error_message       TEXT,
+        error_body          TEXT,
+        video_url           TEXT,
+        video_expires_at    INTEGER,
+        file_name           TEXT,
+        bytes               INTEGER,
+        sha256              TEXT,
+        submitted_at        INTEGER,
+        finished_at         INTEGER,
+        downloaded_at       INTEGER,
+        edited_request_json TEXT,
+        edited_request_hash TEXT,
+        edited_cost_micros  INTEGER
+    );
+    INSERT INTO jobs_compact (
+        job_id, manifest_row, manifest_line, seen_generation, state, attempts, cost_micros, charged_micros,
+        created_at, updated_at, request_key, image, prompt, duration, cfg_scale, resolution, seed,
+        thinking_type, negative_prompt, generate_audio, input_shape, input_refs, input_cells, task_id,
+        remote_status, progress, error_kind, error_message, error_body, video_url, video_expires_at,
+        file_name, bytes, sha256, submitted_at, finished_at, downloaded_at, edited_request_json,
+        edited_request_hash, edited_cost_micros)
+    SELECT
+        job_id, manifest_row, manifest_line, seen_generation, state, attempts, cost_micros, charged_micros,
+        created_at, updated_at, unhex(substr(request_hash, 1, 16)),
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.image' END,
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.prompt' END,
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.duration' END,
+        CASE WHEN json_valid(request_json) THEN request_json -> '$.cfg_scale' END,
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.resolution' END,
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.seed' END,
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.thinking_type' END,
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.negative_prompt' END,
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.generate_audio_switch' END,
+        (SELECT shape FROM input_shapes
+         WHERE keys = (SELECT json_group_array(key) FROM json_each(jobs.input_json))),
+        0,
+        (SELECT json_group_array(json(jobs.input_json -> fullkey)) FROM json_each(jobs.input_json)),
+        task_id, remote_status, progress, error_kind, error_message, error_body, video_url, video_expires_at,
+        file_name, bytes, sha256, submitted_at, finished_at, downloaded_at, edited_request_json,
+        edited_request_hash, edited_cost_micros
+    FROM jobs ORDER BY rowid;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_compact RENAME TO jobs;
+    CREATE INDEX jobs_by_state ON jobs (state, manifest_row);
+    CREATE INDEX jobs_by_row ON jobs (manifest_row);
+    CREATE INDEX jobs_by_request_key ON jobs (request_key);
+    CREATE INDEX jobs_edited ON jobs (manifest_row) WHERE edited_request_json IS NOT NULL;
+    CREATE TRIGGER jobs_update_drops_derived AFTER UPDATE ON jobs
+    BEGIN
+        DELETE FROM meta WHERE key >= 'derived.' AND key < 'derived/';
+    END;
+    CREATE TRIGGER jobs_delete_drops_derived AFTER DELETE ON jobs
+    BEGIN
+        DELETE FROM meta WHERE key >= 'derived.' AND key < 'derived/';
+    END;
+    ",
+];
+
+/// The indexes of `jobs` that a first ingest builds after its rows rather
+/// than row by row (`Ingest`): each as its name and the statement that
+/// creates it, exactly as schema 7 does.
+pub(super) const DEFERRED_INDEXES: [(&str, &str); 3] = [
+    (
+        "jobs_by_state",
+        "CREATE INDEX jobs_by_state ON jobs (state, manifest_row)",
+    ),
+    ("jobs_by_row", "CREATE INDEX jobs_by_row ON jobs (manifest_row)"),
+    (
+        "jobs_by_request_key",
+        "CREATE INDEX jobs_by_request_key ON jobs (request_key)",
+    ),
 ];
 
 /// The `meta` key of the stamp of the results files last written.
@@ -176,6 +292,7 @@ pub fn prepare(conn: &Connection, path: &Path) -> Result<()> {
     };
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(not_sqlite)?;
+    super::request::register_functions(conn).map_err(not_sqlite)?;
     let application_id: i64 = conn
         .pragma_query_value(None, "application_id", |row| row.get(0))
         .map_err(not_sqlite)?;
@@ -315,7 +432,7 @@ mod tests {
         assert_eq!(task, "t1", "the job and its task id survived the migration");
         let n_indexes: i64 = conn
             .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'jobs_by_request_hash'",
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'jobs_by_request_key'",
                 [],
                 |row| row.get(0),
             )
@@ -330,8 +447,8 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         prepare(&conn, &path).unwrap();
         conn.execute(
-            "INSERT INTO jobs (job_id, manifest_line, seen_generation, input_json, request_json, request_hash, \
-             state, created_at, updated_at) VALUES ('a', 2, 1, '{}', '{}', 'h', 'pending', 0, 0)",
+            "INSERT INTO jobs (job_id, manifest_line, seen_generation, state, created_at, updated_at) \
+             VALUES ('a', 2, 1, 'pending', 0, 0)",
             [],
         )
         .unwrap();
