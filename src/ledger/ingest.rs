@@ -14,7 +14,7 @@ use super::request::{
     REQUEST_COLUMNS, RequestColumns, Shapes, encode_cells, read_request, request_key,
     same_request_sql, shape_of, stored_input,
 };
-use super::schema::{DEFERRED_INDEXES, drop_derived};
+use super::schema::{DEFERRED_INDEXES, INDEX_BUILD_CACHE_KIB, drop_derived};
 use super::store::{Ledger, now_ms, write_meta};
 use crate::job::{JobId, JobSpec, JobState, json_hash};
 
@@ -23,7 +23,13 @@ impl Ledger {
     /// that `Ingest::finish` commits or drops.
     pub fn begin_ingest(&mut self) -> Result<Ingest<'_>> {
         let scratch = self.scratch;
-        let ingest = self.ingest_in(|tx| {
+        let first = !self.temporary
+            && self
+                .conn
+                .query_row("SELECT NOT EXISTS (SELECT 1 FROM jobs)", [], |row| {
+                    row.get(0)
+                })?;
+        let ingest = self.ingest_in(first, |tx| {
             // The invalid rows are those of the manifest being taken in; the
             // last ingest's fingerprint holds only if this one leaves it again.
             tx.execute("DELETE FROM invalid_rows", [])?;
@@ -49,20 +55,25 @@ impl Ledger {
     /// `paid_elsewhere`) without taking the manifest in again. Nothing is
     /// written: drop it, never `finish` it.
     pub fn reopen_ingest(&mut self, last: &LastIngest) -> Result<Ingest<'_>> {
-        self.ingest_in(|_| Ok(last.generation))
+        self.ingest_in(false, |_| Ok(last.generation))
     }
 
     /// An ingest in a new transaction, of the generation `generation`
-    /// finds there.
+    /// finds there; a `first` one (into a ledger without jobs) is written
+    /// with a rollback journal (`JournalSwitch`).
     fn ingest_in(
         &mut self,
+        first: bool,
         generation: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<i64>,
     ) -> Result<Ingest<'_>> {
-        let (paid, scratch) = (self.paid.clone(), self.scratch);
-        let tx = self.conn.transaction()?;
+        let this: &Ledger = self;
+        let (paid, scratch) = (this.paid.clone(), this.scratch);
+        let journal = JournalSwitch::begin(&this.conn, first);
+        let tx = this.conn.unchecked_transaction()?;
         let generation = generation(&tx)?;
         Ok(Ingest {
             tx,
+            _journal: journal,
             generation,
             n_rows: 0,
             paid,
@@ -134,6 +145,9 @@ fn renamed_from() -> String {
 /// `finish`, nothing of it is kept.
 pub struct Ingest<'a> {
     pub(super) tx: rusqlite::Transaction<'a>,
+    /// Declared after `tx`, so the journal goes back to WAL once the
+    /// transaction has ended (committed or dropped).
+    _journal: JournalSwitch<'a>,
     pub(super) generation: i64,
     n_rows: i64,
     /// The paid-request record, when attached.
@@ -191,7 +205,9 @@ impl Ingest<'_> {
         let inserted = self
             .tx
             .prepare_cached(INSERT_JOB)?
-            .execute(params_from_iter(row.iter().copied().chain([&now as &dyn ToSql])))?;
+            .execute(params_from_iter(
+                row.iter().copied().chain([&now as &dyn ToSql]),
+            ))?;
         if inserted == 1 {
             self.n_rows += 1;
             return Ok(IngestOutcome::New);
@@ -234,7 +250,9 @@ impl Ingest<'_> {
     fn defer_indexes(&self) -> Result<()> {
         let empty: bool =
             self.tx
-                .query_row("SELECT NOT EXISTS (SELECT 1 FROM jobs)", [], |row| row.get(0))?;
+                .query_row("SELECT NOT EXISTS (SELECT 1 FROM jobs)", [], |row| {
+                    row.get(0)
+                })?;
         if !empty {
             return Ok(());
         }
@@ -249,6 +267,11 @@ impl Ingest<'_> {
     /// anything that reads jobs other than by id, and before committing.
     pub(super) fn build_indexes(&self) -> Result<()> {
         if self.indexes_deferred.replace(false) {
+            let cache: i64 = self
+                .tx
+                .pragma_query_value(None, "cache_size", |row| row.get(0))?;
+            let kib = (-cache).min(INDEX_BUILD_CACHE_KIB);
+            self.tx.pragma_update(None, "cache_size", -kib)?;
             for (_, create) in DEFERRED_INDEXES {
                 self.tx.execute_batch(create)?;
             }
@@ -314,9 +337,17 @@ impl Ingest<'_> {
         while let Some(row) = found.next()? {
             let job_id = JobId(row.get(0)?);
             let request = read_request(row, 3)?;
-            let input = stored_input(row, 3 + REQUEST_COLUMNS.len(), &mut shapes, &job_id, request.as_ref())?;
+            let input = stored_input(
+                row,
+                3 + REQUEST_COLUMNS.len(),
+                &mut shapes,
+                &job_id,
+                request.as_ref(),
+            )?;
             let input = serde_json::to_string(&input).expect("JSON values always serialize");
-            let (prompt, image) = request.map(|request| (request.prompt, request.image)).unzip();
+            let (prompt, image) = request
+                .map(|request| (request.prompt, request.image))
+                .unzip();
             insert.execute(params![
                 row.get::<_, Option<i64>>(1)?,
                 row.get::<_, i64>(2)?,
@@ -469,6 +500,40 @@ fn backfill_spend(tx: &rusqlite::Transaction<'_>) -> Result<()> {
          INSERT INTO meta (key, value) VALUES ('spend_backfilled', 'yes');",
     )?;
     Ok(())
+}
+
+/// A first ingest's journal. In WAL mode, a transaction larger than the
+/// page cache spills every page into the WAL, reads them back from there,
+/// and copies them all into the database at the checkpoint: a million rows
+/// were written twice. With a rollback journal, pages past the end of the
+/// file (all of a first ingest's) are written once, in place, and need no
+/// journal entry; the commit is as durable (`synchronous = FULL`). The
+/// ledger goes back to WAL when the transaction ends. If either switch is
+/// refused (another connection is reading), the ingest runs in WAL mode.
+struct JournalSwitch<'a> {
+    conn: &'a rusqlite::Connection,
+    switched: bool,
+}
+
+impl<'a> JournalSwitch<'a> {
+    fn begin(conn: &'a rusqlite::Connection, first: bool) -> JournalSwitch<'a> {
+        let switched = first && journal_mode(conn, "DELETE").as_deref() == Some("delete");
+        JournalSwitch { conn, switched }
+    }
+}
+
+impl Drop for JournalSwitch<'_> {
+    fn drop(&mut self) {
+        if self.switched {
+            let _ = journal_mode(self.conn, "WAL");
+        }
+    }
+}
+
+/// Sets the journal mode; the mode in force after, `None` if refused.
+fn journal_mode(conn: &rusqlite::Connection, mode: &str) -> Option<String> {
+    conn.pragma_update_and_check(None, "journal_mode", mode, |row| row.get(0))
+        .ok()
 }
 
 /// A row already in the ledger under the id being ingested.

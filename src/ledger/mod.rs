@@ -25,8 +25,8 @@ pub use ingest::{Ingest, LastIngest};
 pub use lock::{LockHolder, RunLock};
 pub use records::{
     CheckedFile, ErrorRecord, IngestOutcome, JobRecord, KeyCells, LiveTask, PaidElsewhere,
-    PendingGroup, PendingJob, PricedRequest, Renamed, Reservation, ResultRow,
-    RetryCounts, RetrySelection,
+    PendingGroup, PendingJob, PricedRequest, Renamed, Reservation, ResultRow, RetryCounts,
+    RetrySelection,
 };
 pub use schema::RESULTS_STAMP_KEY;
 pub use store::{Ledger, SIMULATOR, now_ms};

@@ -81,9 +81,9 @@ impl<'r> RequestColumns<'r> {
         RequestColumns {
             request,
             duration: i64::from(request.duration),
-            cfg_scale: request.cfg_scale.map(|scale| {
-                serde_json::to_string(&scale).expect("a number always serializes")
-            }),
+            cfg_scale: request
+                .cfg_scale
+                .map(|scale| serde_json::to_string(&scale).expect("a number always serializes")),
         }
     }
 
@@ -184,8 +184,14 @@ pub(super) fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
                 },
             };
             let fields = (text(0), text(1), int(2), text(4), text(6), int(8));
-            let (Some(image), Some(prompt), Some(duration), Some(resolution), Some(thinking), Some(audio)) =
-                fields
+            let (
+                Some(image),
+                Some(prompt),
+                Some(duration),
+                Some(resolution),
+                Some(thinking),
+                Some(audio),
+            ) = fields
             else {
                 return Ok(None);
             };
@@ -355,8 +361,10 @@ pub(super) fn shape_of<'k>(
 ) -> Result<i64> {
     let keys: Vec<&String> = keys.collect();
     let keys = serde_json::to_string(&keys).expect("strings always serialize");
-    conn.prepare_cached("INSERT INTO input_shapes (keys) VALUES (?1) ON CONFLICT (keys) DO NOTHING")?
-        .execute([&keys])?;
+    conn.prepare_cached(
+        "INSERT INTO input_shapes (keys) VALUES (?1) ON CONFLICT (keys) DO NOTHING",
+    )?
+    .execute([&keys])?;
     Ok(conn
         .prepare_cached("SELECT shape FROM input_shapes WHERE keys = ?1")?
         .query_row([&keys], |row| row.get(0))?)
