@@ -244,7 +244,10 @@ pub(super) const DEFERRED_INDEXES: [(&str, &str); 3] = [
         "jobs_by_state",
         "CREATE INDEX jobs_by_state ON jobs (state, manifest_row)",
     ),
-    ("jobs_by_row", "CREATE INDEX jobs_by_row ON jobs (manifest_row)"),
+    (
+        "jobs_by_row",
+        "CREATE INDEX jobs_by_row ON jobs (manifest_row)",
+    ),
     (
         "jobs_by_request_key",
         "CREATE INDEX jobs_by_request_key ON jobs (request_key)",
