@@ -23,13 +23,12 @@ impl Ledger {
     /// that `Ingest::finish` commits or drops.
     pub fn begin_ingest(&mut self) -> Result<Ingest<'_>> {
         let scratch = self.scratch;
-        let first = !self.temporary
-            && self
-                .conn
+        let empty: bool =
+            self.conn
                 .query_row("SELECT NOT EXISTS (SELECT 1 FROM jobs)", [], |row| {
                     row.get(0)
                 })?;
-        let ingest = self.ingest_in(first, |tx| {
+        let mut ingest = self.ingest_in(empty, |tx| {
             // The invalid rows are those of the manifest being taken in; the
             // last ingest's fingerprint holds only if this one leaves it again.
             tx.execute("DELETE FROM invalid_rows", [])?;
@@ -43,6 +42,7 @@ impl Ledger {
                 |row| row.get(0),
             )?)
         })?;
+        ingest.into_empty = empty;
         // A scratch ledger has no such indexes to defer.
         if !scratch {
             ingest.defer_indexes()?;
@@ -60,7 +60,8 @@ impl Ledger {
 
     /// An ingest in a new transaction, of the generation `generation`
     /// finds there; a `first` one (into a ledger without jobs) is written
-    /// with a rollback journal (`JournalSwitch`).
+    /// with a rollback journal (`JournalSwitch`), unless the ledger is a
+    /// throwaway one.
     fn ingest_in(
         &mut self,
         first: bool,
@@ -68,7 +69,7 @@ impl Ledger {
     ) -> Result<Ingest<'_>> {
         let this: &Ledger = self;
         let (paid, scratch) = (this.paid.clone(), this.scratch);
-        let journal = JournalSwitch::begin(&this.conn, first);
+        let journal = JournalSwitch::begin(&this.conn, first && !this.temporary);
         let tx = this.conn.unchecked_transaction()?;
         let generation = generation(&tx)?;
         Ok(Ingest {
@@ -80,6 +81,7 @@ impl Ledger {
             scratch,
             indexes_deferred: Cell::new(false),
             shape: None,
+            into_empty: false,
         })
     }
 
@@ -160,6 +162,9 @@ pub struct Ingest<'a> {
     indexes_deferred: Cell<bool>,
     /// The input keys of the last row added, and their shape.
     shape: Option<(Vec<String>, i64)>,
+    /// The ledger had no job when this ingest began: every job is of
+    /// this ingest, so none was sent or left the manifest.
+    into_empty: bool,
 }
 
 impl Ingest<'_> {
@@ -413,6 +418,9 @@ impl Ingest<'_> {
     /// many there are and the first `limit`, in manifest order. Run after
     /// every row was added, so row order does not matter.
     pub fn renamed(&self, limit: usize) -> Result<(u64, Vec<Renamed>)> {
+        if self.into_empty {
+            return Ok((0, Vec::new()));
+        }
         self.build_indexes()?;
         let renamed_from = renamed_from();
         let count: i64 = self.tx.query_row(
@@ -462,10 +470,12 @@ impl Ingest<'_> {
     /// manifest (their jobs and tasks stay in the ledger).
     pub fn finish(self, columns: &[String]) -> Result<()> {
         self.build_indexes()?;
-        self.tx.execute(
-            "UPDATE jobs SET manifest_row = NULL WHERE seen_generation != ?1 AND manifest_row IS NOT NULL",
-            [self.generation],
-        )?;
+        if !self.into_empty {
+            self.tx.execute(
+                "UPDATE jobs SET manifest_row = NULL WHERE seen_generation != ?1 AND manifest_row IS NOT NULL",
+                [self.generation],
+            )?;
+        }
         let columns = serde_json::to_string(columns).expect("strings always serialize");
         write_meta(&self.tx, "columns", &columns)?;
         backfill_spend(&self.tx)?;
