@@ -65,6 +65,11 @@ pub enum LedgerError {
         "failed to open the record of paid requests at {path}: {reason} (set PIXBATCH_PAID_RECORD to another file)"
     )]
     PaidRecord { path: PathBuf, reason: String },
+    #[error(
+        "job {job_id}: its request, rebuilt from the ledger, does not match the request recorded for it; \
+         nothing was sent (the ledger may be damaged)"
+    )]
+    RequestMismatch { job_id: JobId },
     #[error("ledger query failed: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("failed to commit the ledger: {0}")]

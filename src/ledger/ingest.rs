@@ -2,12 +2,19 @@
 //! holds back each row, and finds rows whose request was already paid for
 //! under another id.
 
+use std::cell::Cell;
+
+use rusqlite::types::ToSql;
 use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use super::error::Result;
 use super::paid::PaidContext;
 use super::records::{IngestOutcome, KeyCells, PendingGroup, Renamed};
-use super::schema::drop_derived;
+use super::request::{
+    REQUEST_COLUMNS, RequestColumns, Shapes, encode_cells, read_request, request_key,
+    same_request_sql, shape_of, stored_input,
+};
+use super::schema::{DEFERRED_INDEXES, INDEX_BUILD_CACHE_KIB, drop_derived};
 use super::store::{Ledger, now_ms, write_meta};
 use crate::job::{JobId, JobSpec, JobState, json_hash};
 
@@ -15,7 +22,13 @@ impl Ledger {
     /// Starts taking in a manifest: everything is written in one transaction
     /// that `Ingest::finish` commits or drops.
     pub fn begin_ingest(&mut self) -> Result<Ingest<'_>> {
-        self.ingest_in(|tx| {
+        let scratch = self.scratch;
+        let empty: bool =
+            self.conn
+                .query_row("SELECT NOT EXISTS (SELECT 1 FROM jobs)", [], |row| {
+                    row.get(0)
+                })?;
+        let mut ingest = self.ingest_in(empty, |tx| {
             // The invalid rows are those of the manifest being taken in; the
             // last ingest's fingerprint holds only if this one leaves it again.
             tx.execute("DELETE FROM invalid_rows", [])?;
@@ -28,7 +41,13 @@ impl Ledger {
                 [],
                 |row| row.get(0),
             )?)
-        })
+        })?;
+        ingest.into_empty = empty;
+        // A scratch ledger has no such indexes to defer.
+        if !scratch {
+            ingest.defer_indexes()?;
+        }
+        Ok(ingest)
     }
 
     /// Re-opens the last committed ingest, to re-run the checks that depend
@@ -36,24 +55,33 @@ impl Ledger {
     /// `paid_elsewhere`) without taking the manifest in again. Nothing is
     /// written: drop it, never `finish` it.
     pub fn reopen_ingest(&mut self, last: &LastIngest) -> Result<Ingest<'_>> {
-        self.ingest_in(|_| Ok(last.generation))
+        self.ingest_in(false, |_| Ok(last.generation))
     }
 
     /// An ingest in a new transaction, of the generation `generation`
-    /// finds there.
+    /// finds there; a `first` one (into a ledger without jobs) is written
+    /// with a rollback journal (`JournalSwitch`), unless the ledger is a
+    /// throwaway one.
     fn ingest_in(
         &mut self,
+        first: bool,
         generation: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<i64>,
     ) -> Result<Ingest<'_>> {
-        let (paid, scratch) = (self.paid.clone(), self.scratch);
-        let tx = self.conn.transaction()?;
+        let this: &Ledger = self;
+        let (paid, scratch) = (this.paid.clone(), this.scratch);
+        let journal = JournalSwitch::begin(&this.conn, first && !this.temporary);
+        let tx = this.conn.unchecked_transaction()?;
         let generation = generation(&tx)?;
         Ok(Ingest {
             tx,
+            _journal: journal,
             generation,
             n_rows: 0,
             paid,
             scratch,
+            indexes_deferred: Cell::new(false),
+            shape: None,
+            into_empty: false,
         })
     }
 
@@ -101,22 +129,42 @@ const FINGERPRINT_KEY: &str = "ingest_fingerprint";
 /// `CROSS JOIN` makes SQLite walk the (usually few) `old` candidates and look
 /// `new` rows up by the request-hash index, instead of a million lookups the
 /// other way round.
-const RENAMED_FROM: &str = "FROM jobs AS old CROSS JOIN jobs AS new \
-    ON new.request_hash = old.request_hash AND old.job_id != new.job_id \
-    WHERE new.seen_generation = ?1 AND new.state = 'pending' AND new.task_id IS NULL AND new.attempts = 0 \
-    AND old.seen_generation != ?1 \
-    AND (old.task_id IS NOT NULL OR old.state IN ('submitting', 'ambiguous'))";
+///
+/// Rows are found by `request_key` (8 bytes of the request's hash), and
+/// then compared column by column: the same request, not only the same key.
+fn renamed_from() -> String {
+    format!(
+        "FROM jobs AS old CROSS JOIN jobs AS new \
+         ON new.request_key = old.request_key AND old.job_id != new.job_id AND {} \
+         WHERE new.seen_generation = ?1 AND new.state = 'pending' AND new.task_id IS NULL AND new.attempts = 0 \
+         AND old.seen_generation != ?1 \
+         AND (old.task_id IS NOT NULL OR old.state IN ('submitting', 'ambiguous'))",
+        same_request_sql("old", "new")
+    )
+}
 
 /// A manifest being taken in, inside one transaction: dropped without
 /// `finish`, nothing of it is kept.
 pub struct Ingest<'a> {
     pub(super) tx: rusqlite::Transaction<'a>,
+    /// Declared after `tx`, so the journal goes back to WAL once the
+    /// transaction has ended (committed or dropped).
+    _journal: JournalSwitch<'a>,
     pub(super) generation: i64,
     n_rows: i64,
     /// The paid-request record, when attached.
     pub(super) paid: Option<PaidContext>,
     /// Keep no bodies (the ledger is a scratch one).
     scratch: bool,
+    /// The secondary indexes of `jobs` were dropped for a first ingest and
+    /// are built again before anything reads through them
+    /// (`build_indexes`).
+    indexes_deferred: Cell<bool>,
+    /// The input keys of the last row added, and their shape.
+    shape: Option<(Vec<String>, i64)>,
+    /// The ledger had no job when this ingest began: every job is of
+    /// this ingest, so none was sent or left the manifest.
+    into_empty: bool,
 }
 
 impl Ingest<'_> {
@@ -125,39 +173,46 @@ impl Ingest<'_> {
     /// the order given, which is the order of the results table.
     pub fn add(&mut self, spec: &JobSpec, cost_micros: Option<u64>) -> Result<IngestOutcome> {
         let request_json = spec.request.to_json();
-        let request_hash = json_hash(&request_json);
-        let input_json = match self.scratch {
-            true => String::new(),
-            false => serde_json::to_string(&spec.input).expect("JSON values always serialize"),
+        let key = request_key(&request_json);
+        let columns = RequestColumns::of(&spec.request);
+        // A scratch ledger keeps the request's parameters, not its texts
+        // nor the input, which nothing reads back.
+        let (shape, refs, cells) = match self.scratch {
+            true => (None, 0, None),
+            false => {
+                let (refs, cells) = encode_cells(spec);
+                (Some(self.shape(spec)?), refs, Some(cells))
+            }
         };
-        let request_json = match self.scratch {
-            true => String::new(),
-            false => request_json,
-        };
-
+        let mut request = columns.params();
+        if self.scratch {
+            request[0] = &rusqlite::types::Null;
+            request[1] = &rusqlite::types::Null;
+        }
         let cost_micros = cost_micros.map(|cost| cost as i64);
-        // ?1..?8 in both statements; the insert adds the time as ?9.
-        let row: [&dyn rusqlite::ToSql; 8] = [
+        let manifest_row = self.n_rows + 1;
+        let line = spec.line as i64;
+        // ?1..?18 in every statement; the insert adds the time as ?19, a
+        // held edit its body and hash as ?19 and ?20.
+        let mut row: Vec<&dyn ToSql> = vec![
             &spec.job_id.0,
-            &(self.n_rows + 1),
-            &(spec.line as i64),
+            &manifest_row,
+            &line,
             &self.generation,
-            &input_json,
-            &request_json,
-            &request_hash,
             &cost_micros,
+            &key,
         ];
+        row.extend(request);
+        row.extend([&shape as &dyn ToSql, &refs, &cells]);
         // Most rows of a large manifest are new: insert first, and look the
         // job up only when its id is taken (one B-tree walk a row, not two).
         let now = now_ms();
         let inserted = self
             .tx
-            .prepare_cached(
-                "INSERT INTO jobs (job_id, manifest_row, manifest_line, seen_generation, input_json, \
-                 request_json, request_hash, cost_micros, state, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9) ON CONFLICT (job_id) DO NOTHING",
-            )?
-            .execute(params_from_iter(row.iter().copied().chain([&now as &dyn rusqlite::ToSql])))?;
+            .prepare_cached(INSERT_JOB)?
+            .execute(params_from_iter(
+                row.iter().copied().chain([&now as &dyn ToSql]),
+            ))?;
         if inserted == 1 {
             self.n_rows += 1;
             return Ok(IngestOutcome::New);
@@ -170,12 +225,63 @@ impl Ingest<'_> {
                 first_line: existing.first_line as u64,
             });
         }
-        let outcome = existing.outcome(&request_hash);
+        let outcome = existing.outcome(&request_json);
+        let hash = json_hash(&request_json);
+        if matches!(outcome, IngestOutcome::Edited { .. }) {
+            row.extend([&request_json as &dyn ToSql, &hash]);
+        }
         self.tx
             .prepare_cached(update_sql(&outcome))?
             .execute(params_from_iter(row))?;
         self.n_rows += 1;
         Ok(outcome)
+    }
+
+    /// The input shape of `spec`'s row: the last row's, most of the time.
+    fn shape(&mut self, spec: &JobSpec) -> Result<i64> {
+        if let Some((keys, shape)) = &self.shape
+            && keys.iter().eq(spec.input.keys())
+        {
+            return Ok(*shape);
+        }
+        let shape = shape_of(&self.tx, spec.input.keys())?;
+        self.shape = Some((spec.input.keys().cloned().collect(), shape));
+        Ok(shape)
+    }
+
+    /// On a first ingest (no job yet), drops the indexes `DEFERRED_INDEXES`
+    /// names: building each once after the rows is much faster than a
+    /// million inserts in random places of it.
+    fn defer_indexes(&self) -> Result<()> {
+        let empty: bool =
+            self.tx
+                .query_row("SELECT NOT EXISTS (SELECT 1 FROM jobs)", [], |row| {
+                    row.get(0)
+                })?;
+        if !empty {
+            return Ok(());
+        }
+        for (name, _) in DEFERRED_INDEXES {
+            self.tx.execute_batch(&format!("DROP INDEX {name}"))?;
+        }
+        self.indexes_deferred.set(true);
+        Ok(())
+    }
+
+    /// Builds the indexes `defer_indexes` dropped, if it did; run before
+    /// anything that reads jobs other than by id, and before committing.
+    pub(super) fn build_indexes(&self) -> Result<()> {
+        if self.indexes_deferred.replace(false) {
+            let cache: i64 = self
+                .tx
+                .pragma_query_value(None, "cache_size", |row| row.get(0))?;
+            let kib = (-cache).min(INDEX_BUILD_CACHE_KIB);
+            self.tx.pragma_update(None, "cache_size", -kib)?;
+            for (_, create) in DEFERRED_INDEXES {
+                self.tx.execute_batch(create)?;
+            }
+        }
+        Ok(())
     }
 
     /// Records a row that is not a job: invalid (or a duplicate), skipped
@@ -220,18 +326,43 @@ impl Ingest<'_> {
         params: impl rusqlite::Params + Copy,
         problem: &'static str,
     ) -> Result<u64> {
+        self.build_indexes()?;
         let rows = format!("FROM jobs WHERE job_id IN ({job_ids})");
-        self.tx.execute(
-            &format!(
-                "INSERT INTO invalid_rows \
-                 (manifest_row, manifest_line, input_json, problems, row_id, prompt, image) \
-                 SELECT manifest_row, manifest_line, input_json, '{}', job_id, \
-                 json_extract(request_json, '$.prompt'), json_extract(request_json, '$.image') \
-                 {rows}",
-                problem.replace('\'', "''")
-            ),
-            params,
+        let mut select = self.tx.prepare(&format!(
+            "SELECT job_id, manifest_row, manifest_line, {}, input_shape, input_refs, input_cells {rows}",
+            REQUEST_COLUMNS.join(", ")
+        ))?;
+        let mut insert = self.tx.prepare(
+            "INSERT INTO invalid_rows \
+             (manifest_row, manifest_line, input_json, problems, row_id, prompt, image) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
+        let mut shapes = Shapes::new(&self.tx);
+        let mut found = select.query(params)?;
+        while let Some(row) = found.next()? {
+            let job_id = JobId(row.get(0)?);
+            let request = read_request(row, 3)?;
+            let input = stored_input(
+                row,
+                3 + REQUEST_COLUMNS.len(),
+                &mut shapes,
+                &job_id,
+                request.as_ref(),
+            )?;
+            let input = serde_json::to_string(&input).expect("JSON values always serialize");
+            let (prompt, image) = request
+                .map(|request| (request.prompt, request.image))
+                .unzip();
+            insert.execute(params![
+                row.get::<_, Option<i64>>(1)?,
+                row.get::<_, i64>(2)?,
+                input,
+                problem,
+                job_id.0,
+                prompt,
+                image
+            ])?;
+        }
         Ok(self.tx.execute(&format!("DELETE {rows}"), params)? as u64)
     }
 
@@ -261,19 +392,21 @@ impl Ingest<'_> {
 
     /// What the ledger already holds under `job_id`, if anything.
     fn existing(&self, job_id: &JobId) -> Result<Option<Existing>> {
+        let sql = format!(
+            "SELECT manifest_line, seen_generation, state, task_id IS NOT NULL, {} \
+             FROM jobs WHERE job_id = ?1",
+            REQUEST_COLUMNS.join(", ")
+        );
         Ok(self
             .tx
-            .prepare_cached(
-                "SELECT manifest_line, seen_generation, request_hash, state, task_id IS NOT NULL \
-                 FROM jobs WHERE job_id = ?1",
-            )?
+            .prepare_cached(&sql)?
             .query_row([&job_id.0], |row| {
                 Ok(Existing {
                     first_line: row.get(0)?,
                     seen_generation: row.get(1)?,
-                    request_hash: row.get(2)?,
-                    state: row.get::<_, String>(3)?.parse().unwrap_or(JobState::Failed),
-                    has_task: row.get(4)?,
+                    state: row.get::<_, String>(2)?.parse().unwrap_or(JobState::Failed),
+                    has_task: row.get(3)?,
+                    request_json: read_request(row, 4)?.map(|request| request.to_json()),
                 })
             })
             .optional()?)
@@ -285,13 +418,18 @@ impl Ingest<'_> {
     /// many there are and the first `limit`, in manifest order. Run after
     /// every row was added, so row order does not matter.
     pub fn renamed(&self, limit: usize) -> Result<(u64, Vec<Renamed>)> {
+        if self.into_empty {
+            return Ok((0, Vec::new()));
+        }
+        self.build_indexes()?;
+        let renamed_from = renamed_from();
         let count: i64 = self.tx.query_row(
-            &format!("SELECT COUNT(DISTINCT new.job_id) {RENAMED_FROM}"),
+            &format!("SELECT COUNT(DISTINCT new.job_id) {renamed_from}"),
             [self.generation],
             |row| row.get(0),
         )?;
         let mut stmt = self.tx.prepare(&format!(
-            "SELECT new.manifest_line, new.job_id, MIN(old.job_id), MIN(old.state) {RENAMED_FROM} \
+            "SELECT new.manifest_line, new.job_id, MIN(old.job_id), MIN(old.state) {renamed_from} \
              GROUP BY new.job_id ORDER BY MIN(new.manifest_row) LIMIT ?2"
         ))?;
         let rows = stmt.query_map(params![self.generation, limit as i64], |row| {
@@ -308,18 +446,20 @@ impl Ingest<'_> {
     /// The rows this manifest would submit, grouped by cost, as if it were
     /// committed (for `plan`, which then drops the ingest).
     pub fn pending_groups(&self) -> Result<Vec<PendingGroup>> {
+        self.build_indexes()?;
         super::reports::pending_groups(&self.tx)
     }
 
     /// Counts by state of this manifest's rows, as if it were committed.
     pub fn counts(&self) -> Result<std::collections::BTreeMap<JobState, u64>> {
+        self.build_indexes()?;
         super::reports::manifest_counts(&self.tx)
     }
 
     /// Leaves the `renamed` rows out of this ingest (`--skip-invalid`).
     pub fn drop_renamed(&self) -> Result<u64> {
         self.set_aside(
-            &format!("SELECT new.job_id {RENAMED_FROM}"),
+            &format!("SELECT new.job_id {}", renamed_from()),
             [self.generation],
             "already-submitted: this exact request was already submitted under another job id; \
              keep the old id, or pass --allow-renamed to submit it anew",
@@ -329,10 +469,13 @@ impl Ingest<'_> {
     /// Commits the manifest: rows not seen this time leave the current
     /// manifest (their jobs and tasks stay in the ledger).
     pub fn finish(self, columns: &[String]) -> Result<()> {
-        self.tx.execute(
-            "UPDATE jobs SET manifest_row = NULL WHERE seen_generation != ?1 AND manifest_row IS NOT NULL",
-            [self.generation],
-        )?;
+        self.build_indexes()?;
+        if !self.into_empty {
+            self.tx.execute(
+                "UPDATE jobs SET manifest_row = NULL WHERE seen_generation != ?1 AND manifest_row IS NOT NULL",
+                [self.generation],
+            )?;
+        }
         let columns = serde_json::to_string(columns).expect("strings always serialize");
         write_meta(&self.tx, "columns", &columns)?;
         backfill_spend(&self.tx)?;
@@ -360,7 +503,8 @@ fn backfill_spend(tx: &rusqlite::Transaction<'_>) -> Result<()> {
         "UPDATE jobs SET charged_micros = cost_micros * \
              ((SELECT COUNT(*) FROM tasks WHERE tasks.job_id = jobs.job_id) \
               + (state IN ('submitting', 'ambiguous'))) \
-         WHERE charged_micros = 0 AND cost_micros IS NOT NULL;
+         WHERE charged_micros = 0 AND cost_micros IS NOT NULL \
+         AND (state IN ('submitting', 'ambiguous') OR EXISTS (SELECT 1 FROM tasks WHERE tasks.job_id = jobs.job_id));
          INSERT INTO meta (key, value) SELECT 'spent_micros', COALESCE(SUM(charged_micros), 0) FROM jobs \
          WHERE true ON CONFLICT(key) DO UPDATE SET value = excluded.value;
          INSERT INTO meta (key, value) VALUES ('spend_backfilled', 'yes');",
@@ -368,23 +512,58 @@ fn backfill_spend(tx: &rusqlite::Transaction<'_>) -> Result<()> {
     Ok(())
 }
 
+/// A first ingest's journal. In WAL mode, a transaction larger than the
+/// page cache spills every page into the WAL, reads them back from there,
+/// and copies them all into the database at the checkpoint: a million rows
+/// were written twice. With a rollback journal, pages past the end of the
+/// file (all of a first ingest's) are written once, in place, and need no
+/// journal entry; the commit is as durable (`synchronous = FULL`). The
+/// ledger goes back to WAL when the transaction ends. If either switch is
+/// refused (another connection is reading), the ingest runs in WAL mode.
+struct JournalSwitch<'a> {
+    conn: &'a rusqlite::Connection,
+    switched: bool,
+}
+
+impl<'a> JournalSwitch<'a> {
+    fn begin(conn: &'a rusqlite::Connection, first: bool) -> JournalSwitch<'a> {
+        let switched = first && journal_mode(conn, "DELETE").as_deref() == Some("delete");
+        JournalSwitch { conn, switched }
+    }
+}
+
+impl Drop for JournalSwitch<'_> {
+    fn drop(&mut self) {
+        if self.switched {
+            let _ = journal_mode(self.conn, "WAL");
+        }
+    }
+}
+
+/// Sets the journal mode; the mode in force after, `None` if refused.
+fn journal_mode(conn: &rusqlite::Connection, mode: &str) -> Option<String> {
+    conn.pragma_update_and_check(None, "journal_mode", mode, |row| row.get(0))
+        .ok()
+}
+
 /// A row already in the ledger under the id being ingested.
 struct Existing {
     first_line: i64,
     seen_generation: i64,
-    request_hash: String,
     state: JobState,
     has_task: bool,
+    /// Its request's body; `None` when it does not read.
+    request_json: Option<String>,
 }
 
 impl Existing {
-    /// What taking in a row with `request_hash` does to this job (it was
-    /// not seen earlier in this ingest).
-    fn outcome(&self, request_hash: &str) -> IngestOutcome {
+    /// What taking in a row whose request body is `request_json` does to
+    /// this job (it was not seen earlier in this ingest).
+    fn outcome(&self, request_json: &str) -> IngestOutcome {
         let state = self.state;
         let never_accepted =
             state == JobState::Pending || (state == JobState::Failed && !self.has_task);
-        if self.request_hash == request_hash {
+        if self.request_json.as_deref() == Some(request_json) {
             IngestOutcome::Unchanged
         } else if never_accepted {
             IngestOutcome::Replaced
@@ -394,27 +573,40 @@ impl Existing {
     }
 }
 
+/// Adds a new job: ?1 id, ?2 row, ?3 line, ?4 generation, ?5 cost, ?6
+/// request key, ?7..?15 `REQUEST_COLUMNS`, ?16..?18 the input, ?19 the time.
+const INSERT_JOB: &str = "INSERT INTO jobs (job_id, manifest_row, manifest_line, seen_generation, \
+    cost_micros, request_key, image, prompt, duration, cfg_scale, resolution, seed, thinking_type, \
+    negative_prompt, generate_audio, input_shape, input_refs, input_cells, state, created_at, updated_at) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, 'pending', ?19, ?19) \
+    ON CONFLICT (job_id) DO NOTHING";
+
 /// The update for a row seen again: its parameters are those of the
-/// insert, without the time.
+/// insert without the time; a held edit's body and hash are ?19 and ?20.
 fn update_sql(outcome: &IngestOutcome) -> &'static str {
     match outcome {
-        // The request is the same (equal hashes), so rewriting it changes
-        // nothing; an edit held earlier and now reverted is dropped.
+        // The request is the same, so rewriting it changes nothing; an
+        // edit held earlier and now reverted is dropped.
         IngestOutcome::Unchanged => {
-            "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, input_json = ?5, \
-             request_json = ?6, request_hash = ?7, cost_micros = ?8, edited_request_json = NULL, \
-             edited_request_hash = NULL, edited_cost_micros = NULL WHERE job_id = ?1"
+            "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, cost_micros = ?5, \
+             request_key = ?6, image = ?7, prompt = ?8, duration = ?9, cfg_scale = ?10, resolution = ?11, \
+             seed = ?12, thinking_type = ?13, negative_prompt = ?14, generate_audio = ?15, input_shape = ?16, \
+             input_refs = ?17, input_cells = ?18, edited_request_json = NULL, edited_request_hash = NULL, \
+             edited_cost_micros = NULL WHERE job_id = ?1"
         }
         IngestOutcome::Replaced => {
-            "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, input_json = ?5, \
-             request_json = ?6, request_hash = ?7, cost_micros = ?8, edited_request_json = NULL, \
-             edited_request_hash = NULL, edited_cost_micros = NULL, state = 'pending', error_kind = NULL, \
-             error_message = NULL, error_body = NULL, finished_at = NULL WHERE job_id = ?1"
+            "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, cost_micros = ?5, \
+             request_key = ?6, image = ?7, prompt = ?8, duration = ?9, cfg_scale = ?10, resolution = ?11, \
+             seed = ?12, thinking_type = ?13, negative_prompt = ?14, generate_audio = ?15, input_shape = ?16, \
+             input_refs = ?17, input_cells = ?18, edited_request_json = NULL, edited_request_hash = NULL, \
+             edited_cost_micros = NULL, state = 'pending', error_kind = NULL, error_message = NULL, \
+             error_body = NULL, finished_at = NULL WHERE job_id = ?1"
         }
         // Submitted already: the new request is held aside, not sent.
         _ => {
-            "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, input_json = ?5, \
-             edited_request_json = ?6, edited_request_hash = ?7, edited_cost_micros = ?8 WHERE job_id = ?1"
+            "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, input_shape = ?16, \
+             input_refs = ?17, input_cells = ?18, edited_request_json = ?19, edited_request_hash = ?20, \
+             edited_cost_micros = ?5 WHERE job_id = ?1"
         }
     }
 }

@@ -6,6 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::error::{LedgerError, Result};
 use super::records::{CheckedFile, ErrorRecord, LiveTask, PendingJob, Reservation};
+use super::request::{REQUEST_COLUMNS, checked_body, read_request};
 use super::store::{Atomic, Ledger, now_ms};
 use crate::job::{ErrorKind, JobId, JobState, TaskId, video_file_name};
 
@@ -32,20 +33,29 @@ impl Ledger {
         Ok(ids)
     }
 
-    /// Pending jobs of the current manifest after `after_row`, in manifest order.
+    /// Pending jobs of the current manifest after `after_row`, in manifest
+    /// order, each with the exact body to send: rebuilt from its columns
+    /// and checked against its stored key (a mismatch is an error, and
+    /// nothing of the batch is handed out).
     pub fn pending_batch(&self, after_row: i64, limit: usize) -> Result<Vec<PendingJob>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT job_id, manifest_row, request_json FROM jobs \
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT job_id, manifest_row, request_key, {} FROM jobs \
              WHERE state = 'pending' AND manifest_row > ?1 ORDER BY manifest_row LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![after_row, limit as i64], |row| {
-            Ok(PendingJob {
-                job_id: JobId(row.get(0)?),
+            REQUEST_COLUMNS.join(", ")
+        ))?;
+        let mut rows = stmt.query(params![after_row, limit as i64])?;
+        let mut batch = Vec::new();
+        while let Some(row) = rows.next()? {
+            let job_id = JobId(row.get(0)?);
+            let key = row.get_ref(2)?.as_blob_or_null().ok().flatten();
+            let request_json = checked_body(&job_id, read_request(row, 3)?, key)?;
+            batch.push(PendingJob {
+                job_id,
                 manifest_row: row.get(1)?,
-                request_json: row.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+                request_json,
+            });
+        }
+        Ok(batch)
     }
 
     /// Records the intent to submit, before the request leaves, and

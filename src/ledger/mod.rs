@@ -11,6 +11,7 @@ mod lock;
 mod paid;
 mod records;
 mod reports;
+mod request;
 mod retry;
 mod schema;
 mod store;
@@ -24,8 +25,8 @@ pub use ingest::{Ingest, LastIngest};
 pub use lock::{LockHolder, RunLock};
 pub use records::{
     CheckedFile, ErrorRecord, IngestOutcome, JobRecord, KeyCells, LiveTask, PaidElsewhere,
-    PendingCost, PendingGroup, PendingJob, PricedRequest, Renamed, Reservation, ResultRow,
-    RetryCounts, RetrySelection,
+    PendingGroup, PendingJob, PricedRequest, Renamed, Reservation, ResultRow, RetryCounts,
+    RetrySelection,
 };
 pub use schema::RESULTS_STAMP_KEY;
 pub use store::{Ledger, SIMULATOR, now_ms};

@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::error::{LedgerError, Result};
 use super::ingest::Ingest;
 use super::records::PaidElsewhere;
+use super::request::request_hash_sql;
 use super::store::{Ledger, now_ms};
 use crate::job::JobId;
 
@@ -46,10 +47,19 @@ pub(super) struct PaidContext {
 /// this endpoint (?2) by another ledger (not ?3), `new` a pending row of this
 /// ingest (?1) with the same request. `CROSS JOIN` walks the record's
 /// entries for the endpoint and looks rows up by the request-hash index.
-const PAID_FROM: &str = "FROM paid.paid_requests AS p CROSS JOIN jobs AS new \
-    ON new.request_hash = p.request_hash \
-    WHERE p.endpoint = ?2 AND p.ledger_id != ?3 \
-    AND new.seen_generation = ?1 AND new.state = 'pending' AND new.task_id IS NULL AND new.attempts = 0";
+///
+/// The record holds hex hashes: rows are found by their `request_key` (the
+/// hash's first 16 hex digits), then the whole hash of the body rebuilt
+/// from their columns must be the record's.
+fn paid_from() -> String {
+    format!(
+        "FROM paid.paid_requests AS p CROSS JOIN jobs AS new \
+         ON new.request_key = unhex(substr(p.request_hash, 1, 16)) AND p.request_hash = {} \
+         WHERE p.endpoint = ?2 AND p.ledger_id != ?3 \
+         AND new.seen_generation = ?1 AND new.state = 'pending' AND new.task_id IS NULL AND new.attempts = 0",
+        request_hash_sql("new")
+    )
+}
 
 impl Ledger {
     /// Attaches the record at `path` (created if missing) for runs against
@@ -119,12 +129,14 @@ impl Ledger {
             return Ok(None);
         };
         if !paid.allow_repeat {
+            let sql = format!(
+                "SELECT j.manifest_line, p.ledger_path, p.job_id, p.paid_at FROM jobs AS j \
+                 JOIN paid.paid_requests AS p ON p.request_hash = {} \
+                 WHERE j.job_id = ?1 AND p.endpoint = ?2 AND p.ledger_id != ?3 LIMIT 1",
+                request_hash_sql("j")
+            );
             let other = tx
-                .prepare_cached(
-                    "SELECT j.manifest_line, p.ledger_path, p.job_id, p.paid_at FROM jobs AS j \
-                     JOIN paid.paid_requests AS p ON p.request_hash = j.request_hash \
-                     WHERE j.job_id = ?1 AND p.endpoint = ?2 AND p.ledger_id != ?3 LIMIT 1",
-                )?
+                .prepare_cached(&sql)?
                 .query_row(params![job_id.0, paid.endpoint, paid.ledger_id], |row| {
                     Ok(PaidElsewhere {
                         line: row.get::<_, i64>(0)?.max(0) as u64,
@@ -139,11 +151,12 @@ impl Ledger {
                 return Ok(other);
             }
         }
-        tx.prepare_cached(
+        tx.prepare_cached(&format!(
             "INSERT OR IGNORE INTO paid.paid_requests \
              (endpoint, request_hash, ledger_id, ledger_path, job_id, paid_at) \
-             SELECT ?2, request_hash, ?3, ?4, job_id, ?5 FROM jobs WHERE job_id = ?1",
-        )?
+             SELECT ?2, {}, ?3, ?4, job_id, ?5 FROM jobs AS j WHERE job_id = ?1",
+            request_hash_sql("j")
+        ))?
         .execute(params![
             job_id.0,
             paid.endpoint,
@@ -160,10 +173,11 @@ impl Ledger {
         let Some(paid) = &self.paid else {
             return Ok(());
         };
-        tx.prepare_cached(
+        tx.prepare_cached(&format!(
             "DELETE FROM paid.paid_requests WHERE ledger_id = ?2 AND job_id = ?1 \
-             AND request_hash = (SELECT request_hash FROM jobs WHERE job_id = ?1)",
-        )?
+             AND request_hash = (SELECT {} FROM jobs AS j WHERE j.job_id = ?1)",
+            request_hash_sql("j")
+        ))?
         .execute(params![job_id.0, paid.ledger_id])?;
         Ok(())
     }
@@ -179,11 +193,16 @@ impl Ledger {
         if self.meta("paid_record_synced")?.as_deref() == Some(marker.as_str()) {
             return Ok(());
         }
+        // A request that no longer reads has no hash to note.
         self.conn.execute(
-            "INSERT OR IGNORE INTO paid.paid_requests \
-             (endpoint, request_hash, ledger_id, ledger_path, job_id, paid_at) \
-             SELECT ?1, request_hash, ?2, ?3, job_id, COALESCE(submitted_at, updated_at) FROM jobs \
-             WHERE task_id IS NOT NULL OR state IN ('submitting', 'ambiguous')",
+            &format!(
+                "INSERT OR IGNORE INTO paid.paid_requests \
+                 (endpoint, request_hash, ledger_id, ledger_path, job_id, paid_at) \
+                 SELECT ?1, hash, ?2, ?3, job_id, paid_at FROM \
+                 (SELECT {} AS hash, job_id, COALESCE(submitted_at, updated_at) AS paid_at FROM jobs AS j \
+                  WHERE task_id IS NOT NULL OR state IN ('submitting', 'ambiguous')) WHERE hash IS NOT NULL",
+                request_hash_sql("j")
+            ),
             params![paid.endpoint, paid.ledger_id, paid.ledger_path],
         )?;
         self.set_meta("paid_record_synced", &marker)
@@ -198,6 +217,7 @@ impl Ingest<'_> {
         let Some(paid) = &self.paid else {
             return Ok((0, Vec::new()));
         };
+        self.build_indexes()?;
         let any: Option<i64> = self
             .tx
             .query_row(
@@ -211,13 +231,14 @@ impl Ingest<'_> {
         }
         let args = params![self.generation, paid.endpoint, paid.ledger_id];
         let count: i64 = self.tx.query_row(
-            &format!("SELECT COUNT(DISTINCT new.job_id) {PAID_FROM}"),
+            &format!("SELECT COUNT(DISTINCT new.job_id) {}", paid_from()),
             args,
             |row| row.get(0),
         )?;
         let mut stmt = self.tx.prepare(&format!(
-            "SELECT new.manifest_line, new.job_id, MIN(p.ledger_path), MIN(p.job_id), MIN(p.paid_at) {PAID_FROM} \
-             GROUP BY new.job_id ORDER BY MIN(new.manifest_row) LIMIT ?4"
+            "SELECT new.manifest_line, new.job_id, MIN(p.ledger_path), MIN(p.job_id), MIN(p.paid_at) {} \
+             GROUP BY new.job_id ORDER BY MIN(new.manifest_row) LIMIT ?4",
+            paid_from()
         ))?;
         let rows = stmt.query_map(
             params![self.generation, paid.endpoint, paid.ledger_id, limit as i64],
@@ -238,7 +259,7 @@ impl Ingest<'_> {
     pub fn drop_paid_elsewhere(&self) -> Result<u64> {
         let Some(paid) = &self.paid else { return Ok(0) };
         self.set_aside(
-            &format!("SELECT new.job_id {PAID_FROM}"),
+            &format!("SELECT new.job_id {}", paid_from()),
             params![self.generation, paid.endpoint, paid.ledger_id],
             "paid-elsewhere: this exact request was already paid for by another ledger; \
              pass --allow-repeat for a deliberate second take",

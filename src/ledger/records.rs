@@ -155,14 +155,6 @@ impl ResultRow {
     }
 }
 
-/// A row the next run would submit, with what one submission of it costs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingCost {
-    pub line: u64,
-    pub request: PricedRequest,
-    pub cost_micros: Option<u64>,
-}
-
 /// Rows the next run would submit that cost the same: `n` of them, of one
 /// kind (`request`) and stored cost, the first on `first_line`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

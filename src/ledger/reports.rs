@@ -6,51 +6,49 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, params};
 
 use super::error::Result;
-use super::records::{JobRecord, KeyCells, PendingCost, PendingGroup, PricedRequest, ResultRow};
+use super::records::{JobRecord, KeyCells, PendingGroup, PricedRequest, ResultRow};
+use super::request::{Shapes, read_request, stored_input};
 use super::schema::PENDING_GROUPS_KEY;
 use super::store::Ledger;
 use crate::job::{JobId, JobState};
 
-const JOB_COLUMNS: &str = "job_id, manifest_row, manifest_line, input_json, state, attempts, task_id, \
+/// The columns `job_record` reads: these, then `REQUEST_COLUMNS` from 22,
+/// then the input's three from 31.
+const JOB_COLUMNS: &str = "job_id, manifest_row, manifest_line, NULL, state, attempts, task_id, \
     remote_status, error_kind, error_message, error_body, edited_request_json IS NOT NULL, video_url, \
     file_name, bytes, sha256, created_at, submitted_at, finished_at, downloaded_at, charged_micros, \
-    video_expires_at, request_json";
+    video_expires_at, image, prompt, duration, cfg_scale, resolution, seed, thinking_type, \
+    negative_prompt, generate_audio, input_shape, input_refs, input_cells";
 
 /// The rows of the manifest ingested last (or being ingested: its
-/// generation is the highest) that are waiting to be submitted.
-const PENDING_OF_MANIFEST: &str = "SELECT manifest_line, request_json, cost_micros FROM jobs \
+/// generation is the highest) that are waiting to be submitted, in
+/// manifest order (the order of `jobs_by_state`, so nothing is sorted),
+/// with what their price depends on: read from the columns, no body
+/// parsed. A row whose request does not read is left out.
+const PENDING_OF_MANIFEST: &str = "SELECT manifest_line, resolution, duration, generate_audio, \
+    cost_micros FROM jobs \
     WHERE state = 'pending' AND seen_generation = (SELECT MAX(seen_generation) FROM jobs) \
+    AND resolution IS NOT NULL AND duration IS NOT NULL AND generate_audio IS NOT NULL \
     ORDER BY manifest_row";
 
-/// Visits every row the next run would submit, in manifest order.
-pub(super) fn pending_costs(conn: &Connection, visit: &mut dyn FnMut(PendingCost)) -> Result<()> {
+/// The rows `PENDING_OF_MANIFEST` finds, grouped by kind and stored cost,
+/// in the order of each group's first row. Grouped here rather than by a
+/// `GROUP BY`, whose sorter took 20 MB at a million rows.
+pub(super) fn pending_groups(conn: &Connection) -> Result<Vec<PendingGroup>> {
+    let mut groups: BTreeMap<(PricedRequest, Option<u64>), (u64, u64)> = BTreeMap::new();
     let mut stmt = conn.prepare(PENDING_OF_MANIFEST)?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        // Borrowed from SQLite's row, parsed for its price only.
-        let request = row.get_ref(1)?.as_str().unwrap_or_default();
-        let Ok(request) = serde_json::from_str(request) else {
-            continue;
+        let request = PricedRequest {
+            resolution: row.get(1)?,
+            duration: u32::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+            generate_audio_switch: row.get(3)?,
         };
-        visit(PendingCost {
-            line: row.get::<_, i64>(0)?.max(0) as u64,
-            request,
-            cost_micros: row.get::<_, Option<i64>>(2)?.map(|cost| cost.max(0) as u64),
-        });
-    }
-    Ok(())
-}
-
-/// The rows `pending_costs` visits, grouped by kind and stored cost, in
-/// the order of each group's first row.
-pub(super) fn pending_groups(conn: &Connection) -> Result<Vec<PendingGroup>> {
-    let mut groups: BTreeMap<(PricedRequest, Option<u64>), (u64, u64)> = BTreeMap::new();
-    pending_costs(conn, &mut |row| {
-        let (_, n) = groups
-            .entry((row.request, row.cost_micros))
-            .or_insert((row.line, 0));
+        let cost_micros = row.get::<_, Option<i64>>(4)?.map(|cost| cost.max(0) as u64);
+        let line = row.get::<_, i64>(0)?.max(0) as u64;
+        let (_, n) = groups.entry((request, cost_micros)).or_insert((line, 0));
         *n += 1;
-    })?;
+    }
     let mut groups: Vec<PendingGroup> = groups
         .into_iter()
         .map(|((request, cost_micros), (first_line, n))| PendingGroup {
@@ -199,8 +197,9 @@ impl Ledger {
     ) -> Result<std::io::Result<()>> {
         let mut stmt = self.conn.prepare(sql)?;
         let mut rows = stmt.query(params)?;
+        let mut shapes = Shapes::new(&self.conn);
         while let Some(row) = rows.next()? {
-            if let Err(error) = visit(job_record(row)?) {
+            if let Err(error) = visit(job_record(row, &mut shapes)?) {
                 return Ok(Err(error));
             }
         }
@@ -229,7 +228,9 @@ impl Ledger {
         )?;
         let mut invalid = invalid_stmt.query([])?;
         // Two streams, each in manifest order, merged by row number.
-        let mut next_job = jobs.next()?.map(job_record).transpose()?;
+        let mut shapes = Shapes::new(&self.conn);
+        let mut job_record = |row: &rusqlite::Row<'_>| job_record(row, &mut shapes);
+        let mut next_job = jobs.next()?.map(&mut job_record).transpose()?;
         let mut next_invalid = invalid.next()?.map(numbered_invalid).transpose()?;
         loop {
             let invalid_first = match (&next_job, &next_invalid) {
@@ -244,7 +245,7 @@ impl Ledger {
                 row
             } else {
                 let job = next_job.take().expect("checked above");
-                next_job = jobs.next()?.map(job_record).transpose()?;
+                next_job = jobs.next()?.map(&mut job_record).transpose()?;
                 ResultRow::Job(Box::new(job))
             };
             if let Err(error) = visit(row) {
@@ -265,14 +266,16 @@ impl Ledger {
 }
 
 /// A row of `SELECT {JOB_COLUMNS}` as a record.
-fn job_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
+fn job_record(row: &rusqlite::Row<'_>, shapes: &mut Shapes<'_>) -> rusqlite::Result<JobRecord> {
     let state: String = row.get(4)?;
-    let input: String = row.get(3)?;
+    let job_id = JobId(row.get(0)?);
+    let request = read_request(row, 22)?;
+    let input = stored_input(row, 31, shapes, &job_id, request.as_ref())?;
     Ok(JobRecord {
-        job_id: JobId(row.get(0)?),
+        job_id,
         manifest_row: row.get(1)?,
         manifest_line: row.get(2)?,
-        input: serde_json::from_str(&input).unwrap_or_default(),
+        input,
         state: state.parse().unwrap_or(JobState::Failed),
         attempts: row.get(5)?,
         task_id: row.get(6)?,
@@ -295,7 +298,7 @@ fn job_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
         downloaded_at_ms: row.get(19)?,
         charged_micros: row.get::<_, i64>(20)?.max(0) as u64,
         video_expires_at_ms: row.get(21)?,
-        request: serde_json::from_str(&row.get::<_, String>(22)?).ok(),
+        request,
     })
 }
 

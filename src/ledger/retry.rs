@@ -20,8 +20,17 @@ impl Ledger {
         // Edits first, so that rows moved below are not counted twice.
         if selection.edited {
             counts.edits_applied += tx.execute(
-                "UPDATE jobs SET state = 'pending', request_json = edited_request_json, \
-                 request_hash = edited_request_hash, cost_micros = edited_cost_micros, edited_request_json = NULL, \
+                // The held body's fields go to the request's columns, as
+                // schema 7 moved every body; `pending_batch` checks that
+                // they rebuild it.
+                "UPDATE jobs SET state = 'pending', request_key = unhex(substr(edited_request_hash, 1, 16)), \
+                 image = edited_request_json ->> '$.image', prompt = edited_request_json ->> '$.prompt', \
+                 duration = edited_request_json ->> '$.duration', cfg_scale = edited_request_json -> '$.cfg_scale', \
+                 resolution = edited_request_json ->> '$.resolution', seed = edited_request_json ->> '$.seed', \
+                 thinking_type = edited_request_json ->> '$.thinking_type', \
+                 negative_prompt = edited_request_json ->> '$.negative_prompt', \
+                 generate_audio = edited_request_json ->> '$.generate_audio_switch', \
+                 cost_micros = edited_cost_micros, edited_request_json = NULL, \
                  edited_request_hash = NULL, edited_cost_micros = NULL, \
                  finished_at = NULL, updated_at = ?1 \
                  WHERE edited_request_json IS NOT NULL AND manifest_row IS NOT NULL \

@@ -131,7 +131,133 @@ const MIGRATIONS: &[&str] = &[
     END;
     CREATE INDEX jobs_edited ON jobs (manifest_row) WHERE edited_request_json IS NOT NULL;
     ",
+    // 7: each piece of text once (see `request`). The request is kept in
+    // columns from which its exact body is rebuilt, keyed by the first 8
+    // bytes of its sha-256 (`request_key`, the old hash's first 16 hex
+    // digits); `cfg_scale` is the number's JSON text, so the body rebuilds
+    // byte for byte. The input keeps only the cells' values (`input_cells`,
+    // a JSON array), its keys once per distinct key list (`input_shapes`);
+    // `input_refs` marks the cells that repeat the job id or a request
+    // field (none in a migrated row). Columns set only once a job was sent
+    // come last. The table is rebuilt, so its indexes and triggers are
+    // created again.
+    "
+    CREATE TABLE input_shapes (
+        shape INTEGER PRIMARY KEY,
+        keys  TEXT NOT NULL UNIQUE
+    );
+    INSERT OR IGNORE INTO input_shapes (keys)
+    SELECT (SELECT json_group_array(key) FROM json_each(jobs.input_json)) FROM jobs ORDER BY rowid;
+    CREATE TABLE jobs_compact (
+        job_id              TEXT PRIMARY KEY,
+        manifest_row        INTEGER,
+        manifest_line       INTEGER NOT NULL,
+        seen_generation     INTEGER NOT NULL,
+        state               TEXT NOT NULL,
+        attempts            INTEGER NOT NULL DEFAULT 0,
+        cost_micros         INTEGER,
+        charged_micros      INTEGER NOT NULL DEFAULT 0,
+        created_at          INTEGER NOT NULL,
+        updated_at          INTEGER NOT NULL,
+        request_key         BLOB,
+        image               TEXT,
+        prompt              TEXT,
+        duration            INTEGER,
+        cfg_scale           TEXT,
+        resolution          TEXT,
+        seed                INTEGER,
+        thinking_type       TEXT,
+        negative_prompt     TEXT,
+        generate_audio      INTEGER,
+        input_shape         INTEGER,
+        input_refs          INTEGER NOT NULL DEFAULT 0,
+        input_cells         TEXT,
+        task_id             TEXT,
+        remote_status       TEXT,
+        progress            INTEGER,
+        error_kind          TEXT,
+        error_message       TEXT,
+        error_body          TEXT,
+        video_url           TEXT,
+        video_expires_at    INTEGER,
+        file_name           TEXT,
+        bytes               INTEGER,
+        sha256              TEXT,
+        submitted_at        INTEGER,
+        finished_at         INTEGER,
+        downloaded_at       INTEGER,
+        edited_request_json TEXT,
+        edited_request_hash TEXT,
+        edited_cost_micros  INTEGER
+    );
+    INSERT INTO jobs_compact (
+        job_id, manifest_row, manifest_line, seen_generation, state, attempts, cost_micros, charged_micros,
+        created_at, updated_at, request_key, image, prompt, duration, cfg_scale, resolution, seed,
+        thinking_type, negative_prompt, generate_audio, input_shape, input_refs, input_cells, task_id,
+        remote_status, progress, error_kind, error_message, error_body, video_url, video_expires_at,
+        file_name, bytes, sha256, submitted_at, finished_at, downloaded_at, edited_request_json,
+        edited_request_hash, edited_cost_micros)
+    SELECT
+        job_id, manifest_row, manifest_line, seen_generation, state, attempts, cost_micros, charged_micros,
+        created_at, updated_at, unhex(substr(request_hash, 1, 16)),
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.image' END,
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.prompt' END,
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.duration' END,
+        CASE WHEN json_valid(request_json) THEN request_json -> '$.cfg_scale' END,
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.resolution' END,
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.seed' END,
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.thinking_type' END,
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.negative_prompt' END,
+        CASE WHEN json_valid(request_json) THEN request_json ->> '$.generate_audio_switch' END,
+        (SELECT shape FROM input_shapes
+         WHERE keys = (SELECT json_group_array(key) FROM json_each(jobs.input_json))),
+        0,
+        (SELECT json_group_array(json(jobs.input_json -> fullkey)) FROM json_each(jobs.input_json)),
+        task_id, remote_status, progress, error_kind, error_message, error_body, video_url, video_expires_at,
+        file_name, bytes, sha256, submitted_at, finished_at, downloaded_at, edited_request_json,
+        edited_request_hash, edited_cost_micros
+    FROM jobs ORDER BY rowid;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_compact RENAME TO jobs;
+    CREATE INDEX jobs_by_state ON jobs (state, manifest_row);
+    CREATE INDEX jobs_by_row ON jobs (manifest_row);
+    CREATE INDEX jobs_by_request_key ON jobs (request_key);
+    CREATE INDEX jobs_edited ON jobs (manifest_row) WHERE edited_request_json IS NOT NULL;
+    CREATE TRIGGER jobs_update_drops_derived AFTER UPDATE ON jobs
+    BEGIN
+        DELETE FROM meta WHERE key >= 'derived.' AND key < 'derived/';
+    END;
+    CREATE TRIGGER jobs_delete_drops_derived AFTER DELETE ON jobs
+    BEGIN
+        DELETE FROM meta WHERE key >= 'derived.' AND key < 'derived/';
+    END;
+    ",
 ];
+
+/// The indexes of `jobs` that a first ingest builds after its rows rather
+/// than row by row (`Ingest`): each as its name and the statement that
+/// creates it, exactly as schema 7 does. Each index insert is a B-tree
+/// walk from the root (the request key's in a random place); one sorted
+/// build after the rows measured less CPU for all three.
+pub(super) const DEFERRED_INDEXES: [(&str, &str); 3] = [
+    (
+        "jobs_by_state",
+        "CREATE INDEX jobs_by_state ON jobs (state, manifest_row)",
+    ),
+    (
+        "jobs_by_row",
+        "CREATE INDEX jobs_by_row ON jobs (manifest_row)",
+    ),
+    (
+        "jobs_by_request_key",
+        "CREATE INDEX jobs_by_request_key ON jobs (request_key)",
+    ),
+];
+
+/// The page cache, in KiB, while a first ingest builds its deferred
+/// indexes: SQLite's sorter takes as much again, and the table is read in
+/// order, so a large cache buys nothing.
+pub(super) const INDEX_BUILD_CACHE_KIB: i64 = 8 * 1024;
 
 /// The `meta` key of the stamp of the results files last written.
 pub const RESULTS_STAMP_KEY: &str = "derived.results_stamp";
@@ -176,6 +302,7 @@ pub fn prepare(conn: &Connection, path: &Path) -> Result<()> {
     };
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(not_sqlite)?;
+    super::request::register_functions(conn).map_err(not_sqlite)?;
     let application_id: i64 = conn
         .pragma_query_value(None, "application_id", |row| row.get(0))
         .map_err(not_sqlite)?;
@@ -315,7 +442,7 @@ mod tests {
         assert_eq!(task, "t1", "the job and its task id survived the migration");
         let n_indexes: i64 = conn
             .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'jobs_by_request_hash'",
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'jobs_by_request_key'",
                 [],
                 |row| row.get(0),
             )
@@ -330,8 +457,8 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         prepare(&conn, &path).unwrap();
         conn.execute(
-            "INSERT INTO jobs (job_id, manifest_line, seen_generation, input_json, request_json, request_hash, \
-             state, created_at, updated_at) VALUES ('a', 2, 1, '{}', '{}', 'h', 'pending', 0, 0)",
+            "INSERT INTO jobs (job_id, manifest_line, seen_generation, state, created_at, updated_at) \
+             VALUES ('a', 2, 1, 'pending', 0, 0)",
             [],
         )
         .unwrap();
@@ -362,6 +489,201 @@ mod tests {
         assert_eq!(migration.matches("'derived.'").count(), 2);
         assert!(RESULTS_STAMP_KEY.starts_with("derived."));
         assert!(PENDING_GROUPS_KEY.starts_with("derived."));
+    }
+
+    /// A version-6 ledger: jobs pending, running (with a held edit) and
+    /// downloaded, each with its input and request as version 6 stored
+    /// them. Returns each job's request.
+    fn version_6_ledger(path: &Path) -> Vec<(&'static str, crate::job::VideoRequest)> {
+        use crate::job::tests::request;
+        let conn = Connection::open(path).unwrap();
+        for migration in &MIGRATIONS[..6] {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        let jobs = vec![
+            ("pending", request()),
+            (
+                "running",
+                crate::job::VideoRequest {
+                    prompt: "日本語 \"quoted\"\n🎬".into(),
+                    cfg_scale: Some(0.1 + 0.2),
+                    seed: Some(-7),
+                    negative_prompt: Some("blur".into()),
+                    generate_audio_switch: true,
+                    ..request()
+                },
+            ),
+            (
+                "downloaded",
+                crate::job::VideoRequest {
+                    cfg_scale: Some(1.0),
+                    ..request()
+                },
+            ),
+        ];
+        for (row, (state, request)) in jobs.iter().enumerate() {
+            let input = serde_json::json!({
+                "id": state, "prompt": request.prompt, "image": request.image, "n": 5, "notes": null
+            });
+            let edited = (*state == "running").then(|| {
+                crate::job::VideoRequest {
+                    prompt: "edited".into(),
+                    ..request.clone()
+                }
+                .to_json()
+            });
+            let edited_hash = edited.as_deref().map(crate::job::json_hash);
+            conn.execute(
+                "INSERT INTO jobs (job_id, manifest_row, manifest_line, seen_generation, input_json, \
+                 request_json, request_hash, edited_request_json, edited_request_hash, state, task_id, \
+                 cost_micros, charged_micros, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?1, ?9, 225000, ?10, 5, 6)",
+                rusqlite::params![
+                    state,
+                    row as i64 + 1,
+                    row as i64 + 2,
+                    input.to_string(),
+                    request.to_json(),
+                    request.content_hash(),
+                    edited,
+                    edited_hash,
+                    (*state != "pending").then(|| format!("t-{state}")),
+                    if *state == "pending" { 0 } else { 225_000 },
+                ],
+            )
+            .unwrap();
+        }
+        jobs
+    }
+
+    #[test]
+    fn a_version_6_ledger_migrates_and_reads_back_every_job_as_it_was() {
+        use crate::job::{JobId, JobState, TaskId};
+        use crate::ledger::{Ledger, RetrySelection};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let jobs = version_6_ledger(&path);
+        let mut ledger = Ledger::open(&path).unwrap();
+        assert_eq!(user_version(&ledger.conn), SCHEMA_VERSION);
+
+        // The pending job is sent exactly as version 6 would have sent it.
+        let pending = ledger.pending_batch(0, 10).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].request_json, jobs[0].1.to_json());
+        // Every job reads back with its request and its cells, in order.
+        let mut records = Vec::new();
+        ledger
+            .for_each_job(false, |job| {
+                records.push(job);
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(records.len(), 3);
+        for (record, (state, request)) in records.iter().zip(&jobs) {
+            assert_eq!(record.job_id.0, *state);
+            assert_eq!(record.state, state.parse::<JobState>().unwrap());
+            assert_eq!(record.request.as_ref(), Some(request));
+            let expected = serde_json::json!({
+                "id": state, "prompt": request.prompt, "image": request.image, "n": 5, "notes": null
+            });
+            assert_eq!(
+                serde_json::to_string(&record.input).unwrap(),
+                expected.to_string()
+            );
+        }
+        assert!(records[1].edited, "the held edit is still held");
+        // The running task is still polled, its spend still counted.
+        let live = ledger.live_tasks().unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].task_id, TaskId("t-running".into()));
+        assert_eq!(ledger.total_charged_micros().unwrap(), 450_000);
+        let groups = ledger.pending_groups().unwrap();
+        assert_eq!((groups.len(), groups[0].n, groups[0].first_line), (1, 1, 2));
+
+        // The paid record gets the hashes version 6 stored.
+        let record = dir.path().join("paid.db");
+        ledger
+            .attach_paid_record(&record, "https://api.example/", true, false)
+            .unwrap();
+        let mut noted: Vec<String> = ledger
+            .conn
+            .prepare("SELECT request_hash FROM paid.paid_requests ORDER BY job_id")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let mut expected = vec![jobs[2].1.content_hash(), jobs[1].1.content_hash()];
+        noted.sort();
+        expected.sort();
+        assert_eq!(noted, expected);
+
+        // Resuming: the pending job is submitted, the held edit applied.
+        ledger
+            .mark_submitting(&JobId("pending".into()), None)
+            .unwrap();
+        ledger
+            .mark_running(&JobId("pending".into()), &TaskId("t-new".into()))
+            .unwrap();
+        ledger
+            .mark_failed(
+                &JobId("running".into()),
+                &crate::ledger::ErrorRecord::new(crate::job::ErrorKind::TaskFailed, "boom", None),
+            )
+            .unwrap();
+        let selection = RetrySelection {
+            edited: true,
+            ..RetrySelection::default()
+        };
+        assert_eq!(ledger.retry(selection).unwrap().edits_applied, 1);
+        let resent = ledger.pending_batch(0, 10).unwrap();
+        let edited = crate::job::VideoRequest {
+            prompt: "edited".into(),
+            ..jobs[1].1.clone()
+        };
+        assert_eq!(resent.len(), 1);
+        assert_eq!(resent[0].request_json, edited.to_json(), "byte for byte");
+    }
+
+    #[test]
+    fn a_first_ingest_leaves_the_indexes_a_migrated_ledger_has() {
+        let indexes = |conn: &Connection| -> Vec<(String, Option<String>)> {
+            conn.prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name")
+                .unwrap()
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let mut ledger = crate::ledger::Ledger::open(&path).unwrap();
+        let fresh = indexes(&ledger.conn);
+        for (name, create) in DEFERRED_INDEXES {
+            assert!(
+                MIGRATIONS[6].contains(create),
+                "{name} as schema 7 makes it"
+            );
+        }
+        use crate::ledger::test_support::{ingest, spec};
+        ingest(&mut ledger, &[spec("a", "p", 2), spec("b", "q", 3)]);
+        assert_eq!(indexes(&ledger.conn), fresh);
+        let mode: String = ledger
+            .conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal", "back to WAL after the first ingest");
+        // A first ingest that is dropped leaves them too.
+        let mut other = crate::ledger::Ledger::open(&dir.path().join("m.db")).unwrap();
+        {
+            let mut ingest = other.begin_ingest().unwrap();
+            ingest.add(&spec("a", "p", 2), None).unwrap();
+        }
+        assert_eq!(indexes(&other.conn), fresh);
     }
 
     #[test]

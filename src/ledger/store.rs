@@ -200,7 +200,7 @@ impl Ledger {
         ledger.scratch = true;
         ledger.conn.execute_batch(
             "PRAGMA synchronous = OFF; DROP INDEX jobs_by_state; DROP INDEX jobs_by_row; \
-             DROP INDEX jobs_by_request_hash;",
+             DROP INDEX jobs_by_request_key;",
         )?;
         Ok(ledger)
     }
