@@ -44,7 +44,6 @@ pub(super) struct Pacer {
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
     /// When the next slot is (the schedule's own time, not a send time).
     next_slot: Option<Instant>,
@@ -53,14 +52,19 @@ struct State {
 }
 
 impl Pacer {
-    pub fn per_minute(per_minute: u32) -> Pacer {
+    /// A pacer for `per_minute` sends, with room reserved for the send
+    /// times of up to `expected` of them (a minute's worth at most).
+    pub fn per_minute(per_minute: u32, expected: usize) -> Pacer {
         let per_minute = per_minute.max(1);
         let period = MINUTE / per_minute;
         Pacer {
             period,
             per_minute: per_minute as usize,
             burst: TICK.as_nanos().div_ceil(period.as_nanos().max(1)).max(1) as usize,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                next_slot: None,
+                sent: VecDeque::with_capacity(expected.min(per_minute as usize)),
+            }),
         }
     }
 
@@ -130,7 +134,7 @@ mod tests {
 
     #[test]
     fn a_late_send_does_not_shift_the_schedule_but_a_stall_is_not_made_up() {
-        let pacer = Pacer::per_minute(600); // every 100 ms
+        let pacer = Pacer::per_minute(600, 0); // every 100 ms
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         assert_eq!(pacer.take_slot(t0), t0);
@@ -147,7 +151,7 @@ mod tests {
 
     #[test]
     fn no_minute_holds_more_than_the_rate() {
-        let pacer = Pacer::per_minute(3); // every 20 s
+        let pacer = Pacer::per_minute(3, 0); // every 20 s
         let t0 = Instant::now();
         let s = Duration::from_secs;
         for i in 0..3 {
@@ -164,7 +168,7 @@ mod tests {
 
     #[test]
     fn past_a_send_per_tick_the_sends_of_one_tick_go_together() {
-        let pacer = Pacer::per_minute(200_000); // every 0.3 ms: 4 a tick
+        let pacer = Pacer::per_minute(200_000, 0); // every 0.3 ms: 4 a tick
         assert_eq!(pacer.burst, 4);
         let t0 = Instant::now();
         for _ in 0..4 {
@@ -174,7 +178,7 @@ mod tests {
         assert_eq!(pacer.send_or_wait(t0), Some(t0 + spaced));
         assert_eq!(pacer.send_or_wait(t0 + spaced), None);
         assert_eq!(
-            Pacer::per_minute(60_000).burst,
+            Pacer::per_minute(60_000, 0).burst,
             1,
             "a period of a tick or more spaces each send from the last"
         );
@@ -182,7 +186,7 @@ mod tests {
 
     #[test]
     fn a_send_after_a_late_one_keeps_nearly_a_period_from_it() {
-        let pacer = Pacer::per_minute(600); // every 100 ms
+        let pacer = Pacer::per_minute(600, 0); // every 100 ms
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         assert_eq!(pacer.send_or_wait(t0 + ms(30)), None, "woke 30 ms late");
