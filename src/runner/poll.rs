@@ -190,7 +190,8 @@ impl Schedule {
         let at_us = since_epoch(Instant::now() + after).as_micros();
         // Rounded down: a learned time comes out a little long, never short.
         let sent_ms = tracked.sent_at.map_or(NOT_SENT, |sent| {
-            u32::try_from(since_epoch(sent).as_millis()).map_or(NOT_SENT - 1, |ms| ms.min(NOT_SENT - 1))
+            u32::try_from(since_epoch(sent).as_millis())
+                .map_or(NOT_SENT - 1, |ms| ms.min(NOT_SENT - 1))
         });
         self.heap.push(Reverse(Due {
             at_us: u64::try_from(at_us).unwrap_or(u64::MAX),
