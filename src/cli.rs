@@ -251,7 +251,7 @@ pub struct Tuning {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub poll_rate: Option<u32>,
     /// Submissions in progress at once [default: one second's worth of
-    /// --submit-rate, at least 4 and at most 256, so that a slow answer or a
+    /// --submit-rate, at least 4 and at most 128, so that a slow answer or a
     /// slow disk does not hold the rate back]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub workers: Option<u32>,

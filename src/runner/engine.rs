@@ -33,6 +33,22 @@ pub(super) struct Shared {
     pub in_flight: Arc<Semaphore>,
     /// Task-result requests, polls and URL refreshes alike.
     pub poll_limiter: DefaultDirectRateLimiter,
+    /// When the engine started: the poll schedule counts its times from it.
+    pub epoch: Instant,
+    /// Jobs to submit and tasks found running, at most: the schedule and
+    /// the pacer reserve room for them (up to the caps) at the start. Grown
+    /// by doubling instead, a buffer of 100,000 tasks leaves each old copy
+    /// behind in the allocator, resident: half again the memory.
+    pub expected: Expected,
+}
+
+/// What the engine expects to hold at most; see `Shared::expected`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Expected {
+    /// Tasks in flight at once.
+    pub in_flight: usize,
+    /// Submissions to send.
+    pub submissions: usize,
 }
 
 /// What a request's outcome says about reaching the API at all.
@@ -93,6 +109,8 @@ pub struct Engine {
     events: Option<Events>,
     /// A ledger call failed while preparing (the control has the reason).
     halted: bool,
+    /// Jobs of the manifest waiting to be submitted.
+    pending: usize,
 }
 
 impl Engine {
@@ -114,11 +132,13 @@ impl Engine {
         let halted = recovered.is_err() || counts.is_err();
         control.report().recovered_ambiguous = recovered.unwrap_or_default();
         events.initial = Counts(counts.unwrap_or_default());
+        let pending = events.initial.get(JobState::Pending);
         Engine {
             recorder,
             control,
             events: Some(events),
             halted,
+            pending: usize::try_from(pending).unwrap_or(usize::MAX),
         }
     }
 
@@ -138,6 +158,11 @@ impl Engine {
         let shared = Arc::new(Shared {
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
             poll_limiter: per_minute_limiter(settings.poll_per_minute),
+            epoch: Instant::now(),
+            expected: Expected {
+                in_flight: (self.pending + live.len()).min(settings.max_in_flight),
+                submissions: self.pending,
+            },
             recorder: self.recorder,
             api,
             settings,

@@ -11,6 +11,14 @@
 //! before, and a stall is not made up in a burst. Each
 //! submission also waits until the one `per_minute` before it is a minute
 //! old, so no minute-long window ever holds more than the rate.
+//!
+//! Tokio's timer wakes sleepers on whole milliseconds. Past 1,000 a second
+//! (a period under `TICK`), the sends due within one tick are woken
+//! together, and a spacing rule against the last send alone let only one
+//! of them go per tick: 200,000 a minute came out near 1,000 a second.
+//! So the spacing is counted over the last `burst` sends (as many as one
+//! tick holds): no `burst` sends closer together than `burst` spacings.
+//! For a period of a tick or more, `burst` is 1 and nothing changes.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -24,13 +32,18 @@ const CATCH_UP: Duration = Duration::from_millis(5);
 /// The window the rate is counted in.
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// The timer's resolution: a sleep ends on a whole millisecond.
+const TICK: Duration = Duration::from_millis(1);
+
 pub(super) struct Pacer {
     period: Duration,
     per_minute: usize,
+    /// Sends that may share one timer tick: 1 unless the period is shorter
+    /// than a tick.
+    burst: usize,
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
     /// When the next slot is (the schedule's own time, not a send time).
     next_slot: Option<Instant>,
@@ -39,12 +52,19 @@ struct State {
 }
 
 impl Pacer {
-    pub fn per_minute(per_minute: u32) -> Pacer {
+    /// A pacer for `per_minute` sends, with room reserved for the send
+    /// times of up to `expected` of them (a minute's worth at most).
+    pub fn per_minute(per_minute: u32, expected: usize) -> Pacer {
         let per_minute = per_minute.max(1);
+        let period = MINUTE / per_minute;
         Pacer {
-            period: MINUTE / per_minute,
+            period,
             per_minute: per_minute as usize,
-            state: Mutex::new(State::default()),
+            burst: TICK.as_nanos().div_ceil(period.as_nanos().max(1)).max(1) as usize,
+            state: Mutex::new(State {
+                next_slot: None,
+                sent: VecDeque::with_capacity(expected.min(per_minute as usize)),
+            }),
         }
     }
 
@@ -82,7 +102,7 @@ impl Pacer {
     }
 
     /// Records a send at `now`, or says until when to wait: the minute
-    /// holds the rate already, or the last send was too close.
+    /// holds the rate already, or the last `burst` sends were too close.
     fn send_or_wait(&self, now: Instant) -> Option<Instant> {
         let mut state = self.state();
         while state
@@ -96,9 +116,12 @@ impl Pacer {
             let oldest = state.sent[state.sent.len() - self.per_minute];
             return Some(oldest + MINUTE);
         }
-        let closest = self.period - CATCH_UP.min(self.period / 2);
-        if let Some(last) = state.sent.back().filter(|last| now < **last + closest) {
-            return Some(*last + closest);
+        let closest = (self.period - CATCH_UP.min(self.period / 2)) * self.burst as u32;
+        let earlier = state.sent.len().checked_sub(self.burst);
+        if let Some(earlier) = earlier.map(|at| state.sent[at])
+            && now < earlier + closest
+        {
+            return Some(earlier + closest);
         }
         state.sent.push_back(now);
         None
@@ -111,7 +134,7 @@ mod tests {
 
     #[test]
     fn a_late_send_does_not_shift_the_schedule_but_a_stall_is_not_made_up() {
-        let pacer = Pacer::per_minute(600); // every 100 ms
+        let pacer = Pacer::per_minute(600, 0); // every 100 ms
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         assert_eq!(pacer.take_slot(t0), t0);
@@ -128,7 +151,7 @@ mod tests {
 
     #[test]
     fn no_minute_holds_more_than_the_rate() {
-        let pacer = Pacer::per_minute(3); // every 20 s
+        let pacer = Pacer::per_minute(3, 0); // every 20 s
         let t0 = Instant::now();
         let s = Duration::from_secs;
         for i in 0..3 {
@@ -144,8 +167,26 @@ mod tests {
     }
 
     #[test]
+    fn past_a_send_per_tick_the_sends_of_one_tick_go_together() {
+        let pacer = Pacer::per_minute(200_000, 0); // every 0.3 ms: 4 a tick
+        assert_eq!(pacer.burst, 4);
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            assert_eq!(pacer.send_or_wait(t0), None);
+        }
+        let spaced = Duration::from_micros(600); // 4 spacings of 0.15 ms
+        assert_eq!(pacer.send_or_wait(t0), Some(t0 + spaced));
+        assert_eq!(pacer.send_or_wait(t0 + spaced), None);
+        assert_eq!(
+            Pacer::per_minute(60_000, 0).burst,
+            1,
+            "a period of a tick or more spaces each send from the last"
+        );
+    }
+
+    #[test]
     fn a_send_after_a_late_one_keeps_nearly_a_period_from_it() {
-        let pacer = Pacer::per_minute(600); // every 100 ms
+        let pacer = Pacer::per_minute(600, 0); // every 100 ms
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         assert_eq!(pacer.send_or_wait(t0 + ms(30)), None, "woke 30 ms late");

@@ -32,7 +32,10 @@ const BATCH: usize = 256;
 /// to the poller.
 pub(super) async fn submit_all(shared: Arc<Shared>, to_poll: mpsc::UnboundedSender<Tracked>) {
     let control = &shared.control;
-    let limiter = Arc::new(Pacer::per_minute(shared.settings.submit_per_minute));
+    let limiter = Arc::new(Pacer::per_minute(
+        shared.settings.submit_per_minute,
+        shared.expected.submissions,
+    ));
     let workers = Arc::new(Semaphore::new(shared.settings.workers.max(1)));
     let mut submissions = JoinSet::new();
     let mut after_row = 0;
