@@ -9,12 +9,13 @@ use rusqlite::{OptionalExtension, params, params_from_iter};
 
 use super::error::Result;
 use super::paid::PaidContext;
-use super::records::{IngestOutcome, KeyCells, PendingGroup, Renamed};
+use super::records::{IngestOutcome, KeyCells, PendingGroup, PricedRequest, Renamed};
+use super::reports::PendingTally;
 use super::request::{
     REQUEST_COLUMNS, RequestColumns, Shapes, encode_cells, read_request, request_key,
     same_request_sql, shape_of, stored_input,
 };
-use super::schema::{DEFERRED_INDEXES, INDEX_BUILD_CACHE_KIB, drop_derived};
+use super::schema::{DEFERRED_INDEXES, INDEX_BUILD_CACHE_KIB, PENDING_GROUPS_KEY, drop_derived};
 use super::store::{Ledger, now_ms, write_meta};
 use crate::job::{JobId, JobSpec, JobState, json_hash};
 
@@ -43,6 +44,7 @@ impl Ledger {
             )?)
         })?;
         ingest.into_empty = empty;
+        ingest.tally = empty.then(PendingTally::default);
         // A scratch ledger has no such indexes to defer.
         if !scratch {
             ingest.defer_indexes()?;
@@ -82,6 +84,8 @@ impl Ledger {
             indexes_deferred: Cell::new(false),
             shape: None,
             into_empty: false,
+            tally: None,
+            set_aside_any: Cell::new(false),
         })
     }
 
@@ -165,6 +169,12 @@ pub struct Ingest<'a> {
     /// The ledger had no job when this ingest began: every job is of
     /// this ingest, so none was sent or left the manifest.
     into_empty: bool,
+    /// On a first ingest, the rows added counted by cost as they come:
+    /// every one is pending, so `plan` and the run need not read a million
+    /// rows back to group them.
+    tally: Option<PendingTally>,
+    /// Whether `set_aside` took any job out (the tally no longer holds).
+    set_aside_any: Cell<bool>,
 }
 
 impl Ingest<'_> {
@@ -215,6 +225,14 @@ impl Ingest<'_> {
             ))?;
         if inserted == 1 {
             self.n_rows += 1;
+            if let Some(tally) = &mut self.tally {
+                let request = PricedRequest::of(&spec.request);
+                tally.add(
+                    spec.line,
+                    request,
+                    cost_micros.map(|cost| cost.max(0) as u64),
+                );
+            }
             return Ok(IngestOutcome::New);
         }
         let Some(existing) = self.existing(&spec.job_id)? else {
@@ -363,7 +381,11 @@ impl Ingest<'_> {
                 image
             ])?;
         }
-        Ok(self.tx.execute(&format!("DELETE {rows}"), params)? as u64)
+        let n = self.tx.execute(&format!("DELETE {rows}"), params)?;
+        if n > 0 {
+            self.set_aside_any.set(true);
+        }
+        Ok(n as u64)
     }
 
     /// Remembers, with this ingest, that it was clean (every one of the
@@ -446,8 +468,18 @@ impl Ingest<'_> {
     /// The rows this manifest would submit, grouped by cost, as if it were
     /// committed (for `plan`, which then drops the ingest).
     pub fn pending_groups(&self) -> Result<Vec<PendingGroup>> {
+        if let Some(groups) = self.tallied_groups() {
+            return Ok(groups);
+        }
         self.build_indexes()?;
         super::reports::pending_groups(&self.tx)
+    }
+
+    /// The pending rows' groups as counted while they were added, when
+    /// that count still holds (a first ingest that set none aside).
+    fn tallied_groups(&self) -> Option<Vec<PendingGroup>> {
+        let tally = self.tally.as_ref().filter(|_| !self.set_aside_any.get())?;
+        Some(tally.groups())
     }
 
     /// Counts by state of this manifest's rows, as if it were committed.
@@ -458,6 +490,9 @@ impl Ingest<'_> {
 
     /// Leaves the `renamed` rows out of this ingest (`--skip-invalid`).
     pub fn drop_renamed(&self) -> Result<u64> {
+        if self.into_empty {
+            return Ok(0);
+        }
         self.set_aside(
             &format!("SELECT new.job_id {}", renamed_from()),
             [self.generation],
@@ -479,6 +514,11 @@ impl Ingest<'_> {
         let columns = serde_json::to_string(columns).expect("strings always serialize");
         write_meta(&self.tx, "columns", &columns)?;
         backfill_spend(&self.tx)?;
+        // Kept as `Ledger::pending_groups` keeps it, after the last update.
+        if let Some(groups) = self.tallied_groups() {
+            let text = serde_json::to_string(&groups).expect("groups always serialize");
+            write_meta(&self.tx, PENDING_GROUPS_KEY, &text)?;
+        }
         self.tx.commit()?;
         Ok(())
     }
@@ -638,6 +678,38 @@ mod tests {
             [IngestOutcome::Unchanged, IngestOutcome::Unchanged]
         );
         assert_eq!(ledger.counts(true).unwrap()[&JobState::Pending], 2);
+    }
+
+    #[test]
+    fn a_first_ingest_counts_its_cost_groups_as_the_rows_come() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        let mut long = spec("c", "p", 4);
+        long.request.duration = 8;
+        let rows = [
+            (spec("a", "p", 2), Some(7)),
+            (spec("b", "q", 3), None),
+            (long, Some(9)),
+        ];
+        let mut ingest = ledger.begin_ingest().unwrap();
+        for (spec, cost) in &rows {
+            ingest.add(spec, *cost).unwrap();
+        }
+        ingest.add(&spec("a", "p", 5), Some(7)).unwrap(); // a duplicate id
+        let tallied = ingest.pending_groups().unwrap();
+        assert!(ingest.tallied_groups().is_some());
+        assert_eq!(
+            tallied,
+            super::super::reports::pending_groups(&ingest.tx).unwrap()
+        );
+        assert_eq!(tallied.iter().map(|group| group.n).sum::<u64>(), 3);
+        ingest.finish(&["id".to_owned()]).unwrap();
+        // Kept for the run, as a read-back would keep it.
+        assert!(ledger.meta(PENDING_GROUPS_KEY).unwrap().is_some());
+        assert_eq!(ledger.pending_groups().unwrap(), tallied);
+
+        // A later ingest finds jobs already there: it reads them back.
+        let ingest = ledger.begin_ingest().unwrap();
+        assert!(ingest.tallied_groups().is_none());
     }
 
     #[test]

@@ -175,6 +175,16 @@ pub struct PricedRequest {
     pub generate_audio_switch: bool,
 }
 
+impl PricedRequest {
+    pub fn of(request: &VideoRequest) -> PricedRequest {
+        PricedRequest {
+            resolution: request.resolution.clone(),
+            duration: request.duration,
+            generate_audio_switch: request.generate_audio_switch,
+        }
+    }
+}
+
 /// Which jobs `pixbatch retry` puts back.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RetrySelection {

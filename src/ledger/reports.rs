@@ -35,7 +35,7 @@ const PENDING_OF_MANIFEST: &str = "SELECT manifest_line, resolution, duration, g
 /// in the order of each group's first row. Grouped here rather than by a
 /// `GROUP BY`, whose sorter took 20 MB at a million rows.
 pub(super) fn pending_groups(conn: &Connection) -> Result<Vec<PendingGroup>> {
-    let mut groups: BTreeMap<(PricedRequest, Option<u64>), (u64, u64)> = BTreeMap::new();
+    let mut tally = PendingTally::default();
     let mut stmt = conn.prepare(PENDING_OF_MANIFEST)?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
@@ -45,21 +45,37 @@ pub(super) fn pending_groups(conn: &Connection) -> Result<Vec<PendingGroup>> {
             generate_audio_switch: row.get(3)?,
         };
         let cost_micros = row.get::<_, Option<i64>>(4)?.map(|cost| cost.max(0) as u64);
-        let line = row.get::<_, i64>(0)?.max(0) as u64;
-        let (_, n) = groups.entry((request, cost_micros)).or_insert((line, 0));
+        tally.add(row.get::<_, i64>(0)?.max(0) as u64, request, cost_micros);
+    }
+    Ok(tally.groups())
+}
+
+/// Pending rows counted by kind and stored cost, each group with the line
+/// of its first row; rows are added in manifest order.
+#[derive(Debug, Default)]
+pub(super) struct PendingTally(BTreeMap<(PricedRequest, Option<u64>), (u64, u64)>);
+
+impl PendingTally {
+    pub(super) fn add(&mut self, line: u64, request: PricedRequest, cost_micros: Option<u64>) {
+        let (_, n) = self.0.entry((request, cost_micros)).or_insert((line, 0));
         *n += 1;
     }
-    let mut groups: Vec<PendingGroup> = groups
-        .into_iter()
-        .map(|((request, cost_micros), (first_line, n))| PendingGroup {
-            request,
-            cost_micros,
-            first_line,
-            n,
-        })
-        .collect();
-    groups.sort_by_key(|group| group.first_line);
-    Ok(groups)
+
+    /// The groups, in the order of each group's first row.
+    pub(super) fn groups(&self) -> Vec<PendingGroup> {
+        let mut groups: Vec<PendingGroup> = self
+            .0
+            .iter()
+            .map(|((request, cost_micros), &(first_line, n))| PendingGroup {
+                request: request.clone(),
+                cost_micros: *cost_micros,
+                first_line,
+                n,
+            })
+            .collect();
+        groups.sort_by_key(|group| group.first_line);
+        groups
+    }
 }
 
 /// Counts by state of the manifest ingested last (or being ingested).
