@@ -24,12 +24,10 @@ impl Ledger {
     /// that `Ingest::finish` commits or drops.
     pub fn begin_ingest(&mut self) -> Result<Ingest<'_>> {
         let scratch = self.scratch;
-        let empty: bool =
-            self.conn
-                .query_row("SELECT NOT EXISTS (SELECT 1 FROM jobs)", [], |row| {
-                    row.get(0)
-                })?;
-        let mut ingest = self.ingest_in(empty, |tx| {
+        // The journal is chosen before the transaction begins; whether the
+        // ledger has jobs is asked again inside it, where it holds.
+        let first = has_no_jobs(&self.conn)?;
+        let mut ingest = self.ingest_in(first, |tx| {
             // The invalid rows are those of the manifest being taken in; the
             // last ingest's fingerprint holds only if this one leaves it again.
             tx.execute("DELETE FROM invalid_rows", [])?;
@@ -43,10 +41,10 @@ impl Ledger {
                 |row| row.get(0),
             )?)
         })?;
-        ingest.into_empty = empty;
-        ingest.tally = empty.then(PendingTally::default);
+        ingest.into_empty = has_no_jobs(&ingest.tx)?;
+        ingest.tally = ingest.into_empty.then(PendingTally::default);
         // A scratch ledger has no such indexes to defer.
-        if !scratch {
+        if ingest.into_empty && !scratch {
             ingest.defer_indexes()?;
         }
         Ok(ingest)
@@ -110,6 +108,15 @@ impl Ledger {
     pub fn is_temporary(&self) -> bool {
         self.temporary
     }
+}
+
+/// Whether the ledger has no job at all (a first ingest).
+fn has_no_jobs(conn: &rusqlite::Connection) -> Result<bool> {
+    Ok(
+        conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM jobs)", [], |row| {
+            row.get(0)
+        })?,
+    )
 }
 
 /// The last clean ingest of a ledger.
@@ -271,14 +278,6 @@ impl Ingest<'_> {
     /// names: building each once after the rows is much faster than a
     /// million inserts in random places of it.
     fn defer_indexes(&self) -> Result<()> {
-        let empty: bool =
-            self.tx
-                .query_row("SELECT NOT EXISTS (SELECT 1 FROM jobs)", [], |row| {
-                    row.get(0)
-                })?;
-        if !empty {
-            return Ok(());
-        }
         for (name, _) in DEFERRED_INDEXES {
             self.tx.execute_batch(&format!("DROP INDEX {name}"))?;
         }
