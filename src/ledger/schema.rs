@@ -808,7 +808,8 @@ mod tests {
              UPDATE jobs SET remote_status = 'done', progress = 100, video_url = 'https://v/1.mp4', \
              video_expires_at = 99, file_name = 'downloaded.mp4', bytes = 1234, sha256 = 'ab12', \
              submitted_at = 7, finished_at = 9, downloaded_at = 10, updated_at = 10 \
-             WHERE job_id = 'downloaded';",
+             WHERE job_id = 'downloaded';
+             UPDATE jobs SET updated_at = created_at WHERE job_id = 'pending';",
         )
         .unwrap();
         jobs
@@ -883,7 +884,7 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        assert_eq!(updated, [6, 8, 10], "as it was, created_at when unchanged");
+        assert_eq!(updated, [5, 8, 10], "as it was, created_at when unchanged");
         let live = ledger.live_tasks().unwrap();
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].task_id, TaskId("t-running".into()));
