@@ -994,6 +994,47 @@ mod tests {
     }
 
     #[test]
+    fn set_sent_writes_the_virtual_columns_and_an_emptied_object_is_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let conn = Connection::open(&path).unwrap();
+        prepare(&conn, &path).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (job_id, manifest_line, seen_generation, state, created_at) \
+             VALUES ('a', 2, 1, 'pending', 5)",
+            [],
+        )
+        .unwrap();
+        let read = || -> (Option<String>, Option<String>, Option<i64>, i64) {
+            conn.query_row(
+                "SELECT sent, task_id, progress, updated_at FROM jobs WHERE job_id = 'a'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(read(), (None, None, None, 5), "updated_at is created_at");
+        let set = |values: &[(&str, &str)]| {
+            conn.execute(&format!("UPDATE jobs SET {}", set_sent(values)), [])
+                .unwrap();
+        };
+        set(&[
+            ("task_id", "'t-1'"),
+            ("progress", "40"),
+            ("updated_at", "9"),
+        ]);
+        assert_eq!(read().1.as_deref(), Some("t-1"));
+        assert_eq!((read().2, read().3), (Some(40), 9));
+        set(&[("progress", "NULL"), ("task_id", "'t-2'")]);
+        assert_eq!(
+            read().0.as_deref(),
+            Some(r#"{"task_id":"t-2","updated_at":9}"#)
+        );
+        set(&[("task_id", "NULL"), ("updated_at", "NULL")]);
+        assert_eq!(read(), (None, None, None, 5), "no object left");
+    }
+
+    #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
