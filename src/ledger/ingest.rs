@@ -15,7 +15,9 @@ use super::request::{
     REQUEST_COLUMNS, RequestColumns, Shapes, encode_cells, read_request, request_key,
     same_request_sql, shape_of, stored_input,
 };
-use super::schema::{DEFERRED_INDEXES, INDEX_BUILD_CACHE_KIB, PENDING_GROUPS_KEY, drop_derived};
+use super::schema::{
+    DEFERRED_INDEXES, INDEX_BUILD_CACHE_KIB, PENDING_GROUPS_KEY, drop_derived, set_sent,
+};
 use super::store::{Ledger, now_ms, write_meta};
 use crate::job::{JobId, JobSpec, JobState, json_hash};
 
@@ -141,7 +143,7 @@ const FINGERPRINT_KEY: &str = "ingest_fingerprint";
 /// `new` rows up by the request-hash index, instead of a million lookups the
 /// other way round.
 ///
-/// Rows are found by `request_key` (8 bytes of the request's hash), and
+/// Rows are found by `request_key` (4 bytes of the request's hash), and
 /// then compared column by column: the same request, not only the same key.
 fn renamed_from() -> String {
     format!(
@@ -256,7 +258,7 @@ impl Ingest<'_> {
             row.extend([&request_json as &dyn ToSql, &hash]);
         }
         self.tx
-            .prepare_cached(update_sql(&outcome))?
+            .prepare_cached(&update_sql(&outcome))?
             .execute(params_from_iter(row))?;
         self.n_rows += 1;
         Ok(outcome)
@@ -616,38 +618,47 @@ impl Existing {
 /// request key, ?7..?15 `REQUEST_COLUMNS`, ?16..?18 the input, ?19 the time.
 const INSERT_JOB: &str = "INSERT INTO jobs (job_id, manifest_row, manifest_line, seen_generation, \
     cost_micros, request_key, image, prompt, duration, cfg_scale, resolution, seed, thinking_type, \
-    negative_prompt, generate_audio, input_shape, input_refs, input_cells, state, created_at, updated_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, 'pending', ?19, ?19) \
+    negative_prompt, generate_audio, input_shape, input_refs, input_cells, state, created_at) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, 'pending', ?19) \
     ON CONFLICT (job_id) DO NOTHING";
 
 /// The update for a row seen again: its parameters are those of the
 /// insert without the time; a held edit's body and hash are ?19 and ?20.
-fn update_sql(outcome: &IngestOutcome) -> &'static str {
-    match outcome {
+fn update_sql(outcome: &IngestOutcome) -> String {
+    const ROW: &str = "manifest_row = ?2, manifest_line = ?3, seen_generation = ?4";
+    const REQUEST: &str = "cost_micros = ?5, request_key = ?6, image = ?7, prompt = ?8, duration = ?9, \
+        cfg_scale = ?10, resolution = ?11, seed = ?12, thinking_type = ?13, negative_prompt = ?14, \
+        generate_audio = ?15";
+    const INPUT: &str = "input_shape = ?16, input_refs = ?17, input_cells = ?18";
+    let no_edit = [
+        ("edited_request_json", "NULL"),
+        ("edited_request_hash", "NULL"),
+        ("edited_cost_micros", "NULL"),
+    ];
+    let sent = match outcome {
         // The request is the same, so rewriting it changes nothing; an
         // edit held earlier and now reverted is dropped.
-        IngestOutcome::Unchanged => {
-            "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, cost_micros = ?5, \
-             request_key = ?6, image = ?7, prompt = ?8, duration = ?9, cfg_scale = ?10, resolution = ?11, \
-             seed = ?12, thinking_type = ?13, negative_prompt = ?14, generate_audio = ?15, input_shape = ?16, \
-             input_refs = ?17, input_cells = ?18, edited_request_json = NULL, edited_request_hash = NULL, \
-             edited_cost_micros = NULL WHERE job_id = ?1"
-        }
+        IngestOutcome::Unchanged => format!("{REQUEST}, {}", set_sent(&no_edit)),
         IngestOutcome::Replaced => {
-            "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, cost_micros = ?5, \
-             request_key = ?6, image = ?7, prompt = ?8, duration = ?9, cfg_scale = ?10, resolution = ?11, \
-             seed = ?12, thinking_type = ?13, negative_prompt = ?14, generate_audio = ?15, input_shape = ?16, \
-             input_refs = ?17, input_cells = ?18, edited_request_json = NULL, edited_request_hash = NULL, \
-             edited_cost_micros = NULL, state = 'pending', error_kind = NULL, error_message = NULL, \
-             error_body = NULL, finished_at = NULL WHERE job_id = ?1"
+            let cleared = [
+                ("error_kind", "NULL"),
+                ("error_message", "NULL"),
+                ("error_body", "NULL"),
+                ("finished_at", "NULL"),
+            ];
+            format!(
+                "{REQUEST}, state = 'pending', {}",
+                set_sent(&[no_edit.as_slice(), &cleared].concat())
+            )
         }
         // Submitted already: the new request is held aside, not sent.
-        _ => {
-            "UPDATE jobs SET manifest_row = ?2, manifest_line = ?3, seen_generation = ?4, input_shape = ?16, \
-             input_refs = ?17, input_cells = ?18, edited_request_json = ?19, edited_request_hash = ?20, \
-             edited_cost_micros = ?5 WHERE job_id = ?1"
-        }
-    }
+        _ => set_sent(&[
+            ("edited_request_json", "?19"),
+            ("edited_request_hash", "?20"),
+            ("edited_cost_micros", "?5"),
+        ]),
+    };
+    format!("UPDATE jobs SET {ROW}, {INPUT}, {sent} WHERE job_id = ?1")
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::error::{LedgerError, Result};
 use super::records::{CheckedFile, ErrorRecord, LiveTask, PendingJob, Reservation};
 use super::request::{REQUEST_COLUMNS, checked_body, read_request};
+use super::schema::set_sent;
 use super::store::{Atomic, Ledger, now_ms};
 use crate::job::{ErrorKind, JobId, JobState, TaskId, video_file_name};
 
@@ -16,16 +17,26 @@ impl Ledger {
     pub fn recover_interrupted(&mut self) -> Result<Vec<JobId>> {
         let tx = self.conn.transaction()?;
         let ids = {
-            let mut stmt = tx.prepare("SELECT job_id FROM jobs WHERE state = 'submitting'")?;
+            let mut stmt = tx.prepare(
+                "SELECT job_id FROM jobs WHERE state = 'submitting' AND state <> 'pending'",
+            )?;
             stmt.query_map([], |row| row.get::<_, String>(0).map(JobId))?
                 .collect::<Result<Vec<_>, _>>()?
         };
+        let kind = format!("'{}'", ErrorKind::Ambiguous.as_str());
+        let sent = set_sent(&[
+            ("error_kind", &kind),
+            ("error_body", "NULL"),
+            (
+                "error_message",
+                "'the run stopped while this submission was in flight; it may have been accepted'",
+            ),
+            ("updated_at", "?1"),
+        ]);
         tx.execute(
             &format!(
-                "UPDATE jobs SET state = 'ambiguous', error_kind = '{}', error_body = NULL, \
-                 error_message = 'the run stopped while this submission was in flight; it may have been accepted', \
-                 updated_at = ?1 WHERE state = 'submitting'",
-                ErrorKind::Ambiguous.as_str()
+                "UPDATE jobs SET state = 'ambiguous', {sent} \
+                 WHERE state = 'submitting' AND state <> 'pending'"
             ),
             [now_ms()],
         )?;
@@ -82,6 +93,7 @@ impl Ledger {
             JobState::Submitting,
             ", attempts = attempts + 1, charged_micros = charged_micros + COALESCE(cost_micros, 0)",
             &[],
+            &[],
         )?;
         add_spent(&tx, cost as i64)?;
         tx.commit()?;
@@ -102,9 +114,22 @@ impl Ledger {
             &tx,
             job_id,
             JobState::Running,
-            ", task_id = ?3, submitted_at = ?2, remote_status = NULL, progress = NULL, error_kind = NULL, \
-             error_message = NULL, error_body = NULL, video_url = NULL, video_expires_at = NULL, \
-             file_name = NULL, bytes = NULL, sha256 = NULL, finished_at = NULL",
+            "",
+            &[
+                ("task_id", "?3"),
+                ("submitted_at", "?2"),
+                ("remote_status", "NULL"),
+                ("progress", "NULL"),
+                ("error_kind", "NULL"),
+                ("error_message", "NULL"),
+                ("error_body", "NULL"),
+                ("video_url", "NULL"),
+                ("video_expires_at", "NULL"),
+                ("file_name", "NULL"),
+                ("bytes", "NULL"),
+                ("sha256", "NULL"),
+                ("finished_at", "NULL"),
+            ],
             &[&task_id.0],
         )?;
         tx.prepare_cached("INSERT INTO tasks (task_id, job_id, submitted_at) VALUES (?1, ?2, ?3)")?
@@ -117,14 +142,14 @@ impl Ledger {
     /// with a retryable answer): the job may be submitted again, and its
     /// reserved cost is released.
     pub fn mark_pending_again(&mut self, job_id: &JobId, error: &ErrorRecord) -> Result<()> {
-        self.release(job_id, JobState::Pending, error, "")
+        self.release(job_id, JobState::Pending, error, &[])
     }
 
     /// A submission the API refused for good (invalid input, moderation):
     /// the job fails, and its reserved cost is released (a refusal is not
     /// charged).
     pub fn mark_refused(&mut self, job_id: &JobId, error: &ErrorRecord) -> Result<()> {
-        self.release(job_id, JobState::Failed, error, ", finished_at = ?2")
+        self.release(job_id, JobState::Failed, error, &[("finished_at", "?2")])
     }
 
     /// Moves a submitting job to `to`, giving back what was reserved for it.
@@ -133,7 +158,7 @@ impl Ledger {
         job_id: &JobId,
         to: JobState,
         error: &ErrorRecord,
-        set: &str,
+        sent: &[(&str, &str)],
     ) -> Result<()> {
         let tx = Atomic::begin(&self.conn, false)?;
         let cost = job_cost(&tx, job_id)?;
@@ -141,10 +166,8 @@ impl Ledger {
             &tx,
             job_id,
             to,
-            &format!(
-                ", error_kind = ?3, error_message = ?4, error_body = ?5, \
-                 charged_micros = MAX(charged_micros - COALESCE(cost_micros, 0), 0){set}"
-            ),
+            ", charged_micros = MAX(charged_micros - COALESCE(cost_micros, 0), 0)",
+            &[ERROR_COLUMNS.as_slice(), sent].concat(),
             &[&error.kind.as_str(), &error.message, &error.body],
         )?;
         add_spent(&tx, -(cost as i64))?;
@@ -158,7 +181,8 @@ impl Ledger {
             &self.conn,
             job_id,
             JobState::Ambiguous,
-            ", error_kind = ?3, error_message = ?4, error_body = ?5",
+            "",
+            &ERROR_COLUMNS,
             &[&error.kind.as_str(), &error.message, &error.body],
         )
     }
@@ -168,7 +192,8 @@ impl Ledger {
             &self.conn,
             job_id,
             JobState::Failed,
-            ", error_kind = ?3, error_message = ?4, error_body = ?5, finished_at = ?2",
+            "",
+            &[ERROR_COLUMNS.as_slice(), &[("finished_at", "?2")]].concat(),
             &[&error.kind.as_str(), &error.message, &error.body],
         )
     }
@@ -183,11 +208,15 @@ impl Ledger {
         progress: Option<i64>,
     ) -> Result<()> {
         self.conn
-            .prepare_cached(
-                "UPDATE jobs SET remote_status = ?2, progress = ?3, updated_at = ?4 \
-             WHERE job_id = ?1 AND state = 'running' \
-             AND (remote_status IS NOT ?2 OR progress IS NOT ?3)",
-            )?
+            .prepare_cached(&format!(
+                "UPDATE jobs SET {} WHERE job_id = ?1 AND state = 'running' \
+                 AND (remote_status IS NOT ?2 OR progress IS NOT ?3)",
+                set_sent(&[
+                    ("remote_status", "?2"),
+                    ("progress", "?3"),
+                    ("updated_at", "?4")
+                ])
+            ))?
             .execute(params![job_id.0, remote_status, progress, now_ms()])?;
         Ok(())
     }
@@ -212,8 +241,15 @@ impl Ledger {
             &self.conn,
             job_id,
             JobState::Succeeded,
-            ", remote_status = ?6, progress = 100, video_url = ?3, video_expires_at = ?4, \
-             finished_at = ?2, file_name = ?5",
+            "",
+            &[
+                ("remote_status", "?6"),
+                ("progress", "100"),
+                ("video_url", "?3"),
+                ("video_expires_at", "?4"),
+                ("finished_at", "?2"),
+                ("file_name", "?5"),
+            ],
             &[&video_url, &expires_at_ms, &file_name, &remote_status],
         )?;
         Ok(file_name)
@@ -226,8 +262,13 @@ impl Ledger {
         video_url: &str,
         expires_at_ms: Option<i64>,
     ) -> Result<()> {
+        let sent = set_sent(&[
+            ("video_url", "?2"),
+            ("video_expires_at", "?3"),
+            ("updated_at", "?4"),
+        ]);
         self.conn.execute(
-            "UPDATE jobs SET video_url = ?2, video_expires_at = ?3, updated_at = ?4 WHERE job_id = ?1 AND state = 'succeeded'",
+            &format!("UPDATE jobs SET {sent} WHERE job_id = ?1 AND state = 'succeeded'"),
             params![job_id.0, video_url, expires_at_ms, now_ms()],
         )?;
         Ok(())
@@ -236,9 +277,14 @@ impl Ledger {
     /// Notes a download problem on a succeeded job; it stays succeeded so a
     /// later run downloads it again.
     pub fn note_download_error(&mut self, job_id: &JobId, error: &ErrorRecord) -> Result<()> {
+        let sent = set_sent(&[
+            ("error_kind", "?2"),
+            ("error_message", "?3"),
+            ("error_body", "?4"),
+            ("updated_at", "?5"),
+        ]);
         self.conn.execute(
-            "UPDATE jobs SET error_kind = ?2, error_message = ?3, error_body = ?4, updated_at = ?5 \
-             WHERE job_id = ?1 AND state = 'succeeded'",
+            &format!("UPDATE jobs SET {sent} WHERE job_id = ?1 AND state = 'succeeded'"),
             params![
                 job_id.0,
                 error.kind.as_str(),
@@ -255,9 +301,10 @@ impl Ledger {
     /// recognized by the next run.
     pub fn record_checked_file(&mut self, job_id: &JobId, file: &CheckedFile) -> Result<()> {
         self.conn
-            .prepare_cached(
-                "UPDATE jobs SET bytes = ?2, sha256 = ?3, updated_at = ?4 WHERE job_id = ?1 AND state = 'succeeded'",
-            )?
+            .prepare_cached(&format!(
+                "UPDATE jobs SET {} WHERE job_id = ?1 AND state = 'succeeded'",
+                set_sent(&[("bytes", "?2"), ("sha256", "?3"), ("updated_at", "?4")])
+            ))?
             .execute(params![job_id.0, file.bytes as i64, file.sha256, now_ms()])?;
         Ok(())
     }
@@ -267,7 +314,13 @@ impl Ledger {
             &self.conn,
             job_id,
             JobState::Downloaded,
-            ", downloaded_at = ?2, error_kind = NULL, error_message = NULL, error_body = NULL",
+            "",
+            &[
+                ("downloaded_at", "?2"),
+                ("error_kind", "NULL"),
+                ("error_message", "NULL"),
+                ("error_body", "NULL"),
+            ],
             &[],
         )
     }
@@ -276,7 +329,8 @@ impl Ledger {
     pub fn live_tasks(&self) -> Result<Vec<LiveTask>> {
         let mut stmt = self.conn.prepare(
             "SELECT job_id, task_id, state, submitted_at, video_url, video_expires_at, file_name, bytes, sha256, \
-             manifest_row IS NOT NULL FROM jobs WHERE state IN ('running', 'succeeded') ORDER BY submitted_at",
+             manifest_row IS NOT NULL FROM jobs WHERE state IN ('running', 'succeeded') AND state <> 'pending' \
+             ORDER BY submitted_at",
         )?;
         let rows = stmt.query_map([], |row| {
             let state: String = row.get(2)?;
@@ -335,14 +389,23 @@ fn add_spent(conn: &Connection, delta: i64) -> Result<()> {
     Ok(())
 }
 
+/// The error columns a transition sets from its first three parameters.
+const ERROR_COLUMNS: [(&str, &str); 3] = [
+    ("error_kind", "?3"),
+    ("error_message", "?4"),
+    ("error_body", "?5"),
+];
+
 /// Moves a job to `to` if the state machine allows it from its current
-/// state, setting the extra columns in `set` (an SQL fragment whose
-/// parameters start at ?3; ?2 is the current time).
+/// state, setting the stored columns in `set` (an SQL fragment) and the
+/// columns of `sent` in its object (`set_sent`); parameters start at ?3,
+/// ?2 is the current time.
 fn transition(
     conn: &Connection,
     job_id: &JobId,
     to: JobState,
     set: &str,
+    sent: &[(&str, &str)],
     extra: &[&dyn rusqlite::ToSql],
 ) -> Result<()> {
     let from: Vec<String> = JobState::ALL
@@ -350,8 +413,9 @@ fn transition(
         .filter(|state| state.can_become(to))
         .map(|state| format!("'{}'", state.as_str()))
         .collect();
+    let sent = set_sent(&[&[("updated_at", "?2")], sent].concat());
     let sql = format!(
-        "UPDATE jobs SET state = '{to}', updated_at = ?2{set} WHERE job_id = ?1 AND state IN ({})",
+        "UPDATE jobs SET state = '{to}', {sent}{set} WHERE job_id = ?1 AND state IN ({})",
         from.join(", ")
     );
     let now = now_ms();

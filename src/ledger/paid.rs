@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::error::{LedgerError, Result};
 use super::ingest::Ingest;
 use super::records::PaidElsewhere;
-use super::request::request_hash_sql;
+use super::request::{key_of_hash_sql, request_hash_sql};
 use super::store::{Ledger, now_ms};
 use crate::job::JobId;
 
@@ -49,14 +49,15 @@ pub(super) struct PaidContext {
 /// entries for the endpoint and looks rows up by the request-hash index.
 ///
 /// The record holds hex hashes: rows are found by their `request_key` (the
-/// hash's first 16 hex digits), then the whole hash of the body rebuilt
+/// hash's first hex digits, `key_of_hash_sql`), then the whole hash of the body rebuilt
 /// from their columns must be the record's.
 fn paid_from() -> String {
     format!(
         "FROM paid.paid_requests AS p CROSS JOIN jobs AS new \
-         ON new.request_key = unhex(substr(p.request_hash, 1, 16)) AND p.request_hash = {} \
+         ON new.request_key = {} AND p.request_hash = {} \
          WHERE p.endpoint = ?2 AND p.ledger_id != ?3 \
          AND new.seen_generation = ?1 AND new.state = 'pending' AND new.task_id IS NULL AND new.attempts = 0",
+        key_of_hash_sql("p.request_hash"),
         request_hash_sql("new")
     )
 }

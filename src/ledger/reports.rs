@@ -22,7 +22,7 @@ const JOB_COLUMNS: &str = "job_id, manifest_row, manifest_line, NULL, state, att
 
 /// The rows of the manifest ingested last (or being ingested: its
 /// generation is the highest) that are waiting to be submitted, in
-/// manifest order (the order of `jobs_by_state`, so nothing is sorted),
+/// manifest order (the order of `jobs_by_row`, so nothing is sorted),
 /// with what their price depends on: read from the columns, no body
 /// parsed. A row whose request does not read is left out.
 const PENDING_OF_MANIFEST: &str = "SELECT manifest_line, resolution, duration, generate_audio, \
@@ -82,26 +82,35 @@ impl PendingTally {
 pub(super) fn manifest_counts(conn: &Connection) -> Result<BTreeMap<JobState, u64>> {
     count_states(
         conn,
-        "SELECT state, COUNT(*) FROM jobs WHERE seen_generation = (SELECT MAX(seen_generation) FROM jobs) \
-         GROUP BY state",
+        "seen_generation = (SELECT MAX(seen_generation) FROM jobs)",
     )
 }
 
-/// Runs a `SELECT state, COUNT(*) ... GROUP BY state`; every state is in
-/// the answer, zero when absent.
-fn count_states(conn: &Connection, sql: &str) -> Result<BTreeMap<JobState, u64>> {
-    let mut stmt = conn.prepare_cached(sql)?;
+/// Counts by state of the jobs `filter` (an SQL condition) selects; every
+/// state is in the answer, zero when absent. `jobs_by_state` holds no
+/// pending row (schema 8): the other states are counted through it, and
+/// pending is what is left of the total.
+fn count_states(conn: &Connection, filter: &str) -> Result<BTreeMap<JobState, u64>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT state, COUNT(*) FROM jobs WHERE state <> 'pending' AND {filter} GROUP BY state"
+    ))?;
     let mut counts: BTreeMap<JobState, u64> =
         JobState::ALL.into_iter().map(|state| (state, 0)).collect();
     let rows = stmt.query_map([], |row| {
         Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
     })?;
+    let mut not_pending = 0;
     for row in rows {
         let (state, n) = row?;
+        not_pending += n;
         if let Ok(state) = state.parse() {
             counts.insert(state, n as u64);
         }
     }
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT COUNT(*) FROM jobs WHERE {filter}"))?
+        .query_row([], |row| row.get(0))?;
+    counts.insert(JobState::Pending, (total - not_pending).max(0) as u64);
     Ok(counts)
 }
 
@@ -133,12 +142,11 @@ impl Ledger {
     /// How many jobs are in each state. `current_only` counts only the rows
     /// of the manifest last ingested.
     pub fn counts(&self, current_only: bool) -> Result<BTreeMap<JobState, u64>> {
-        let sql = if current_only {
-            "SELECT state, COUNT(*) FROM jobs WHERE manifest_row IS NOT NULL GROUP BY state"
-        } else {
-            "SELECT state, COUNT(*) FROM jobs GROUP BY state"
+        let filter = match current_only {
+            true => "manifest_row IS NOT NULL",
+            false => "true",
         };
-        count_states(&self.conn, sql)
+        count_states(&self.conn, filter)
     }
 
     /// Jobs of the current manifest with an edit that was held back.
@@ -170,17 +178,24 @@ impl Ledger {
 
     /// Jobs in `state`, in manifest order (rows no longer in it last).
     ///
-    /// Two queries, each in the order of an index (`jobs_by_state`, then
-    /// the few rows no longer in the manifest), so that the first pending
-    /// job of a million is found without sorting them all (`status`).
+    /// Two queries, each in the order of an index (`jobs_by_state`, or
+    /// `jobs_by_row` for pending rows, which `jobs_by_state` leaves out;
+    /// then the few rows no longer in the manifest), so that the first
+    /// pending job of a million is found without sorting them all
+    /// (`status`).
     pub fn jobs_in_state(&self, state: JobState, limit: usize) -> Result<Vec<JobRecord>> {
         let mut jobs = Vec::new();
+        let indexed = match state {
+            JobState::Pending => "",
+            _ => "state <> 'pending' AND",
+        };
         for filter in [
             "manifest_row IS NOT NULL ORDER BY manifest_row",
             "manifest_row IS NULL ORDER BY updated_at",
         ] {
-            let sql =
-                format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 AND {filter} LIMIT ?2");
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 AND {indexed} {filter} LIMIT ?2"
+            );
             let left = limit.saturating_sub(jobs.len());
             self.query_jobs(&sql, params![state.as_str(), left as i64], &mut |job| {
                 jobs.push(job);
@@ -522,8 +537,8 @@ mod tests {
         ledger
             .conn
             .execute_batch(
-                "UPDATE jobs SET updated_at = 20 WHERE job_id = 'gone-1';
-                 UPDATE jobs SET updated_at = 10 WHERE job_id = 'gone-2';",
+                "UPDATE jobs SET sent = json_object('updated_at', 20) WHERE job_id = 'gone-1';
+                 UPDATE jobs SET sent = json_object('updated_at', 10) WHERE job_id = 'gone-2';",
             )
             .unwrap();
         let slow = |limit: i64| -> Vec<String> {
@@ -569,7 +584,7 @@ mod tests {
         ledger
             .conn
             .execute(
-                "UPDATE jobs SET error_kind = 'mystery' WHERE job_id = 'b'",
+                "UPDATE jobs SET sent = json_set(sent, '$.error_kind', 'mystery') WHERE job_id = 'b'",
                 [],
             )
             .unwrap();

@@ -1,7 +1,7 @@
-//! How a job's request and input cells are stored (schema 7): each piece of
-//! text once. The request lives in columns from which its exact JSON body is
-//! rebuilt (`VideoRequest::to_json` is deterministic), keyed by the first 8
-//! bytes of its sha-256; the input keeps only the cells' values, the keys
+//! How a job's request and input cells are stored (schemas 7 and 8): each
+//! piece of text once. The request lives in columns from which its exact JSON
+//! body is rebuilt (`VideoRequest::to_json` is deterministic), keyed by the
+//! first 4 bytes of its sha-256 (`thinking_type` NULL for `auto`); the input keeps only the cells' values, the keys
 //! once per distinct header (`input_shapes`), and a cell equal to the job
 //! id or a request field is a reference to it.
 
@@ -59,13 +59,33 @@ pub(super) fn same_request_sql(a: &str, b: &str) -> String {
 
 const HASH_FUNCTION: &str = "pixbatch_request_hash";
 
-/// The index key of a request body: the first 8 bytes of its sha-256.
-/// Equal keys are checked for full equality wherever they decide anything.
-pub(super) fn request_key(json: &str) -> [u8; 8] {
+/// The index key of a request body: the first `KEY_BYTES` bytes of its
+/// sha-256. Equal keys are checked for full equality wherever they decide
+/// anything, so a short key only costs a comparison now and then (at a
+/// million rows, a key shared by chance is rare).
+pub(super) fn request_key(json: &str) -> [u8; KEY_BYTES] {
     let digest = Sha256::digest(json.as_bytes());
-    let mut key = [0u8; 8];
-    key.copy_from_slice(&digest[..8]);
+    let mut key = [0u8; KEY_BYTES];
+    key.copy_from_slice(&digest[..KEY_BYTES]);
     key
+}
+
+/// How many bytes of the hash `request_key` keeps (schema 8; 8 before).
+const KEY_BYTES: usize = 4;
+
+/// SQL for the `request_key` of a hex sha-256 `hash` (an SQL expression).
+pub(super) fn key_of_hash_sql(hash: &str) -> String {
+    format!("unhex(substr({hash}, 1, {}))", 2 * KEY_BYTES)
+}
+
+/// The `thinking_type` every request had until the field is set otherwise;
+/// stored as NULL (schema 8), four bytes a row fewer.
+const DEFAULT_THINKING: &str = "auto";
+
+/// The stored `thinking_type` (NULL for `DEFAULT_THINKING`) of an SQL
+/// expression holding the request's.
+pub(super) fn stored_thinking_sql(thinking: &str) -> String {
+    format!("NULLIF({thinking}, '{DEFAULT_THINKING}')")
 }
 
 /// A request as the ledger binds it: `cfg_scale` as the exact text
@@ -74,6 +94,8 @@ pub(super) struct RequestColumns<'r> {
     request: &'r VideoRequest,
     duration: i64,
     cfg_scale: Option<String>,
+    /// `None` for `DEFAULT_THINKING`.
+    thinking_type: Option<&'r str>,
 }
 
 impl<'r> RequestColumns<'r> {
@@ -84,6 +106,8 @@ impl<'r> RequestColumns<'r> {
             cfg_scale: request
                 .cfg_scale
                 .map(|scale| serde_json::to_string(&scale).expect("a number always serializes")),
+            thinking_type: Some(request.thinking_type.as_str())
+                .filter(|thinking| *thinking != DEFAULT_THINKING),
         }
     }
 
@@ -97,7 +121,7 @@ impl<'r> RequestColumns<'r> {
             &self.cfg_scale,
             &request.resolution,
             &request.seed,
-            &request.thinking_type,
+            &self.thinking_type,
             &request.negative_prompt,
             &request.generate_audio_switch,
         ]
@@ -119,12 +143,12 @@ pub(super) fn read_request(
     ) else {
         return Ok(None);
     };
-    let (Some(thinking_type), Some(generate_audio_switch)) = (
-        row.get::<_, Option<String>>(first + 6)?,
-        row.get::<_, Option<bool>>(first + 8)?,
-    ) else {
+    let Some(generate_audio_switch) = row.get::<_, Option<bool>>(first + 8)? else {
         return Ok(None);
     };
+    let thinking_type = row
+        .get::<_, Option<String>>(first + 6)?
+        .unwrap_or_else(|| DEFAULT_THINKING.to_owned());
     let cfg_scale = match row.get::<_, Option<String>>(first + 3)? {
         None => None,
         Some(text) => match serde_json::from_str::<f64>(&text) {
@@ -183,15 +207,9 @@ pub(super) fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
                     Err(_) => return Ok(None),
                 },
             };
-            let fields = (text(0), text(1), int(2), text(4), text(6), int(8));
-            let (
-                Some(image),
-                Some(prompt),
-                Some(duration),
-                Some(resolution),
-                Some(thinking),
-                Some(audio),
-            ) = fields
+            let thinking = text(6).unwrap_or(DEFAULT_THINKING);
+            let fields = (text(0), text(1), int(2), text(4), int(8));
+            let (Some(image), Some(prompt), Some(duration), Some(resolution), Some(audio)) = fields
             else {
                 return Ok(None);
             };

@@ -3,6 +3,8 @@
 
 use super::error::Result;
 use super::records::{RetryCounts, RetrySelection};
+use super::request::{key_of_hash_sql, stored_thinking_sql};
+use super::schema::set_sent;
 use super::store::{Ledger, now_ms};
 use crate::job::{ErrorKind, JobId, TaskId};
 
@@ -19,40 +21,23 @@ impl Ledger {
         let mut counts = RetryCounts::default();
         // Edits first, so that rows moved below are not counted twice.
         if selection.edited {
-            counts.edits_applied += tx.execute(
-                // The held body's fields go to the request's columns, as
-                // schema 7 moved every body; `pending_batch` checks that
-                // they rebuild it.
-                "UPDATE jobs SET state = 'pending', request_key = unhex(substr(edited_request_hash, 1, 16)), \
-                 image = edited_request_json ->> '$.image', prompt = edited_request_json ->> '$.prompt', \
-                 duration = edited_request_json ->> '$.duration', cfg_scale = edited_request_json -> '$.cfg_scale', \
-                 resolution = edited_request_json ->> '$.resolution', seed = edited_request_json ->> '$.seed', \
-                 thinking_type = edited_request_json ->> '$.thinking_type', \
-                 negative_prompt = edited_request_json ->> '$.negative_prompt', \
-                 generate_audio = edited_request_json ->> '$.generate_audio_switch', \
-                 cost_micros = edited_cost_micros, edited_request_json = NULL, \
-                 edited_request_hash = NULL, edited_cost_micros = NULL, \
-                 finished_at = NULL, updated_at = ?1 \
-                 WHERE edited_request_json IS NOT NULL AND manifest_row IS NOT NULL \
-                 AND state IN ('downloaded', 'failed', 'ambiguous', 'pending')",
-                [now],
-            )? as u64;
+            counts.edits_applied += tx.execute(&apply_edits_sql(), [now])? as u64;
         }
         if selection.failed {
             retry_failed(&tx, now, &mut counts)?;
         }
         // Only rows of the current manifest: others would never be sent.
         let refused = format!(
-            "state = 'failed' AND manifest_row IS NOT NULL AND error_kind = '{}'",
+            "state = 'failed' AND state <> 'pending' AND manifest_row IS NOT NULL AND error_kind = '{}'",
             ErrorKind::RefusedContent.as_str()
         );
+        let again = format!(
+            "state = 'pending', {}",
+            set_sent(&[("finished_at", "NULL"), ("updated_at", "?1")])
+        );
         if selection.refused {
-            counts.resubmit += tx.execute(
-                &format!(
-                    "UPDATE jobs SET state = 'pending', finished_at = NULL, updated_at = ?1 WHERE {refused}"
-                ),
-                [now],
-            )? as u64;
+            counts.resubmit +=
+                tx.execute(&format!("UPDATE jobs SET {again} WHERE {refused}"), [now])? as u64;
         } else {
             counts.refused_left_alone = tx.query_row(
                 &format!("SELECT COUNT(*) FROM jobs WHERE {refused}"),
@@ -62,7 +47,11 @@ impl Ledger {
         }
         if selection.ambiguous {
             counts.resubmit += tx.execute(
-                "UPDATE jobs SET state = 'pending', updated_at = ?1 WHERE state = 'ambiguous' AND manifest_row IS NOT NULL",
+                &format!(
+                    "UPDATE jobs SET state = 'pending', {} \
+                     WHERE state = 'ambiguous' AND state <> 'pending' AND manifest_row IS NOT NULL",
+                    set_sent(&[("updated_at", "?1")])
+                ),
                 [now],
             )? as u64;
         }
@@ -85,22 +74,31 @@ impl Ledger {
 /// polled again; a blocked download is fetched again with a fresh URL (the
 /// old one may be why it failed). The rest go back to pending.
 fn retry_failed(tx: &rusqlite::Transaction<'_>, now: i64, counts: &mut RetryCounts) -> Result<()> {
-    for (kind, set, counter) in [
+    for (kind, state, sent, counter) in [
         (
             ErrorKind::TimedOut,
-            "state = 'running', finished_at = NULL, submitted_at = ?1",
+            "running",
+            [("finished_at", "NULL"), ("submitted_at", "?1")],
             &mut counts.repoll,
         ),
         (
             ErrorKind::DownloadBlocked,
-            "state = 'succeeded', video_url = NULL, video_expires_at = NULL",
+            "succeeded",
+            [("video_url", "NULL"), ("video_expires_at", "NULL")],
             &mut counts.redownload,
         ),
     ] {
+        let cleared = [
+            ("error_kind", "NULL"),
+            ("error_message", "NULL"),
+            ("error_body", "NULL"),
+            ("updated_at", "?1"),
+        ];
         *counter += tx.execute(
             &format!(
-                "UPDATE jobs SET {set}, error_kind = NULL, error_message = NULL, error_body = NULL, \
-                 updated_at = ?1 WHERE state = 'failed' AND error_kind = '{}' AND task_id IS NOT NULL",
+                "UPDATE jobs SET state = '{state}', {} WHERE state = 'failed' AND state <> 'pending' \
+                 AND error_kind = '{}' AND task_id IS NOT NULL",
+                set_sent(&[sent.as_slice(), &cleared].concat()),
                 kind.as_str()
             ),
             [now],
@@ -109,13 +107,42 @@ fn retry_failed(tx: &rusqlite::Transaction<'_>, now: i64, counts: &mut RetryCoun
     // Only rows of the current manifest: others would never be sent.
     counts.resubmit += tx.execute(
         &format!(
-            "UPDATE jobs SET state = 'pending', finished_at = NULL, updated_at = ?1 \
-             WHERE state = 'failed' AND manifest_row IS NOT NULL AND error_kind IS NOT '{}'",
+            "UPDATE jobs SET state = 'pending', {} \
+             WHERE state = 'failed' AND state <> 'pending' AND manifest_row IS NOT NULL \
+             AND error_kind IS NOT '{}'",
+            set_sent(&[("finished_at", "NULL"), ("updated_at", "?1")]),
             ErrorKind::RefusedContent.as_str()
         ),
         [now],
     )? as u64;
     Ok(())
+}
+
+/// `retry --edited`: each held body's fields go to the request's columns,
+/// as schema 7 moved every body (`thinking_type` as schema 8 keeps it);
+/// `pending_batch` checks that they rebuild it. ?1 is the time.
+fn apply_edits_sql() -> String {
+    let body = "edited_request_json";
+    format!(
+        "UPDATE jobs SET state = 'pending', request_key = {}, \
+         image = {body} ->> '$.image', prompt = {body} ->> '$.prompt', \
+         duration = {body} ->> '$.duration', cfg_scale = {body} -> '$.cfg_scale', \
+         resolution = {body} ->> '$.resolution', seed = {body} ->> '$.seed', \
+         thinking_type = {}, negative_prompt = {body} ->> '$.negative_prompt', \
+         generate_audio = {body} ->> '$.generate_audio_switch', \
+         cost_micros = edited_cost_micros, {} \
+         WHERE edited_request_json IS NOT NULL AND manifest_row IS NOT NULL \
+         AND state IN ('downloaded', 'failed', 'ambiguous', 'pending')",
+        key_of_hash_sql("edited_request_hash"),
+        stored_thinking_sql(&format!("{body} ->> '$.thinking_type'")),
+        set_sent(&[
+            ("edited_request_json", "NULL"),
+            ("edited_request_hash", "NULL"),
+            ("edited_cost_micros", "NULL"),
+            ("finished_at", "NULL"),
+            ("updated_at", "?1"),
+        ])
+    )
 }
 
 #[cfg(test)]

@@ -231,19 +231,112 @@ const MIGRATIONS: &[&str] = &[
     BEGIN
         DELETE FROM meta WHERE key >= 'derived.' AND key < 'derived/';
     END;
+    ",    // 8: a ledger within twice its manifest. What a job gathers once it
+    // was sent (its task, status, errors, video, download, held edit, and
+    // `updated_at` when it differs from `created_at`) is one JSON object,
+    // `sent`, NULL for a job never sent; the old columns read from it as
+    // virtual generated columns, which take no room in the row. The request
+    // key is 4 bytes of the hash (equal keys still decide nothing alone);
+    // `thinking_type` is NULL for the default, `auto`.
+    // `jobs_by_state` leaves pending rows out: they are walked in
+    // `jobs_by_row` order and counted from the total.
+    "
+    CREATE TABLE jobs_sent (
+        job_id              TEXT PRIMARY KEY,
+        manifest_row        INTEGER,
+        manifest_line       INTEGER NOT NULL,
+        seen_generation     INTEGER NOT NULL,
+        state               TEXT NOT NULL,
+        attempts            INTEGER NOT NULL DEFAULT 0,
+        cost_micros         INTEGER,
+        charged_micros      INTEGER NOT NULL DEFAULT 0,
+        created_at          INTEGER NOT NULL,
+        request_key         BLOB,
+        image               TEXT,
+        prompt              TEXT,
+        duration            INTEGER,
+        cfg_scale           TEXT,
+        resolution          TEXT,
+        seed                INTEGER,
+        thinking_type       TEXT,
+        negative_prompt     TEXT,
+        generate_audio      INTEGER,
+        input_shape         INTEGER,
+        input_refs          INTEGER NOT NULL DEFAULT 0,
+        input_cells         TEXT,
+        sent                TEXT,
+        updated_at          INTEGER AS (COALESCE(CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.updated_at') END, created_at)) VIRTUAL,
+        task_id             TEXT    AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.task_id') END) VIRTUAL,
+        remote_status       TEXT    AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.remote_status') END) VIRTUAL,
+        progress            INTEGER AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.progress') END) VIRTUAL,
+        error_kind          TEXT    AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.error_kind') END) VIRTUAL,
+        error_message       TEXT    AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.error_message') END) VIRTUAL,
+        error_body          TEXT    AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.error_body') END) VIRTUAL,
+        video_url           TEXT    AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.video_url') END) VIRTUAL,
+        video_expires_at    INTEGER AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.video_expires_at') END) VIRTUAL,
+        file_name           TEXT    AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.file_name') END) VIRTUAL,
+        bytes               INTEGER AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.bytes') END) VIRTUAL,
+        sha256              TEXT    AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.sha256') END) VIRTUAL,
+        submitted_at        INTEGER AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.submitted_at') END) VIRTUAL,
+        finished_at         INTEGER AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.finished_at') END) VIRTUAL,
+        downloaded_at       INTEGER AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.downloaded_at') END) VIRTUAL,
+        edited_request_json TEXT    AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.edited_request_json') END) VIRTUAL,
+        edited_request_hash TEXT    AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.edited_request_hash') END) VIRTUAL,
+        edited_cost_micros  INTEGER AS (CASE WHEN sent IS NOT NULL THEN json_extract(sent, '$.edited_cost_micros') END) VIRTUAL
+    );
+    INSERT INTO jobs_sent (
+        job_id, manifest_row, manifest_line, seen_generation, state, attempts, cost_micros, charged_micros,
+        created_at, request_key, image, prompt, duration, cfg_scale, resolution, seed, thinking_type,
+        negative_prompt, generate_audio, input_shape, input_refs, input_cells, sent)
+    SELECT
+        job_id, manifest_row, manifest_line, seen_generation, state, attempts, cost_micros, charged_micros,
+        created_at, substr(request_key, 1, 4), image, prompt, duration, cfg_scale, resolution, seed,
+        NULLIF(thinking_type, 'auto'), negative_prompt, generate_audio, input_shape, input_refs, input_cells,
+        NULLIF(json_patch('{}', json_object(
+            'updated_at', CASE WHEN updated_at != created_at THEN updated_at END,
+            'task_id', task_id,
+            'remote_status', remote_status,
+            'progress', progress,
+            'error_kind', error_kind,
+            'error_message', error_message,
+            'error_body', error_body,
+            'video_url', video_url,
+            'video_expires_at', video_expires_at,
+            'file_name', file_name,
+            'bytes', bytes,
+            'sha256', sha256,
+            'submitted_at', submitted_at,
+            'finished_at', finished_at,
+            'downloaded_at', downloaded_at,
+            'edited_request_json', edited_request_json,
+            'edited_request_hash', edited_request_hash,
+            'edited_cost_micros', edited_cost_micros
+        )), '{}')
+    FROM jobs ORDER BY rowid;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_sent RENAME TO jobs;
+    CREATE INDEX jobs_by_state ON jobs (state, manifest_row) WHERE state <> 'pending';
+    CREATE INDEX jobs_by_row ON jobs (manifest_row);
+    CREATE INDEX jobs_by_request_key ON jobs (request_key);
+    CREATE INDEX jobs_edited ON jobs (manifest_row) WHERE edited_request_json IS NOT NULL;
+    CREATE TRIGGER jobs_update_drops_derived AFTER UPDATE ON jobs
+    BEGIN
+        DELETE FROM meta WHERE key >= 'derived.' AND key < 'derived/';
+    END;
+    CREATE TRIGGER jobs_delete_drops_derived AFTER DELETE ON jobs
+    BEGIN
+        DELETE FROM meta WHERE key >= 'derived.' AND key < 'derived/';
+    END;
     ",
 ];
 
 /// The indexes of `jobs` that a first ingest builds after its rows rather
 /// than row by row (`Ingest`): each as its name and the statement that
-/// creates it, exactly as schema 7 does. Each index insert is a B-tree
+/// creates it, exactly as schema 8 does. Each index insert is a B-tree
 /// walk from the root (the request key's in a random place); one sorted
-/// build after the rows measured less CPU for all three.
-pub(super) const DEFERRED_INDEXES: [(&str, &str); 3] = [
-    (
-        "jobs_by_state",
-        "CREATE INDEX jobs_by_state ON jobs (state, manifest_row)",
-    ),
+/// build after the rows measured less CPU. `jobs_by_state` holds no
+/// pending row, so a first ingest adds nothing to it.
+pub(super) const DEFERRED_INDEXES: [(&str, &str); 2] = [
     (
         "jobs_by_row",
         "CREATE INDEX jobs_by_row ON jobs (manifest_row)",
@@ -253,6 +346,57 @@ pub(super) const DEFERRED_INDEXES: [(&str, &str); 3] = [
         "CREATE INDEX jobs_by_request_key ON jobs (request_key)",
     ),
 ];
+
+/// The columns of `jobs` kept in its JSON column `sent` (schema 8): set
+/// once a job was sent (and `updated_at` once it changed), read as virtual
+/// columns, written through `set_sent`.
+const SENT_COLUMNS: [&str; 18] = [
+    "updated_at",
+    "task_id",
+    "remote_status",
+    "progress",
+    "error_kind",
+    "error_message",
+    "error_body",
+    "video_url",
+    "video_expires_at",
+    "file_name",
+    "bytes",
+    "sha256",
+    "submitted_at",
+    "finished_at",
+    "downloaded_at",
+    "edited_request_json",
+    "edited_request_hash",
+    "edited_cost_micros",
+];
+
+/// The SQL assignment `sent = ...` that sets each of `values`, a column of
+/// `SENT_COLUMNS` and an SQL expression, in the `sent` object: a value
+/// `NULL` removes its key, and an object left empty is NULL again, so a
+/// job never sent keeps no object at all.
+pub(super) fn set_sent(values: &[(&str, &str)]) -> String {
+    debug_assert!(
+        values
+            .iter()
+            .all(|(column, _)| SENT_COLUMNS.contains(column))
+    );
+    let path = |column: &str| format!("'$.{column}'");
+    let (gone, set): (Vec<_>, Vec<_>) = values.iter().partition(|(_, value)| *value == "NULL");
+    let mut object = "COALESCE(sent, '{}')".to_owned();
+    if !gone.is_empty() {
+        let paths: Vec<String> = gone.iter().map(|(column, _)| path(column)).collect();
+        object = format!("json_remove({object}, {})", paths.join(", "));
+    }
+    if !set.is_empty() {
+        let pairs: Vec<String> = set
+            .iter()
+            .map(|(column, value)| format!("{}, {value}", path(column)))
+            .collect();
+        object = format!("json_set({object}, {})", pairs.join(", "));
+    }
+    format!("sent = NULLIF({object}, '{{}}')")
+}
 
 /// The page cache, in KiB, while a first ingest builds its deferred
 /// indexes: SQLite's sorter takes as much again, and the table is read in
@@ -457,8 +601,8 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         prepare(&conn, &path).unwrap();
         conn.execute(
-            "INSERT INTO jobs (job_id, manifest_line, seen_generation, state, created_at, updated_at) \
-             VALUES ('a', 2, 1, 'pending', 0, 0)",
+            "INSERT INTO jobs (job_id, manifest_line, seen_generation, state, created_at) \
+             VALUES ('a', 2, 1, 'pending', 0)",
             [],
         )
         .unwrap();
@@ -649,6 +793,169 @@ mod tests {
         assert_eq!(resent[0].request_json, edited.to_json(), "byte for byte");
     }
 
+    /// A version-7 ledger: the version-6 one migrated, its running job
+    /// polled (status, progress, an error noted) and its downloaded job
+    /// with its video, file and times, as version 7 stored them.
+    fn version_7_ledger(path: &Path) -> Vec<(&'static str, crate::job::VideoRequest)> {
+        let jobs = version_6_ledger(path);
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(MIGRATIONS[6]).unwrap();
+        conn.pragma_update(None, "user_version", 7).unwrap();
+        conn.execute_batch(
+            "UPDATE jobs SET remote_status = 'processing', progress = 40, submitted_at = 7, \
+             error_kind = 'transient', error_message = 'slow', error_body = '{\"a\": 1}', updated_at = 8 \
+             WHERE job_id = 'running';
+             UPDATE jobs SET remote_status = 'done', progress = 100, video_url = 'https://v/1.mp4', \
+             video_expires_at = 99, file_name = 'downloaded.mp4', bytes = 1234, sha256 = 'ab12', \
+             submitted_at = 7, finished_at = 9, downloaded_at = 10, updated_at = 10 \
+             WHERE job_id = 'downloaded';
+             UPDATE jobs SET updated_at = created_at WHERE job_id = 'pending';",
+        )
+        .unwrap();
+        jobs
+    }
+
+    #[test]
+    fn a_version_7_ledger_migrates_keeping_what_each_job_gathered_once_sent() {
+        use crate::job::{JobId, JobState, TaskId};
+        use crate::ledger::{Ledger, RetrySelection};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let jobs = version_7_ledger(&path);
+        let mut ledger = Ledger::open(&path).unwrap();
+        assert_eq!(user_version(&ledger.conn), SCHEMA_VERSION);
+        let stored: Vec<(Option<String>, i64, Option<String>)> = ledger
+            .conn
+            .prepare(
+                "SELECT sent, length(request_key), thinking_type FROM jobs ORDER BY manifest_row",
+            )
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(stored[0].0, None, "a job never sent keeps no object");
+        assert!(stored.iter().all(|(_, key, _)| *key == 4));
+        assert!(
+            stored.iter().all(|(_, _, thinking)| thinking.is_none()),
+            "auto is NULL"
+        );
+
+        // The pending job is sent exactly as version 7 would have sent it.
+        let pending = ledger.pending_batch(0, 10).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].request_json, jobs[0].1.to_json());
+        let mut records = Vec::new();
+        ledger
+            .for_each_job(false, |job| {
+                records.push(job);
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        let running = &records[1];
+        assert_eq!(running.task_id.as_deref(), Some("t-running"));
+        assert_eq!(running.remote_status.as_deref(), Some("processing"));
+        assert_eq!(running.error_message.as_deref(), Some("slow"));
+        assert_eq!(running.error_body.as_deref(), Some("{\"a\": 1}"));
+        assert_eq!(running.submitted_at_ms, Some(7));
+        assert!(running.edited, "the held edit is still held");
+        let done = &records[2];
+        assert_eq!(done.state, JobState::Downloaded);
+        assert_eq!(done.video_url.as_deref(), Some("https://v/1.mp4"));
+        assert_eq!(done.video_expires_at_ms, Some(99));
+        assert_eq!(done.file_name.as_deref(), Some("downloaded.mp4"));
+        assert_eq!(
+            (done.bytes, done.sha256.as_deref()),
+            (Some(1234), Some("ab12"))
+        );
+        assert_eq!(
+            (done.finished_at_ms, done.downloaded_at_ms),
+            (Some(9), Some(10))
+        );
+        for (record, (_, request)) in records.iter().zip(&jobs) {
+            assert_eq!(record.request.as_ref(), Some(request));
+        }
+        let updated: Vec<i64> = ledger
+            .conn
+            .prepare("SELECT updated_at FROM jobs ORDER BY manifest_row")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(updated, [5, 8, 10], "as it was, created_at when unchanged");
+        let live = ledger.live_tasks().unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].task_id, TaskId("t-running".into()));
+        let counts = ledger.counts(true).unwrap();
+        assert_eq!(
+            (
+                counts[&JobState::Pending],
+                counts[&JobState::Running],
+                counts[&JobState::Downloaded]
+            ),
+            (1, 1, 1)
+        );
+
+        // The paid record gets the hashes version 7 computed.
+        let record = dir.path().join("paid.db");
+        ledger
+            .attach_paid_record(&record, "https://api.example/", true, false)
+            .unwrap();
+        let n_noted: i64 = ledger
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM paid.paid_requests WHERE request_hash IN (?1, ?2)",
+                [jobs[1].1.content_hash(), jobs[2].1.content_hash()],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(n_noted, 2);
+
+        // Resuming: the pending job is submitted, the held edit applied.
+        let pending_id = JobId("pending".into());
+        ledger.mark_submitting(&pending_id, None).unwrap();
+        ledger
+            .mark_running(&pending_id, &TaskId("t-new".into()))
+            .unwrap();
+        let running_id = JobId("running".into());
+        let error =
+            crate::ledger::ErrorRecord::new(crate::job::ErrorKind::TaskFailed, "boom", None);
+        ledger.mark_failed(&running_id, &error).unwrap();
+        let selection = RetrySelection {
+            edited: true,
+            ..RetrySelection::default()
+        };
+        assert_eq!(ledger.retry(selection).unwrap().edits_applied, 1);
+        let resent = ledger.pending_batch(0, 10).unwrap();
+        let edited = crate::job::VideoRequest {
+            prompt: "edited".into(),
+            ..jobs[1].1.clone()
+        };
+        assert_eq!(resent.len(), 1);
+        assert_eq!(resent[0].request_json, edited.to_json(), "byte for byte");
+        let mut record = None;
+        ledger
+            .for_each_job(false, |job| {
+                if job.job_id == running_id {
+                    record = Some(job);
+                }
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        let record = record.unwrap();
+        assert_eq!(record.state, JobState::Pending);
+        assert_eq!(record.finished_at_ms, None);
+        assert!(!record.edited);
+        assert_eq!(
+            record.task_id.as_deref(),
+            Some("t-running"),
+            "its paid task is kept"
+        );
+    }
+
     #[test]
     fn a_first_ingest_leaves_the_indexes_a_migrated_ledger_has() {
         let indexes = |conn: &Connection| -> Vec<(String, Option<String>)> {
@@ -665,8 +972,8 @@ mod tests {
         let fresh = indexes(&ledger.conn);
         for (name, create) in DEFERRED_INDEXES {
             assert!(
-                MIGRATIONS[6].contains(create),
-                "{name} as schema 7 makes it"
+                MIGRATIONS[7].contains(create),
+                "{name} as schema 8 makes it"
             );
         }
         use crate::ledger::test_support::{ingest, spec};
@@ -684,6 +991,47 @@ mod tests {
             ingest.add(&spec("a", "p", 2), None).unwrap();
         }
         assert_eq!(indexes(&other.conn), fresh);
+    }
+
+    #[test]
+    fn set_sent_writes_the_virtual_columns_and_an_emptied_object_is_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let conn = Connection::open(&path).unwrap();
+        prepare(&conn, &path).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (job_id, manifest_line, seen_generation, state, created_at) \
+             VALUES ('a', 2, 1, 'pending', 5)",
+            [],
+        )
+        .unwrap();
+        let read = || -> (Option<String>, Option<String>, Option<i64>, i64) {
+            conn.query_row(
+                "SELECT sent, task_id, progress, updated_at FROM jobs WHERE job_id = 'a'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(read(), (None, None, None, 5), "updated_at is created_at");
+        let set = |values: &[(&str, &str)]| {
+            conn.execute(&format!("UPDATE jobs SET {}", set_sent(values)), [])
+                .unwrap();
+        };
+        set(&[
+            ("task_id", "'t-1'"),
+            ("progress", "40"),
+            ("updated_at", "9"),
+        ]);
+        assert_eq!(read().1.as_deref(), Some("t-1"));
+        assert_eq!((read().2, read().3), (Some(40), 9));
+        set(&[("progress", "NULL"), ("task_id", "'t-2'")]);
+        assert_eq!(
+            read().0.as_deref(),
+            Some(r#"{"task_id":"t-2","updated_at":9}"#)
+        );
+        set(&[("task_id", "NULL"), ("updated_at", "NULL")]);
+        assert_eq!(read(), (None, None, None, 5), "no object left");
     }
 
     #[test]
