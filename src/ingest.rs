@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::Map;
 
 use crate::error::Error;
-use crate::fingerprint::ingest_fingerprint;
+use crate::fingerprint::Fingerprint;
 use crate::job::Counts;
 use crate::job::{JobId, JobSpec, JobState};
 use crate::ledger::PendingGroup;
@@ -166,11 +166,11 @@ pub fn ingest(
     options: IngestOptions,
     prices: &PriceTable,
 ) -> Result<IngestReport, Error> {
-    let fingerprint = match remembered(ledger, context, options) {
-        true => Some(ingest_fingerprint(manifest, context, options, prices)?),
+    let mut fingerprint = match remembered(ledger, context, options) {
+        true => Some(Fingerprint::begin(manifest, context, options, prices)?),
         false => None,
     };
-    if let Some(fingerprint) = &fingerprint
+    if let Some(fingerprint) = &mut fingerprint
         && let Some(report) = unchanged(manifest, ledger, fingerprint, options)?
     {
         return Ok(report);
@@ -193,19 +193,20 @@ fn remembered(ledger: &Ledger, context: &ValidationContext, options: IngestOptio
 /// ingest, whose fingerprint is `fingerprint`: every row known and
 /// unchanged. `None` when the fingerprints differ, or when a check against
 /// the rest of the ledger or the paid record now finds a problem (the full
-/// ingest then reports it).
+/// ingest then reports it). The manifest's bytes are hashed only when the
+/// ledger has a last clean ingest to compare with.
 fn unchanged(
     manifest: &Manifest,
     ledger: &mut Ledger,
-    fingerprint: &str,
+    fingerprint: &mut Fingerprint,
     options: IngestOptions,
 ) -> Result<Option<IngestReport>, Error> {
-    let Some(last) = ledger
-        .last_ingest()?
-        .filter(|last| last.fingerprint == fingerprint)
-    else {
+    let Some(last) = ledger.last_ingest()? else {
         return Ok(None);
     };
+    if last.fingerprint != fingerprint.hex()? {
+        return Ok(None);
+    }
     let mut report = IngestReport {
         sheet: manifest.sheet().cloned(),
         n_rows: last.n_rows,
@@ -232,7 +233,7 @@ fn take_in(
     ledger: &mut Ledger,
     options: IngestOptions,
     prices: &PriceTable,
-    fingerprint: Option<String>,
+    fingerprint: Option<Fingerprint>,
 ) -> Result<IngestReport, Error> {
     let mut report = IngestReport {
         sheet: manifest.sheet().cloned(),
@@ -241,12 +242,18 @@ fn take_in(
     let mut ingest = ledger.begin_ingest()?;
     let (read, taken) = crate::pipeline::produce_aside(
         "manifest reader",
-        |feed| read_ahead(manifest, context, options, feed),
+        |feed| {
+            read_ahead(manifest, context, options, feed)?;
+            // Hashed after the rows, while the ledger's thread catches up.
+            let mut fingerprint = fingerprint;
+            let hex = fingerprint.as_mut().map(Fingerprint::hex).transpose()?;
+            Ok::<_, Error>(hex.map(str::to_owned))
+        },
         |drain| take_all(&mut ingest, &mut report, drain, options, prices),
     );
     // The ledger's error first: it stopped the reader, on an earlier row.
     taken?;
-    read.map_err(|why| Error::Other(format!("the manifest reader {why}")))??;
+    let fingerprint = read.map_err(|why| Error::Other(format!("the manifest reader {why}")))??;
     report.no_rows(manifest.header_line());
     if !options.allow_renamed {
         refuse_renamed(&ingest, &mut report, options.skip_invalid)?;
@@ -319,6 +326,10 @@ pub(crate) fn read_rows(
 /// A step of an ingest, prepared on the manifest reader's thread (see
 /// `crate::pipeline`) and taken into the ledger on the ledger's, in the
 /// manifest's order.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every step is a row: boxing it would add an allocation a row"
+)]
 enum Read {
     /// What the columns mean from here on: sent first, and again whenever
     /// a JSONL key is first seen.

@@ -17,7 +17,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread;
 
 /// Items sent together in one message.
-const BATCH_LEN: usize = 512;
+const BATCH_LEN: usize = 128;
 /// Full batches waiting in the channel; with the one being filled and the
 /// one being taken, at most this plus two batches exist at once.
 const BATCHES_AHEAD: usize = 2;
@@ -194,7 +194,10 @@ mod tests {
 
     fn collect(drain: Drain<usize>) -> Vec<usize> {
         let mut items = Vec::new();
-        let taken = drain.try_for_each(|item| Ok::<(), ()>(items.push(*item)));
+        let taken = drain.try_for_each(|item| {
+            items.push(*item);
+            Ok::<(), ()>(())
+        });
         assert_eq!(taken, Ok(()));
         items
     }
@@ -241,9 +244,12 @@ mod tests {
             |drain| {
                 let mut n_taken = 0;
                 let stop_after = BATCH_LEN * 3;
-                let taken = drain.try_for_each(|_| match n_taken == stop_after {
-                    true => Err(n_taken),
-                    false => Ok(n_taken += 1),
+                let taken = drain.try_for_each(|_| {
+                    if n_taken == stop_after {
+                        return Err(n_taken);
+                    }
+                    n_taken += 1;
+                    Ok(())
                 });
                 (taken, n_taken)
             },
