@@ -911,6 +911,46 @@ mod tests {
     }
 
     #[test]
+    fn problems_keep_the_manifests_order_across_the_readers_batches() {
+        // Far more rows than a batch of the reader's thread, with invalid
+        // rows, a key first seen late and a duplicate id far apart.
+        let line = |index: usize| {
+            let id = if index == 390 { 5 } else { index };
+            let duration = if [10, 200, 350].contains(&index) {
+                99
+            } else {
+                5
+            };
+            let extra = if index == 300 {
+                ", \"resolutoin\": \"1080p\""
+            } else {
+                ""
+            };
+            format!(
+                "{{\"id\": \"r{id}\", \"image\": \"https://x/{index}.png\", \"prompt\": \"p\", \
+                 \"duration\": {duration}{extra}}}\n"
+            )
+        };
+        let text: String = (1..=400).map(line).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open_temporary().unwrap();
+        let report = run_file(dir.path(), "m.jsonl", &text, &mut ledger, true);
+        assert_eq!(
+            located_rules(&report),
+            [
+                (10, "duration-range"),
+                (200, "duration-range"),
+                (300, "column-unknown"),
+                (350, "duration-range"),
+                (390, "id-duplicate"),
+            ]
+        );
+        assert_eq!((report.n_rows, report.n_valid), (400, 396));
+        assert!(report.problems[4].message.contains("line 5"));
+        assert!(!report.committed, "a header problem is never skipped");
+    }
+
+    #[test]
     fn a_duplicate_id_points_at_an_aliased_id_column() {
         let dir = tempfile::tempdir().unwrap();
         let text = "Image URL,Job ID,Prompt\nhttps://x/a.png,a,p\nhttps://x/b.png,a,p\n";
