@@ -55,10 +55,11 @@ fn check_pass(
         sheet: manifest.sheet().cloned(),
         ..IngestReport::default()
     };
-    read_rows(manifest, context, &mut report, |report, columns, row| {
-        let row = match row {
-            Ok(row) => row,
-            Err(problem) => {
+    read_rows(manifest, context, |columns, found| {
+        let row = match report.found(found) {
+            None => return Ok(()),
+            Some(Ok(row)) => row,
+            Some(Err(problem)) => {
                 report.problem(problem);
                 return Ok(());
             }
@@ -87,6 +88,7 @@ fn check_pass(
         }
         Ok(())
     })?;
+    report.no_rows(manifest.header_line());
     report.committed = report.n_problems == 0;
     Ok(report)
 }

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
@@ -31,32 +31,72 @@ pub fn ingest_fingerprint(
     options: IngestOptions,
     prices: &PriceTable,
 ) -> Result<String, Error> {
-    let path = manifest.path();
-    let read_error = |source| Error::Io {
+    let mut fingerprint = Fingerprint::begin(manifest, context, options, prices)?;
+    fingerprint.hex().map(str::to_owned)
+}
+
+/// An `ingest_fingerprint` begun: the file's size and time are read when
+/// it begins, its bytes are hashed when the digest is first asked for.
+/// A first ingest asks after reading the rows, on the manifest reader's
+/// thread, where there is time to spare; a file changed meanwhile has
+/// another time, so its fingerprint never matches.
+pub struct Fingerprint {
+    path: PathBuf,
+    /// Until the file is hashed.
+    hasher: Option<Sha256>,
+    hex: String,
+}
+
+impl Fingerprint {
+    pub fn begin(
+        manifest: &Manifest,
+        context: &ValidationContext,
+        options: IngestOptions,
+        prices: &PriceTable,
+    ) -> Result<Fingerprint, Error> {
+        let path = manifest.path();
+        let metadata = std::fs::metadata(path).map_err(read_error(path))?;
+        let modified = metadata
+            .modified()
+            .ok()
+            .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |since| since.as_nanos());
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let mut hasher = Sha256::new();
+        hasher.update(
+            format!(
+                "pixbatch {}\n{}\n{} bytes, modified {modified}\n{}\n{context:?}\n{options:?}\n{prices:?}\n",
+                env!("CARGO_PKG_VERSION"),
+                absolute.display(),
+                metadata.len(),
+                manifest.options_key(),
+            )
+            .as_bytes(),
+        );
+        Ok(Fingerprint {
+            path: path.to_owned(),
+            hasher: Some(hasher),
+            hex: String::new(),
+        })
+    }
+
+    /// The hex digest; the file's bytes are hashed the first time.
+    pub fn hex(&mut self) -> Result<&str, Error> {
+        if let Some(hasher) = &mut self.hasher {
+            hash_file(&self.path, hasher).map_err(read_error(&self.path))?;
+            self.hex = hex(&std::mem::take(hasher).finalize());
+            self.hasher = None;
+        }
+        Ok(&self.hex)
+    }
+}
+
+fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    |source| Error::Io {
         action: "read",
         path: path.to_owned(),
         source,
-    };
-    let metadata = std::fs::metadata(path).map_err(read_error)?;
-    let modified = metadata
-        .modified()
-        .ok()
-        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |since| since.as_nanos());
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    let mut hasher = Sha256::new();
-    hasher.update(
-        format!(
-            "pixbatch {}\n{}\n{} bytes, modified {modified}\n{}\n{context:?}\n{options:?}\n{prices:?}\n",
-            env!("CARGO_PKG_VERSION"),
-            absolute.display(),
-            metadata.len(),
-            manifest.options_key(),
-        )
-        .as_bytes(),
-    );
-    hash_file(path, &mut hasher).map_err(read_error)?;
-    Ok(hex(&hasher.finalize()))
+    }
 }
 
 /// Feeds the bytes of the file at `path` to `hasher`.

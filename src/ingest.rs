@@ -9,12 +9,13 @@ use std::sync::Arc;
 use serde_json::Map;
 
 use crate::error::Error;
-use crate::fingerprint::ingest_fingerprint;
+use crate::fingerprint::Fingerprint;
 use crate::job::Counts;
 use crate::job::{JobId, JobSpec, JobState};
 use crate::ledger::PendingGroup;
-use crate::ledger::{Ingest, IngestOutcome, KeyCells, Ledger};
+use crate::ledger::{Ingest, IngestOutcome, KeyCells, Ledger, PreparedJob};
 use crate::manifest::Manifest;
+use crate::pipeline::{Drain, Feed, Stopped};
 use crate::price::{CostBreakdown, PriceTable, Usd};
 use crate::row::{Problem, RawRow};
 use crate::validate::{
@@ -105,6 +106,31 @@ impl IngestReport {
         }
     }
 
+    /// Counts what `read_rows` found; returns the row, if it was one.
+    pub(crate) fn found(&mut self, found: Found) -> Option<Result<RawRow, Problem>> {
+        match found {
+            Found::ColumnProblems(problems) => {
+                self.header_problems(problems);
+                None
+            }
+            Found::Row(row) => {
+                self.n_rows += 1;
+                Some(row)
+            }
+        }
+    }
+
+    /// After the rows: a manifest without any is a problem.
+    pub(crate) fn no_rows(&mut self, header_line: u64) {
+        if self.n_rows == 0 {
+            self.problem(Problem::new(
+                header_line,
+                "no-rows",
+                "the manifest has no rows, only a header (or nothing): there is nothing to run",
+            ));
+        }
+    }
+
     fn header_problems(&mut self, problems: Vec<Problem>) {
         self.n_header_problems += problems.len() as u64;
         problems
@@ -140,11 +166,11 @@ pub fn ingest(
     options: IngestOptions,
     prices: &PriceTable,
 ) -> Result<IngestReport, Error> {
-    let fingerprint = match remembered(ledger, context, options) {
-        true => Some(ingest_fingerprint(manifest, context, options, prices)?),
+    let mut fingerprint = match remembered(ledger, context, options) {
+        true => Some(Fingerprint::begin(manifest, context, options, prices)?),
         false => None,
     };
-    if let Some(fingerprint) = &fingerprint
+    if let Some(fingerprint) = &mut fingerprint
         && let Some(report) = unchanged(manifest, ledger, fingerprint, options)?
     {
         return Ok(report);
@@ -167,19 +193,20 @@ fn remembered(ledger: &Ledger, context: &ValidationContext, options: IngestOptio
 /// ingest, whose fingerprint is `fingerprint`: every row known and
 /// unchanged. `None` when the fingerprints differ, or when a check against
 /// the rest of the ledger or the paid record now finds a problem (the full
-/// ingest then reports it).
+/// ingest then reports it). The manifest's bytes are hashed only when the
+/// ledger has a last clean ingest to compare with.
 fn unchanged(
     manifest: &Manifest,
     ledger: &mut Ledger,
-    fingerprint: &str,
+    fingerprint: &mut Fingerprint,
     options: IngestOptions,
 ) -> Result<Option<IngestReport>, Error> {
-    let Some(last) = ledger
-        .last_ingest()?
-        .filter(|last| last.fingerprint == fingerprint)
-    else {
+    let Some(last) = ledger.last_ingest()? else {
         return Ok(None);
     };
+    if last.fingerprint != fingerprint.hex()? {
+        return Ok(None);
+    }
     let mut report = IngestReport {
         sheet: manifest.sheet().cloned(),
         n_rows: last.n_rows,
@@ -206,30 +233,28 @@ fn take_in(
     ledger: &mut Ledger,
     options: IngestOptions,
     prices: &PriceTable,
-    fingerprint: Option<String>,
+    fingerprint: Option<Fingerprint>,
 ) -> Result<IngestReport, Error> {
     let mut report = IngestReport {
         sheet: manifest.sheet().cloned(),
         ..IngestReport::default()
     };
     let mut ingest = ledger.begin_ingest()?;
-    read_rows(manifest, context, &mut report, |report, columns, row| {
-        let row = match row {
-            Ok(row) => row,
-            Err(problem) => return record_unread(&mut ingest, report, problem),
-        };
-        let image_problem = remote_image_check(&ingest, report, &row, columns, options)?;
-        let checked = validate_row(&row, columns, context);
-        take_row(
-            &mut ingest,
-            report,
-            &row,
-            checked,
-            image_problem,
-            columns,
-            prices,
-        )
-    })?;
+    let (read, taken) = crate::pipeline::produce_aside(
+        "manifest reader",
+        |feed| {
+            read_ahead(manifest, context, options, feed)?;
+            // Hashed after the rows, while the ledger's thread catches up.
+            let mut fingerprint = fingerprint;
+            let hex = fingerprint.as_mut().map(Fingerprint::hex).transpose()?;
+            Ok::<_, Error>(hex.map(str::to_owned))
+        },
+        |drain| take_all(&mut ingest, &mut report, drain, options, prices),
+    );
+    // The ledger's error first: it stopped the reader, on an earlier row.
+    taken?;
+    let fingerprint = read.map_err(|why| Error::Other(format!("the manifest reader {why}")))??;
+    report.no_rows(manifest.header_line());
     if !options.allow_renamed {
         refuse_renamed(&ingest, &mut report, options.skip_invalid)?;
     }
@@ -260,40 +285,145 @@ fn take_in(
     Ok(report)
 }
 
-/// Reads every row of `manifest`, counting it in `report`, and hands it
-/// (or the problem that kept it from being read into cells) to `take` with
-/// what its columns mean. The header's problems come first, and those
-/// found only at the end (unused `--column`s, no rows at all) last.
+/// What reading a manifest finds, in the manifest's order.
+pub(crate) enum Found {
+    /// Problems with the columns (from the header; for JSONL, where a key
+    /// first appears; unused `--column`s at the end): they concern every
+    /// row.
+    ColumnProblems(Vec<Problem>),
+    /// A row, or the problem that kept it from being read into cells.
+    Row(Result<RawRow, Problem>),
+}
+
+/// Reads every row of `manifest` and hands it to `take` with what its
+/// columns mean, the header's problems first, and those found only at the
+/// end (unused `--column`s) last. The caller counts them
+/// (`IngestReport::found`), then says whether there were any rows
+/// (`IngestReport::no_rows`).
 pub(crate) fn read_rows(
     manifest: &mut Manifest,
     context: &ValidationContext,
-    report: &mut IngestReport,
-    mut take: impl FnMut(&mut IngestReport, &Columns, Result<RawRow, Problem>) -> Result<(), Error>,
+    mut take: impl FnMut(&Columns, Found) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let mut columns = Columns::new(context);
-    report.header_problems(columns.learn(manifest.header_line(), manifest.header()));
+    let problems = columns.learn(manifest.header_line(), manifest.header());
+    take(&columns, Found::ColumnProblems(problems))?;
     while let Some(row) = manifest.next_row()? {
-        report.n_rows += 1;
         if let Ok(row) = &row
             && manifest.columns().len() > columns.n_learned()
         {
             // JSONL: a key is checked once, on the line where it first appears.
             let cells = row.cells.iter();
-            report.header_problems(
-                columns.learn(row.line, cells.map(|cell| (cell.index, &*cell.name))),
-            );
+            let problems = columns.learn(row.line, cells.map(|cell| (cell.index, &*cell.name)));
+            take(&columns, Found::ColumnProblems(problems))?;
         }
-        take(report, &columns, row)?;
+        take(&columns, Found::Row(row))?;
     }
-    report.header_problems(columns.unused_mappings(manifest.header_line()));
-    if report.n_rows == 0 {
-        report.problem(Problem::new(
-            manifest.header_line(),
-            "no-rows",
-            "the manifest has no rows, only a header (or nothing): there is nothing to run",
-        ));
-    }
-    Ok(())
+    let problems = columns.unused_mappings(manifest.header_line());
+    take(&columns, Found::ColumnProblems(problems))
+}
+
+/// A step of an ingest, prepared on the manifest reader's thread (see
+/// `crate::pipeline`) and taken into the ledger on the ledger's, in the
+/// manifest's order.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every step is a row: boxing it would add an allocation a row"
+)]
+enum Read {
+    /// What the columns mean from here on: sent first, and again whenever
+    /// a JSONL key is first seen.
+    Columns(Arc<Columns>),
+    ColumnProblems(Vec<Problem>),
+    /// A row that could not be read into cells.
+    Unread(Problem),
+    Row(CheckedRow),
+}
+
+/// A read row, with what could be worked out of it without the ledger.
+struct CheckedRow {
+    row: RawRow,
+    /// The job, and what its record needs worked out of it; or every
+    /// problem found in the row.
+    checked: Result<(JobSpec, PreparedJob), Vec<Problem>>,
+    /// `image_warning`'s, when images were not checked.
+    warning: Option<Problem>,
+}
+
+/// The manifest reader's part of an ingest: reads `manifest` and checks
+/// each row, handing everything found to `feed` in order.
+fn read_ahead(
+    manifest: &mut Manifest,
+    context: &ValidationContext,
+    options: IngestOptions,
+    feed: &mut Feed<Read>,
+) -> Result<(), Error> {
+    let mut n_learned = None;
+    let mut push = |read| {
+        feed.push(read)
+            .map_err(|Stopped| Error::Other("the ledger stopped taking rows".to_owned()))
+    };
+    read_rows(manifest, context, |columns, found| {
+        if n_learned != Some(columns.n_learned()) {
+            n_learned = Some(columns.n_learned());
+            push(Read::Columns(Arc::new(columns.clone())))?;
+        }
+        push(match found {
+            Found::ColumnProblems(problems) => Read::ColumnProblems(problems),
+            Found::Row(Err(problem)) => Read::Unread(problem),
+            Found::Row(Ok(row)) => Read::Row(CheckedRow {
+                checked: validate_row(&row, columns, context).map(|spec| {
+                    let prepared = PreparedJob::of(&spec);
+                    (spec, prepared)
+                }),
+                warning: (!options.check_images)
+                    .then(|| image_warning(&row, columns))
+                    .flatten(),
+                row,
+            }),
+        })
+    })
+}
+
+/// The ledger's part of an ingest: takes each step `read_ahead` found
+/// into `ingest`, counting it in `report`.
+fn take_all(
+    ingest: &mut Ingest<'_>,
+    report: &mut IngestReport,
+    drain: Drain<Read>,
+    options: IngestOptions,
+    prices: &PriceTable,
+) -> Result<(), Error> {
+    // Replaced by the first step.
+    let mut columns = Arc::new(Columns::default());
+    drain.try_for_each(|read| {
+        match read {
+            Read::Columns(learned) => columns = Arc::clone(learned),
+            Read::ColumnProblems(problems) => report.header_problems(std::mem::take(problems)),
+            Read::Unread(problem) => {
+                report.n_rows += 1;
+                record_unread(ingest, report, problem.clone())?;
+            }
+            Read::Row(row) => {
+                report.n_rows += 1;
+                if let Some(warning) = row.warning.take() {
+                    report.warning(warning);
+                }
+                let image_problem = checked_image_problem(ingest, &row.row, &columns, options)?;
+                let (raw, checked) = (&row.row, &mut row.checked);
+                take_row(
+                    ingest,
+                    report,
+                    raw,
+                    checked,
+                    image_problem,
+                    &columns,
+                    prices,
+                )?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Records a row as a job when it is valid and its image passed (or the
@@ -303,38 +433,37 @@ fn take_row(
     ingest: &mut Ingest<'_>,
     report: &mut IngestReport,
     row: &RawRow,
-    checked: Result<JobSpec, Vec<Problem>>,
+    checked: &mut Result<(JobSpec, PreparedJob), Vec<Problem>>,
     image_problem: Option<Problem>,
     columns: &Columns,
     prices: &PriceTable,
 ) -> Result<(), Error> {
-    let image_problem = match (&checked, image_problem) {
-        (Ok(spec), Some(_)) if ingest.was_sent(&spec.job_id)? => None,
+    let image_problem = match (&*checked, image_problem) {
+        (Ok((spec, _)), Some(_)) if ingest.was_sent(&spec.job_id)? => None,
         (_, image_problem) => image_problem,
     };
     let problems = match (checked, image_problem) {
-        (Ok(spec), None) => return record_row(ingest, report, row, &spec, columns, prices),
+        (Ok(job), None) => return record_row(ingest, report, row, job, columns, prices),
         (Ok(_), Some(problem)) => vec![problem],
-        (Err(problems), image_problem) => problems.into_iter().chain(image_problem).collect(),
+        (Err(problems), image_problem) => std::mem::take(problems)
+            .into_iter()
+            .chain(image_problem)
+            .collect(),
     };
     let cells = key_cells(row, columns);
     record_invalid(ingest, report, row.line, &row.input_map(), &cells, problems)
 }
 
-/// The problem with a row's remote image, from the ledger's record of it
-/// when images were checked; when they were not, an image URL that does not
-/// say it is a PNG or JPEG is a warning.
-fn remote_image_check(
+/// The problem with a row's remote image, from the ledger's record of it,
+/// when images were checked (when they were not, `read_ahead` found the
+/// row's `image_warning`).
+fn checked_image_problem(
     ingest: &Ingest<'_>,
-    report: &mut IngestReport,
     row: &RawRow,
     columns: &Columns,
     options: IngestOptions,
 ) -> Result<Option<Problem>, Error> {
     if !options.check_images {
-        if let Some(warning) = image_warning(row, columns) {
-            report.warning(warning);
-        }
         return Ok(None);
     }
     let Some((cell, url)) = remote_image(row, columns) else {
@@ -350,7 +479,7 @@ fn record_row(
     ingest: &mut Ingest<'_>,
     report: &mut IngestReport,
     row: &RawRow,
-    spec: &JobSpec,
+    (spec, prepared): &(JobSpec, PreparedJob),
     columns: &Columns,
     prices: &PriceTable,
 ) -> Result<(), Error> {
@@ -362,7 +491,7 @@ fn record_row(
             request.generate_audio_switch,
         )
         .map(Usd::micros);
-    match ingest.add(spec, cost_micros)? {
+    match ingest.add_prepared(spec, prepared, cost_micros)? {
         IngestOutcome::New => report.n_new += 1,
         IngestOutcome::Unchanged => report.n_unchanged += 1,
         IngestOutcome::Replaced => report.n_replaced += 1,
@@ -779,6 +908,46 @@ mod tests {
             Some((4, "resolutoin".to_owned()))
         );
         assert!(!report.committed);
+    }
+
+    #[test]
+    fn problems_keep_the_manifests_order_across_the_readers_batches() {
+        // Far more rows than a batch of the reader's thread, with invalid
+        // rows, a key first seen late and a duplicate id far apart.
+        let line = |index: usize| {
+            let id = if index == 390 { 5 } else { index };
+            let duration = if [10, 200, 350].contains(&index) {
+                99
+            } else {
+                5
+            };
+            let extra = if index == 300 {
+                ", \"resolutoin\": \"1080p\""
+            } else {
+                ""
+            };
+            format!(
+                "{{\"id\": \"r{id}\", \"image\": \"https://x/{index}.png\", \"prompt\": \"p\", \
+                 \"duration\": {duration}{extra}}}\n"
+            )
+        };
+        let text: String = (1..=400).map(line).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open_temporary().unwrap();
+        let report = run_file(dir.path(), "m.jsonl", &text, &mut ledger, true);
+        assert_eq!(
+            located_rules(&report),
+            [
+                (10, "duration-range"),
+                (200, "duration-range"),
+                (300, "column-unknown"),
+                (350, "duration-range"),
+                (390, "id-duplicate"),
+            ]
+        );
+        assert_eq!((report.n_rows, report.n_valid), (400, 396));
+        assert!(report.problems[4].message.contains("line 5"));
+        assert!(!report.committed, "a header problem is never skipped");
     }
 
     #[test]

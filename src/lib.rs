@@ -18,6 +18,7 @@ pub mod job;
 pub mod ledger;
 pub mod manifest;
 pub mod outputs;
+pub mod pipeline;
 pub mod price;
 pub mod report;
 pub mod row;

@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::export::{AtomicFile, TableOptions, TableWriter, folder_of};
 use crate::gallery::{Card, GalleryWriter, Places, gallery_error};
 use crate::ledger::{Ledger, ResultRow};
+use crate::pipeline::Stopped;
 
 /// A results table to write (not a workbook: it cannot be streamed).
 #[derive(Debug, Clone)]
@@ -86,7 +87,7 @@ pub fn write_outputs(
         .collect();
     files.push(AtomicFile::create(&gallery.path, ".index."));
     let filled: Vec<Result<(), Error>> = {
-        let mut sinks: Vec<Result<Sink<'_>, Error>> = files
+        let sinks: Vec<Result<Sink<'_>, Error>> = files
             .iter()
             .enumerate()
             .map(|(at, file)| match file {
@@ -95,8 +96,7 @@ pub fn write_outputs(
                 Err(_) => Err(Error::Other(String::new())),
             })
             .collect();
-        fill(ledger, &mut sinks);
-        sinks
+        fill(ledger, sinks)
             .into_iter()
             .map(|sink| {
                 let sink = sink?;
@@ -145,23 +145,52 @@ fn begin<'f>(
 
 /// The pass: each row to every file that has not failed; a file's first
 /// error ends its part. A failure to read the ledger ends them all.
-fn fill(ledger: &Ledger, sinks: &mut [Result<Sink<'_>, Error>]) {
-    let read = ledger.for_each_result_row(|row| {
-        for entry in sinks.iter_mut() {
-            if let Ok(sink) = entry
-                && let Err(error) = sink.row(&row)
-            {
-                *entry = Err(sink.teller()(error));
-            }
-        }
-        Ok(())
+///
+/// The ledger's rows are read and decoded on this thread (which owns the
+/// connection) while the files are formatted and written on another
+/// (`crate::pipeline`): each is about half the work.
+fn fill<'f>(ledger: &Ledger, sinks: Vec<Result<Sink<'f>, Error>>) -> Vec<Result<Sink<'f>, Error>> {
+    let n_sinks = sinks.len();
+    let (read, written) = crate::pipeline::consume_aside(
+        "results writer",
+        |feed| {
+            ledger.for_each_result_row(|row| {
+                feed.push(row)
+                    .map_err(|Stopped| io::Error::other("the results writer stopped"))
+            })
+        },
+        move |rows| {
+            let mut sinks = sinks;
+            let written = rows.try_for_each(|row| {
+                write_row(&mut sinks, row);
+                Ok::<(), Stopped>(())
+            });
+            debug_assert_eq!(written, Ok(()), "a file's failure is kept in its sink");
+            sinks
+        },
+    );
+    let mut sinks = written.unwrap_or_else(|why| {
+        let failed = || Err(Error::Other(format!("the results writer {why}")));
+        (0..n_sinks).map(|_| failed()).collect()
     });
     let read = match read {
-        Ok(Ok(())) => return,
+        Ok(Ok(())) => return sinks,
         Ok(Err(error)) => error.to_string(),
         Err(error) => error.to_string(),
     };
     for entry in sinks.iter_mut().filter(|entry| entry.is_ok()) {
         *entry = Err(Error::Other(format!("failed to read the ledger: {read}")));
+    }
+    sinks
+}
+
+/// Hands `row` to every file that has not failed.
+fn write_row(sinks: &mut [Result<Sink<'_>, Error>], row: &ResultRow) {
+    for entry in sinks.iter_mut() {
+        if let Ok(sink) = entry
+            && let Err(error) = sink.row(row)
+        {
+            *entry = Err(sink.teller()(error));
+        }
     }
 }

@@ -12,7 +12,7 @@ use super::paid::PaidContext;
 use super::records::{IngestOutcome, KeyCells, PendingGroup, PricedRequest, Renamed};
 use super::reports::PendingTally;
 use super::request::{
-    REQUEST_COLUMNS, RequestColumns, Shapes, encode_cells, read_request, request_key,
+    KEY_BYTES, REQUEST_COLUMNS, RequestColumns, Shapes, encode_cells, read_request, request_key,
     same_request_sql, shape_of, stored_input,
 };
 use super::schema::{
@@ -186,22 +186,56 @@ pub struct Ingest<'a> {
     set_aside_any: Cell<bool>,
 }
 
+/// What `Ingest::add` works out of a job without the ledger: the
+/// request's body and key, the input's cells. An ingest makes it on the
+/// manifest reader's thread (`crate::ingest`), so that the thread holding
+/// the ledger has only the writing left.
+#[derive(Debug)]
+pub struct PreparedJob {
+    request_json: String,
+    key: [u8; KEY_BYTES],
+    /// `encode_cells`'s references and cells.
+    cells: (i64, String),
+}
+
+impl PreparedJob {
+    pub fn of(spec: &JobSpec) -> PreparedJob {
+        let request_json = spec.request.to_json();
+        PreparedJob {
+            key: request_key(&request_json),
+            cells: encode_cells(spec),
+            request_json,
+        }
+    }
+}
+
 impl Ingest<'_> {
     /// Records one valid row, with the estimated cost of one submission of
     /// it (USD micro-dollars, when prices are known). Rows are numbered in
     /// the order given, which is the order of the results table.
     pub fn add(&mut self, spec: &JobSpec, cost_micros: Option<u64>) -> Result<IngestOutcome> {
-        let request_json = spec.request.to_json();
-        let key = request_key(&request_json);
+        self.add_prepared(spec, &PreparedJob::of(spec), cost_micros)
+    }
+
+    /// `add`, with what could be worked out of `spec` without the ledger
+    /// (`PreparedJob::of(spec)`) worked out already.
+    pub fn add_prepared(
+        &mut self,
+        spec: &JobSpec,
+        prepared: &PreparedJob,
+        cost_micros: Option<u64>,
+    ) -> Result<IngestOutcome> {
+        let PreparedJob {
+            request_json,
+            key,
+            cells: (refs, cells),
+        } = prepared;
         let columns = RequestColumns::of(&spec.request);
         // A scratch ledger keeps the request's parameters, not its texts
         // nor the input, which nothing reads back.
         let (shape, refs, cells) = match self.scratch {
             true => (None, 0, None),
-            false => {
-                let (refs, cells) = encode_cells(spec);
-                (Some(self.shape(spec)?), refs, Some(cells))
-            }
+            false => (Some(self.shape(spec)?), *refs, Some(cells)),
         };
         let mut request = columns.params();
         if self.scratch {
@@ -252,10 +286,10 @@ impl Ingest<'_> {
                 first_line: existing.first_line as u64,
             });
         }
-        let outcome = existing.outcome(&request_json);
-        let hash = json_hash(&request_json);
+        let outcome = existing.outcome(request_json);
+        let hash = json_hash(request_json);
         if matches!(outcome, IngestOutcome::Edited { .. }) {
-            row.extend([&request_json as &dyn ToSql, &hash]);
+            row.extend([request_json as &dyn ToSql, &hash]);
         }
         self.tx
             .prepare_cached(&update_sql(&outcome))?

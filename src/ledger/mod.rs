@@ -21,7 +21,7 @@ pub(crate) mod test_support;
 pub use actor::LedgerHandle;
 pub use error::{LedgerError, Result};
 pub use images::{ImageCheck, ImageUrls};
-pub use ingest::{Ingest, LastIngest};
+pub use ingest::{Ingest, LastIngest, PreparedJob};
 pub use lock::{LockHolder, RunLock};
 pub use records::{
     CheckedFile, ErrorRecord, IngestOutcome, JobRecord, KeyCells, LiveTask, PaidElsewhere,

@@ -71,7 +71,7 @@ pub(super) fn request_key(json: &str) -> [u8; KEY_BYTES] {
 }
 
 /// How many bytes of the hash `request_key` keeps (schema 8; 8 before).
-const KEY_BYTES: usize = 4;
+pub(super) const KEY_BYTES: usize = 4;
 
 /// SQL for the `request_key` of a hex sha-256 `hash` (an SQL expression).
 pub(super) fn key_of_hash_sql(hash: &str) -> String {
