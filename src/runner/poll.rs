@@ -132,6 +132,18 @@ impl Learned {
     fn first_poll(&self, fallback: Duration) -> Duration {
         self.quickest.unwrap_or(fallback)
     }
+
+    /// When to ask again about a task whose answer bounded its time
+    /// (`bound`, from its sending, `since_sent` ago) and said `after` (its
+    /// `eta`, rounded down, so likely early): no sooner than the quickest
+    /// of the run's tasks is known done, which after noting `bound` is
+    /// never later than the task's own bound. Without this, a task asked
+    /// about early (the first second of a run) is asked again a little
+    /// before it is done, then at doubling gaps from 100 ms.
+    fn poll_again(&mut self, after: Duration, bound: Duration, since_sent: Duration) -> Duration {
+        self.note(bound);
+        after.max(self.first_poll(after).saturating_sub(since_sent))
+    }
 }
 
 /// A task waiting in the schedule: a `Tracked` packed small (112 bytes
@@ -257,7 +269,7 @@ pub(super) async fn poll_all(
         // Resumed tasks have waited already: ask about them right away.
         schedule.push(tracked, Duration::ZERO);
     }
-    let mut polls = JoinSet::new();
+    let mut polls: JoinSet<(Tracked, Next)> = JoinSet::new();
     let mut incoming_open = true;
     let far_future = Instant::now() + Duration::from_secs(365 * 24 * 3600);
     // --no-wait: once submitting is over, polls in progress finish and no
@@ -281,9 +293,10 @@ pub(super) async fn poll_all(
                 let Ok((tracked, next)) = done else { continue };
                 match next {
                     Next::PollAfter(after, bound) => {
-                        if let Some(bound) = bound {
-                            learned.note(bound);
-                        }
+                        let after = match (bound, tracked.sent_at) {
+                            (Some(bound), Some(sent)) => learned.poll_again(after, bound, sent.elapsed()),
+                            _ => after,
+                        };
                         schedule.push(tracked, after);
                     }
                     Next::Finished(took) => {
@@ -513,11 +526,27 @@ mod tests {
             assert_eq!(eta_bound(&unknown, answered_after), None);
         }
         let mut learned = Learned::default();
-        learned.note(Duration::from_millis(60_050));
+        let eta = Duration::from_secs(58);
+        let since_sent = Duration::from_millis(1060);
+        assert_eq!(
+            learned.poll_again(eta, Duration::from_millis(60_050), since_sent),
+            Duration::from_millis(58_990),
+            "asked again at its own bound, not at its eta (rounded down, so early)"
+        );
         assert_eq!(
             learned.first_poll(Duration::from_secs(1)),
             Duration::from_millis(60_050),
             "a task sent next is first asked about when its like is due"
+        );
+        assert_eq!(
+            learned.poll_again(eta, Duration::from_millis(60_900), since_sent),
+            Duration::from_millis(58_990),
+            "at the quickest bound of the run's tasks, if that is sooner"
+        );
+        assert_eq!(
+            learned.poll_again(eta, Duration::from_millis(90_000), Duration::from_secs(31)),
+            eta,
+            "never before its own eta"
         );
     }
 }

@@ -401,9 +401,9 @@ async fn a_task_sent_after_an_eta_is_known_is_first_asked_about_when_due() {
     let accepted = scratch.sim.accepted();
     let polls = scratch.sim.polls_by_task();
     assert_eq!(accepted.len(), 2);
-    assert!(
-        polls[&accepted[0].task_id] >= 2,
-        "the first task was asked about before it was due: {polls:?}"
+    assert_eq!(
+        polls[&accepted[0].task_id], 2,
+        "the first task was asked about after 1 s, then when its eta said it was due: {polls:?}"
     );
     assert_eq!(
         polls[&accepted[1].task_id], 1,
