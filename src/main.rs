@@ -15,7 +15,7 @@ use pixbatch::report::init_logging;
 
 /// mimalloc instead of glibc's malloc: it gives freed pages back to the
 /// system, where glibc keeps the holes left between long-lived allocations
-/// (100,000 tasks in flight: 61 MiB at peak instead of 64; decision 152).
+/// (100,000 tasks in flight: 58–61 MiB at peak instead of 62–64; decision 152).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
