@@ -262,7 +262,8 @@ pub struct Tuning {
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub download_workers: u32,
     /// First poll of a task until the run has learned how long its tasks
-    /// take (then the first poll comes when tasks have been finishing), and
+    /// take (then the first poll comes when tasks have been finishing, or
+    /// were due by their eta), and
     /// the gap between polls when the API gives no eta; an eta is followed.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,

@@ -13,6 +13,12 @@ use pixbatch::commands::{Environment, dispatch};
 use pixbatch::error::{EXIT_ERROR, EXIT_PENDING};
 use pixbatch::report::init_logging;
 
+/// mimalloc instead of glibc's malloc: it gives freed pages back to the
+/// system, where glibc keeps the holes left between long-lived allocations
+/// (100,000 tasks in flight: 58–61 MiB at peak instead of 62–64; decision 152).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let terminal = init_logging(&cli.display);

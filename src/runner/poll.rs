@@ -18,7 +18,7 @@ use super::decide::{PollInput, PollState, PollVerdict, after_poll};
 use super::download::DownloadJob;
 use super::engine::{Reach, Shared};
 use super::record::{Halted, JobRef};
-use crate::api::{ApiError, Failure, RemoteStatus};
+use crate::api::{ApiError, Failure, RemoteStatus, TaskResult};
 use crate::job::{JobId, JobState, TaskId};
 use crate::ledger::{LiveTask, now_ms};
 
@@ -90,7 +90,9 @@ impl Tracked {
 
 /// What to do with a task after a poll.
 enum Next {
-    PollAfter(Duration),
+    /// Ask again after this long; the task's time bounded by its `eta`,
+    /// if the answer gave one (see `eta_bound`).
+    PollAfter(Duration, Option<Duration>),
     /// Seen finished this long after its submission was sent (if known).
     Finished(Option<Duration>),
     Stop,
@@ -100,11 +102,16 @@ enum Next {
 const LEARNED_TASKS: usize = 32;
 
 /// How long this run's tasks take, learned from the last ones seen
-/// finished. A new task is first asked about when the quickest of them
-/// was seen finished: the API gives no estimate at submission, and a
-/// first poll at a fixed interval would see most tasks late or too early.
-/// Each time learned is an upper bound of the task's own (it was done
-/// when seen), so the quickest is the best guess that is not early.
+/// finished and from the `eta`s of those still running. A new task is
+/// first asked about after the quickest of them: the API gives no
+/// estimate at submission, and a first poll at a fixed interval would see
+/// most tasks late or too early. Each time learned is an upper bound of
+/// its task's own (it was done when seen; or it was this far from its
+/// sending when answered, plus an `eta` rounded down to whole seconds, so
+/// plus one second), so the quickest is the best guess that is not early.
+/// The `eta`s matter for long tasks: none finishes before the run has sent
+/// thousands more, each of which would otherwise be asked about after
+/// `--poll-interval` and again at its `eta`.
 #[derive(Default)]
 struct Learned {
     recent: std::collections::VecDeque<Duration>,
@@ -124,6 +131,18 @@ impl Learned {
     /// interval) until anything is learned.
     fn first_poll(&self, fallback: Duration) -> Duration {
         self.quickest.unwrap_or(fallback)
+    }
+
+    /// When to ask again about a task whose answer bounded its time
+    /// (`bound`, from its sending, `since_sent` ago) and said `after` (its
+    /// `eta`, rounded down, so likely early): no sooner than the quickest
+    /// of the run's tasks is known done, which after noting `bound` is
+    /// never later than the task's own bound. Without this, a task asked
+    /// about early (the first second of a run) is asked again a little
+    /// before it is done, then at doubling gaps from 100 ms.
+    fn poll_again(&mut self, after: Duration, bound: Duration, since_sent: Duration) -> Duration {
+        self.note(bound);
+        after.max(self.first_poll(after).saturating_sub(since_sent))
     }
 }
 
@@ -250,7 +269,7 @@ pub(super) async fn poll_all(
         // Resumed tasks have waited already: ask about them right away.
         schedule.push(tracked, Duration::ZERO);
     }
-    let mut polls = JoinSet::new();
+    let mut polls: JoinSet<(Tracked, Next)> = JoinSet::new();
     let mut incoming_open = true;
     let far_future = Instant::now() + Duration::from_secs(365 * 24 * 3600);
     // --no-wait: once submitting is over, polls in progress finish and no
@@ -273,7 +292,13 @@ pub(super) async fn poll_all(
             Some(done) = polls.join_next(), if !polls.is_empty() => {
                 let Ok((tracked, next)) = done else { continue };
                 match next {
-                    Next::PollAfter(after) => schedule.push(tracked, after),
+                    Next::PollAfter(after, bound) => {
+                        let after = match (bound, tracked.sent_at) {
+                            (Some(bound), Some(sent)) => learned.poll_again(after, bound, sent.elapsed()),
+                            _ => after,
+                        };
+                        schedule.push(tracked, after);
+                    }
                     Next::Finished(took) => {
                         if let Some(took) = took {
                             learned.note(took);
@@ -324,6 +349,9 @@ async fn poll_once(
         now: Instant::now(),
         task_id: &tracked.task_id.0,
     };
+    let bound = tracked
+        .sent_at
+        .and_then(|sent| eta_bound(answer.as_ref().ok()?, input.now.duration_since(sent)));
     let mut verdict = after_poll(&mut tracked.state, answer, &input);
     if let (Reach::TryWithin(left), PollVerdict::Again(after)) = (reach, &mut verdict) {
         *after = (*after).min(left);
@@ -337,9 +365,29 @@ async fn poll_once(
         Next::Finished(_) if succeeded => {
             Next::Finished(tracked.sent_at.map(|sent| sent_at.duration_since(sent)))
         }
+        Next::PollAfter(after, _) => Next::PollAfter(after, bound),
         next => next,
     }
 }
+
+/// An upper bound of a running task's time from its sending, from an
+/// answer that came `since_sent` after it: that plus its `eta`, plus the
+/// second the rounding down to whole seconds may have taken off. An
+/// `eta` of 0 gives none: it may mean a task past its estimate, whose
+/// time is not known.
+fn eta_bound(answer: &TaskResult, since_sent: Duration) -> Option<Duration> {
+    if matches!(
+        answer.status,
+        RemoteStatus::Succeeded | RemoteStatus::Failed
+    ) {
+        return None;
+    }
+    let eta = answer.eta.filter(|eta| !eta.is_zero())?;
+    Some(since_sent + eta + ETA_ROUNDING)
+}
+
+/// How much an `eta` in whole seconds, rounded down, may fall short.
+const ETA_ROUNDING: Duration = Duration::from_secs(1);
 
 /// Tells the user, once per task, that the API does not know it: the
 /// likely cause is the user's to fix (another key, another region).
@@ -369,7 +417,7 @@ async fn act(
     let recorder = &shared.recorder;
     let job = &tracked.job;
     Ok(match verdict {
-        PollVerdict::Again(after) => Next::PollAfter(after),
+        PollVerdict::Again(after) => Next::PollAfter(after, None),
         PollVerdict::Note {
             status,
             progress,
@@ -378,7 +426,7 @@ async fn act(
             recorder
                 .remote_status(job, status.as_str().to_owned(), progress)
                 .await?;
-            Next::PollAfter(again)
+            Next::PollAfter(again, None)
         }
         PollVerdict::Succeeded(video) => {
             let expires_at_ms = video.expires_at_ms(now_ms());
@@ -444,6 +492,61 @@ mod tests {
             learned.first_poll(fallback),
             Duration::from_secs(90),
             "only the last tasks count: times that changed are followed"
+        );
+    }
+
+    fn answer(status: RemoteStatus, eta: Option<u64>) -> TaskResult {
+        TaskResult {
+            status,
+            reason: None,
+            eta: eta.map(Duration::from_secs),
+            progress_percent: None,
+            video: None,
+        }
+    }
+
+    #[test]
+    fn an_eta_bounds_a_running_tasks_time_from_its_sending() {
+        let answered_after = Duration::from_millis(1050);
+        assert_eq!(
+            eta_bound(&answer(RemoteStatus::Processing, Some(58)), answered_after),
+            Some(Duration::from_millis(60_050)),
+            "rounded down to whole seconds, so a second is added"
+        );
+        assert_eq!(
+            eta_bound(&answer(RemoteStatus::Queued, Some(3)), answered_after),
+            Some(Duration::from_millis(5050))
+        );
+        for unknown in [
+            answer(RemoteStatus::Processing, Some(0)),
+            answer(RemoteStatus::Processing, None),
+            answer(RemoteStatus::Succeeded, Some(5)),
+            answer(RemoteStatus::Failed, Some(5)),
+        ] {
+            assert_eq!(eta_bound(&unknown, answered_after), None);
+        }
+        let mut learned = Learned::default();
+        let eta = Duration::from_secs(58);
+        let since_sent = Duration::from_millis(1060);
+        assert_eq!(
+            learned.poll_again(eta, Duration::from_millis(60_050), since_sent),
+            Duration::from_millis(58_990),
+            "asked again at its own bound, not at its eta (rounded down, so early)"
+        );
+        assert_eq!(
+            learned.first_poll(Duration::from_secs(1)),
+            Duration::from_millis(60_050),
+            "a task sent next is first asked about when its like is due"
+        );
+        assert_eq!(
+            learned.poll_again(eta, Duration::from_millis(60_900), since_sent),
+            Duration::from_millis(58_990),
+            "at the quickest bound of the run's tasks, if that is sooner"
+        );
+        assert_eq!(
+            learned.poll_again(eta, Duration::from_millis(90_000), Duration::from_secs(31)),
+            eta,
+            "never before its own eta"
         );
     }
 }

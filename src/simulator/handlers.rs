@@ -251,6 +251,7 @@ pub(super) async fn task_result(
     let Some(task) = state.tasks.lock().expect("lock").get(&task_id).cloned() else {
         return error_response(404, "TASK_NOT_FOUND", "no such task", None);
     };
+    state.record_poll(&task_id);
     task_answer(&state, &task_id, &task, scripted.as_ref())
 }
 

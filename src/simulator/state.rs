@@ -97,6 +97,8 @@ pub(super) struct SimState {
     submit_times: Mutex<Vec<Instant>>,
     /// When each request body arrived, in order.
     arrivals_by_body: Mutex<HashMap<String, Vec<Instant>>>,
+    /// Task-result requests received for each known task.
+    polls_by_task: Mutex<HashMap<String, u32>>,
     /// Video URLs handed out, and those asked for, in order.
     issued_urls: Mutex<Vec<String>>,
     pub(super) download_urls: Mutex<Vec<String>>,
@@ -123,6 +125,7 @@ impl SimState {
             accepted: Mutex::new(Vec::new()),
             submit_times: Mutex::new(Vec::new()),
             arrivals_by_body: Mutex::new(HashMap::new()),
+            polls_by_task: Mutex::new(HashMap::new()),
             issued_urls: Mutex::new(Vec::new()),
             download_urls: Mutex::new(Vec::new()),
             revoked: Mutex::new(HashMap::new()),
@@ -165,6 +168,17 @@ impl SimState {
             .or_default()
             .push(arrived);
         arrived
+    }
+
+    /// Counts a task-result request for a known task.
+    pub(super) fn record_poll(&self, task_id: &str) {
+        let mut polls = self.polls_by_task.lock().expect("lock");
+        match polls.get_mut(task_id) {
+            Some(count) => *count += 1,
+            None => {
+                polls.insert(task_id.to_owned(), 1);
+            }
+        }
     }
 
     pub(super) fn chance(&self, probability: f64) -> bool {
@@ -294,6 +308,11 @@ impl SimHandle {
     /// Every accepted submission, in order.
     pub fn accepted(&self) -> Vec<Accepted> {
         self.state.accepted.lock().expect("lock").clone()
+    }
+
+    /// Task-result requests received for each known task.
+    pub fn polls_by_task(&self) -> HashMap<String, u32> {
+        self.state.polls_by_task.lock().expect("lock").clone()
     }
 
     /// Video URLs handed out in task results, in order.

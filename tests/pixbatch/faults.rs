@@ -676,3 +676,58 @@ async fn a_server_that_is_not_the_api_stops_the_run_without_ambiguous_rows() {
     assert_eq!(scratch.count(JobState::Ambiguous), 0);
     assert_eq!(scratch.count(JobState::Pending), 5, "nothing was paid");
 }
+
+/// `runner::download::QUEUE`: tasks seen finished waiting for a download.
+const DOWNLOAD_QUEUE: usize = 1024;
+/// `runner::poll::MAX_CONCURRENT_POLLS`.
+const CONCURRENT_POLLS: usize = 16;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poller_waits_for_stalled_downloads_instead_of_running_ahead() {
+    // One download slot, whose video takes an hour: every other finished
+    // task has to wait in the queue. The tasks are done at the simulator
+    // 100 ms after they are sent, so a poller that did not wait for room
+    // in the queue would see every one of them finished.
+    let rows = DOWNLOAD_QUEUE + 300;
+    let scratch = Arc::new(Scratch::new(fast_sim()).await);
+    scratch
+        .sim
+        .script_download([ScriptedDownload::Slow(Duration::from_secs(3600))]);
+    scratch.write_manifest(&manifest_rows(rows, |i| format!("prompt {i}")));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn({
+        let (scratch, stop) = (scratch.clone(), stop.clone());
+        async move {
+            let more = ["--download-workers", "1", "--max-in-flight", "10000"];
+            scratch.run_until(&more, stop).await
+        }
+    });
+    let seen_finished = || scratch.sim.issued_urls().len();
+    // Until the queue has filled: every row sent, and more tasks seen
+    // finished than the queue holds.
+    for _ in 0..600 {
+        if scratch.submits_accepted() == rows as u64 && seen_finished() >= DOWNLOAD_QUEUE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen_finished() >= DOWNLOAD_QUEUE, "the queue filled");
+    // Time for a poller that runs ahead to show it (it polls 1,000 a second).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = seen_finished();
+    stop.cancel();
+    run.await.expect("the run ends when stopped");
+    // The queue, the download in progress and the one waiting for its
+    // slot, and the polls blocked handing over theirs.
+    let bound = DOWNLOAD_QUEUE + 2 + CONCURRENT_POLLS;
+    assert!(
+        seen <= bound,
+        "{seen} tasks seen finished while downloads stalled, at most {bound} may wait"
+    );
+    assert_eq!(
+        scratch.count(JobState::Succeeded) + scratch.count(JobState::Downloaded),
+        seen_finished() as u64,
+        "every task seen finished was recorded"
+    );
+    assert!(scratch.count(JobState::Running) >= (rows - bound) as u64);
+}

@@ -383,3 +383,30 @@ async fn a_second_take_of_a_paid_request_is_fine_in_any_order() {
     assert_eq!(scratch.run(&[]).await, EXIT_OK);
     assert_eq!(scratch.submits_received(), 2);
 }
+
+#[tokio::test]
+async fn a_task_sent_after_an_eta_is_known_is_first_asked_about_when_due() {
+    // Tasks of 4 s, sent 3 s apart; the first is asked about after the
+    // poll interval (1 s: nothing is known yet), and its eta bounds how
+    // long tasks take. The second is sent before the first finishes, so
+    // only that eta can time its first poll: at the task's end, once.
+    let scratch = Scratch::new(SimConfig {
+        task_duration: std::time::Duration::from_secs(4),
+        ..fast_sim()
+    })
+    .await;
+    scratch.write_manifest(&manifest_rows(2, |i| format!("prompt {i}")));
+    let slow = ["--submit-rate", "20", "--poll-interval", "1s"];
+    assert_eq!(scratch.run(&slow).await, EXIT_OK);
+    let accepted = scratch.sim.accepted();
+    let polls = scratch.sim.polls_by_task();
+    assert_eq!(accepted.len(), 2);
+    assert_eq!(
+        polls[&accepted[0].task_id], 2,
+        "the first task was asked about after 1 s, then when its eta said it was due: {polls:?}"
+    );
+    assert_eq!(
+        polls[&accepted[1].task_id], 1,
+        "the second was asked about once, when due: {polls:?}"
+    );
+}

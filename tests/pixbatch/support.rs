@@ -77,12 +77,33 @@ impl Scratch {
     }
 
     pub async fn run_with_key(&self, key: &str, extra: &[&str]) -> i32 {
-        let manifest = self.manifest().display().to_string();
-        let base = self.sim.base_url();
-        let mut args = vec!["run", manifest.as_str(), "--base-url", base.as_str()];
-        args.extend_from_slice(FAST);
-        args.extend_from_slice(extra);
+        let args = self.run_args(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.command(&args, Some(key)).await
+    }
+
+    /// `run` of the manifest against the simulator, fast timings, `extra`.
+    fn run_args(&self, extra: &[&str]) -> Vec<String> {
+        let manifest = self.manifest().display().to_string();
+        let fixed = [
+            "run".to_owned(),
+            manifest,
+            "--base-url".to_owned(),
+            self.sim.base_url(),
+        ];
+        let rest = FAST.iter().chain(extra).map(|arg| (*arg).to_owned());
+        fixed.into_iter().chain(rest).collect()
+    }
+
+    /// `run`, until it ends or `stop` is cancelled (as by Ctrl-C).
+    pub async fn run_until(&self, extra: &[&str], stop: CancellationToken) -> i32 {
+        let args = self.run_args(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let environment = Environment {
+            api_key: Some(KEY.to_owned()),
+            ..Environment::default()
+        };
+        command_with_stop(&args, environment, stop).await
     }
 
     /// Runs any pixbatch command in-process.
@@ -174,17 +195,17 @@ pub async fn command(args: &[&str], key: Option<&str>) -> i32 {
 /// Runs any pixbatch command in-process with the given environment (a
 /// record of paid requests, say).
 pub async fn command_in(args: &[&str], environment: Environment) -> i32 {
+    command_with_stop(args, environment, CancellationToken::new()).await
+}
+
+async fn command_with_stop(
+    args: &[&str],
+    environment: Environment,
+    stop: CancellationToken,
+) -> i32 {
     let cli = Cli::try_parse_from(std::iter::once("pixbatch").chain(args.iter().copied()))
         .unwrap_or_else(|error| panic!("{args:?}: {error}"));
-    match dispatch(
-        cli.command,
-        &Terminal::hidden(),
-        true,
-        environment,
-        CancellationToken::new(),
-    )
-    .await
-    {
+    match dispatch(cli.command, &Terminal::hidden(), true, environment, stop).await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("pixbatch error: {error}");
