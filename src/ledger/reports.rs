@@ -21,15 +21,16 @@ const JOB_COLUMNS: &str = "job_id, manifest_row, manifest_line, NULL, state, att
     negative_prompt, generate_audio, input_shape, input_refs, input_cells";
 
 /// The rows of the manifest ingested last (or being ingested: its
-/// generation is the highest) that are waiting to be submitted, in
-/// manifest order (the order of `jobs_by_row`, so nothing is sorted),
-/// with what their price depends on: read from the columns, no body
-/// parsed. A row whose request does not read is left out.
+/// generation is the highest) that are waiting to be submitted, with what
+/// their price depends on: read from the columns, no body parsed. A row
+/// whose request does not read is left out. In the table's order, not
+/// the manifest's: a walk of `jobs_by_row` would look each row up in the
+/// table (0.4 s against 0.2 for a million rows), and `PendingTally` keeps
+/// each group's first line whatever the order.
 const PENDING_OF_MANIFEST: &str = "SELECT manifest_line, resolution, duration, generate_audio, \
     cost_micros FROM jobs \
     WHERE state = 'pending' AND seen_generation = (SELECT MAX(seen_generation) FROM jobs) \
-    AND resolution IS NOT NULL AND duration IS NOT NULL AND generate_audio IS NOT NULL \
-    ORDER BY manifest_row";
+    AND resolution IS NOT NULL AND duration IS NOT NULL AND generate_audio IS NOT NULL";
 
 /// The rows `PENDING_OF_MANIFEST` finds, grouped by kind and stored cost,
 /// in the order of each group's first row. Grouped here rather than by a
@@ -51,13 +52,14 @@ pub(super) fn pending_groups(conn: &Connection) -> Result<Vec<PendingGroup>> {
 }
 
 /// Pending rows counted by kind and stored cost, each group with the line
-/// of its first row; rows are added in manifest order.
+/// of its first row (the least line added, in whatever order rows come).
 #[derive(Debug, Default)]
 pub(super) struct PendingTally(BTreeMap<(PricedRequest, Option<u64>), (u64, u64)>);
 
 impl PendingTally {
     pub(super) fn add(&mut self, line: u64, request: PricedRequest, cost_micros: Option<u64>) {
-        let (_, n) = self.0.entry((request, cost_micros)).or_insert((line, 0));
+        let (first_line, n) = self.0.entry((request, cost_micros)).or_insert((line, 0));
+        *first_line = (*first_line).min(line);
         *n += 1;
     }
 
@@ -523,6 +525,45 @@ mod tests {
         let mut expected = expected;
         expected[0] = ("720p".to_owned(), Some(225_000), 3, 2);
         assert_eq!(summary(&ledger), expected);
+    }
+
+    #[test]
+    fn pending_groups_start_at_their_least_line_whatever_the_tables_order() {
+        let mut ledger = Ledger::open_temporary().unwrap();
+        let mut specs: Vec<_> = (0..5).map(|i| spec(&format!("r{i}"), "p", i + 2)).collect();
+        specs[3].request.resolution = "1080p".into();
+        let cost = |spec: &crate::job::JobSpec| (spec.job_id.0 != "r4").then_some(225_000);
+        for manifest in [specs.clone(), specs.into_iter().rev().collect()] {
+            let mut ingest = ledger.begin_ingest().unwrap();
+            for (line, mut spec) in (2..).zip(manifest) {
+                spec.line = line;
+                ingest.add(&spec, cost(&spec)).unwrap();
+            }
+            ingest.finish(&["id".to_owned()]).unwrap();
+        }
+        // The table holds r0..r4 in that order; the manifest now lists
+        // them the other way round, so r2 is the first 720p row priced.
+        let groups: Vec<_> = ledger
+            .pending_groups()
+            .unwrap()
+            .into_iter()
+            .map(|group| {
+                (
+                    group.request.resolution,
+                    group.cost_micros,
+                    group.first_line,
+                    group.n,
+                )
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                ("720p".to_owned(), None, 2, 1),
+                ("1080p".to_owned(), Some(225_000), 3, 1),
+                ("720p".to_owned(), Some(225_000), 4, 3),
+            ]
+        );
     }
 
     #[test]
