@@ -362,9 +362,9 @@ impl<'a> Card<'a> {
         let (prompt, image) = match &job.request {
             Some(request) => (
                 Some(Cow::Borrowed(request.prompt.as_str())),
-                places.image_src(&job.input, &request.image),
+                places.image_src(job.input(), &request.image),
             ),
-            None => (input_text(&job.input, "prompt").map(Cow::Owned), None),
+            None => (input_text(job.input(), "prompt").map(Cow::Owned), None),
         };
         Card {
             id: Cow::Borrowed(&job.job_id.0),

@@ -1,6 +1,12 @@
 //! The plain records the ledger hands out and takes in: rows, or parts of
 //! rows, of the `jobs` table, and what ingesting or retrying did. No SQL here.
 
+use std::cell::OnceCell;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::request::decode_cells;
 use crate::job::{ErrorKind, JobId, JobState, TaskId, VideoRequest};
 
 /// Why a job failed or last had trouble, as stored in the ledger.
@@ -79,7 +85,8 @@ pub struct JobRecord {
     pub job_id: JobId,
     pub manifest_row: Option<i64>,
     pub manifest_line: i64,
-    pub input: serde_json::Map<String, serde_json::Value>,
+    /// Read through `JobRecord::input`.
+    pub(super) input: StoredInput,
     pub state: JobState,
     pub attempts: i64,
     pub task_id: Option<String>,
@@ -105,6 +112,41 @@ pub struct JobRecord {
     pub request: Option<VideoRequest>,
 }
 
+impl JobRecord {
+    /// The row's input cells, by column name.
+    pub fn input(&self) -> &Map<String, Value> {
+        let stored = &self.input;
+        stored.decoded.get_or_init(|| {
+            let cells = stored.cells.as_deref();
+            decode_cells(&stored.keys, stored.refs, cells, &self.job_id, self.request.as_ref())
+        })
+    }
+}
+
+/// A job's input cells as the ledger keeps them (`input_shape`,
+/// `input_refs`, `input_cells`), decoded when first asked for: the results
+/// of a million rows are decoded on the thread that writes them, not on
+/// the ledger's, which is the busier of the two (decision 155).
+#[derive(Debug, Clone)]
+pub struct StoredInput {
+    /// The keys of the row's shape, shared by every row of the shape.
+    keys: Arc<[String]>,
+    refs: i64,
+    cells: Option<String>,
+    decoded: OnceCell<Map<String, Value>>,
+}
+
+impl StoredInput {
+    pub(super) fn new(keys: Arc<[String]>, refs: i64, cells: Option<String>) -> StoredInput {
+        StoredInput {
+            keys,
+            refs,
+            cells,
+            decoded: OnceCell::new(),
+        }
+    }
+}
+
 /// An invalid row's id, prompt and image as written, found as validation
 /// finds them (by field name, alias or `--column` mapping), for the
 /// gallery; `None` for a cell that is missing or empty.
@@ -128,7 +170,7 @@ pub enum ResultRow {
         line: u64,
         /// The row's cells as read; empty when the row could not be read
         /// into cells at all (a ragged CSV row, a line that is not JSON).
-        input: serde_json::Map<String, serde_json::Value>,
+        input: Map<String, Value>,
         /// Its id, prompt and image, as validation read them.
         cells: KeyCells,
         /// Every problem of the row, one `rule (column): message` each,
@@ -147,9 +189,9 @@ impl ResultRow {
     }
 
     /// The row's input cells, by column name.
-    pub fn input(&self) -> &serde_json::Map<String, serde_json::Value> {
+    pub fn input(&self) -> &Map<String, Value> {
         match self {
-            ResultRow::Job(job) => &job.input,
+            ResultRow::Job(job) => job.input(),
             ResultRow::Invalid { input, .. } => input,
         }
     }

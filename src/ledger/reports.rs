@@ -7,7 +7,7 @@ use rusqlite::{Connection, params};
 
 use super::error::Result;
 use super::records::{JobRecord, KeyCells, PendingGroup, PricedRequest, ResultRow};
-use super::request::{Shapes, read_request, stored_input};
+use super::request::{Shapes, read_request, stored_input_undecoded};
 use super::schema::PENDING_GROUPS_KEY;
 use super::store::Ledger;
 use crate::job::{JobId, JobState};
@@ -303,7 +303,7 @@ fn job_record(row: &rusqlite::Row<'_>, shapes: &mut Shapes<'_>) -> rusqlite::Res
     let state: String = row.get(4)?;
     let job_id = JobId(row.get(0)?);
     let request = read_request(row, 22)?;
-    let input = stored_input(row, 31, shapes, &job_id, request.as_ref())?;
+    let input = stored_input_undecoded(row, 31, shapes)?;
     Ok(JobRecord {
         job_id,
         manifest_row: row.get(1)?,

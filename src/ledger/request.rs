@@ -6,6 +6,7 @@
 //! id or a request field is a reference to it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rusqlite::Connection;
 use rusqlite::functions::FunctionFlags;
@@ -14,6 +15,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::error::{LedgerError, Result};
+use super::records::StoredInput;
 use crate::job::{JobId, JobSpec, VideoRequest, json_hash};
 
 /// The request's columns, in the order `read_request` and
@@ -335,7 +337,20 @@ pub(super) fn stored_input(
     let keys = shapes.keys(row.get(first)?)?;
     let refs: i64 = row.get(first + 1)?;
     let cells = row.get_ref(first + 2)?.as_str_or_null()?;
-    Ok(decode_cells(keys, refs, cells, job_id, request))
+    Ok(decode_cells(&keys, refs, cells, job_id, request))
+}
+
+/// `stored_input`, left to be decoded when it is first read.
+pub(super) fn stored_input_undecoded(
+    row: &rusqlite::Row<'_>,
+    first: usize,
+    shapes: &mut Shapes<'_>,
+) -> rusqlite::Result<StoredInput> {
+    Ok(StoredInput::new(
+        shapes.keys(row.get(first)?)?,
+        row.get(first + 1)?,
+        row.get(first + 2)?,
+    ))
 }
 
 /// The keys of each input shape read so far (a manifest has one, or a few
@@ -343,7 +358,7 @@ pub(super) fn stored_input(
 /// times.
 pub(super) struct Shapes<'c> {
     conn: &'c Connection,
-    known: HashMap<i64, Vec<String>>,
+    known: HashMap<i64, Arc<[String]>>,
 }
 
 impl<'c> Shapes<'c> {
@@ -355,7 +370,7 @@ impl<'c> Shapes<'c> {
     }
 
     /// The keys of shape `shape` (none for an unknown one).
-    pub(super) fn keys(&mut self, shape: Option<i64>) -> rusqlite::Result<&[String]> {
+    pub(super) fn keys(&mut self, shape: Option<i64>) -> rusqlite::Result<Arc<[String]>> {
         let shape = shape.unwrap_or(0);
         if !self.known.contains_key(&shape) {
             let keys: Option<String> = rusqlite::OptionalExtension::optional(
@@ -363,12 +378,12 @@ impl<'c> Shapes<'c> {
                     .prepare_cached("SELECT keys FROM input_shapes WHERE shape = ?1")?
                     .query_row([shape], |row| row.get(0)),
             )?;
-            let keys = keys
+            let keys: Vec<String> = keys
                 .and_then(|keys| serde_json::from_str(&keys).ok())
                 .unwrap_or_default();
-            self.known.insert(shape, keys);
+            self.known.insert(shape, keys.into());
         }
-        Ok(&self.known[&shape])
+        Ok(Arc::clone(&self.known[&shape]))
     }
 }
 

@@ -735,7 +735,7 @@ mod tests {
                 "id": state, "prompt": request.prompt, "image": request.image, "n": 5, "notes": null
             });
             assert_eq!(
-                serde_json::to_string(&record.input).unwrap(),
+                serde_json::to_string(record.input()).unwrap(),
                 expected.to_string()
             );
         }
