@@ -118,7 +118,13 @@ impl JobRecord {
         let stored = &self.input;
         stored.decoded.get_or_init(|| {
             let cells = stored.cells.as_deref();
-            decode_cells(&stored.keys, stored.refs, cells, &self.job_id, self.request.as_ref())
+            decode_cells(
+                &stored.keys,
+                stored.refs,
+                cells,
+                &self.job_id,
+                self.request.as_ref(),
+            )
         })
     }
 }
