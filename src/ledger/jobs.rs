@@ -17,6 +17,9 @@ impl Ledger {
     pub fn recover_interrupted(&mut self) -> Result<Vec<JobId>> {
         let tx = self.conn.transaction()?;
         let ids = {
+            // `state <> 'pending'`, true of every other state, is what lets
+            // SQLite use `jobs_by_state`, which leaves pending rows out
+            // (decision 146); so every query of another state says it.
             let mut stmt = tx.prepare(
                 "SELECT job_id FROM jobs WHERE state = 'submitting' AND state <> 'pending'",
             )?;

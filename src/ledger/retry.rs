@@ -1,5 +1,8 @@
 //! `pixbatch retry`: putting failed, ambiguous and edited jobs back to work,
 //! and the task history that shows what was already paid for.
+//!
+//! Queries of a state say `AND state <> 'pending'` too, so that SQLite uses
+//! `jobs_by_state`, which leaves pending rows out (decision 146).
 
 use super::error::Result;
 use super::records::{RetryCounts, RetrySelection};
