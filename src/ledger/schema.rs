@@ -703,10 +703,55 @@ mod tests {
         jobs
     }
 
+    /// Every job of `ledger`, in manifest order.
+    fn every_job(ledger: &crate::ledger::Ledger) -> Vec<crate::ledger::JobRecord> {
+        let mut records = Vec::new();
+        ledger
+            .for_each_job(false, |job| {
+                records.push(job);
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        records
+    }
+
+    /// Resumes a migrated ledger of `version_6_ledger`'s jobs: the pending
+    /// job is sent, the running one fails, and `retry --edited` applies its
+    /// held edit, which is then sent byte for byte.
+    fn resume_applying_the_held_edit(
+        ledger: &mut crate::ledger::Ledger,
+        jobs: &[(&'static str, crate::job::VideoRequest)],
+    ) {
+        use crate::job::{JobId, TaskId};
+        let pending_id = JobId("pending".into());
+        ledger.mark_submitting(&pending_id, None).unwrap();
+        ledger
+            .mark_running(&pending_id, &TaskId("t-new".into()))
+            .unwrap();
+        let error =
+            crate::ledger::ErrorRecord::new(crate::job::ErrorKind::TaskFailed, "boom", None);
+        ledger
+            .mark_failed(&JobId("running".into()), &error)
+            .unwrap();
+        let selection = crate::ledger::RetrySelection {
+            edited: true,
+            ..crate::ledger::RetrySelection::default()
+        };
+        assert_eq!(ledger.retry(selection).unwrap().edits_applied, 1);
+        let resent = ledger.pending_batch(0, 10).unwrap();
+        let edited = crate::job::VideoRequest {
+            prompt: "edited".into(),
+            ..jobs[1].1.clone()
+        };
+        assert_eq!(resent.len(), 1);
+        assert_eq!(resent[0].request_json, edited.to_json(), "byte for byte");
+    }
+
     #[test]
     fn a_version_6_ledger_migrates_and_reads_back_every_job_as_it_was() {
-        use crate::job::{JobId, JobState, TaskId};
-        use crate::ledger::{Ledger, RetrySelection};
+        use crate::job::{JobState, TaskId};
+        use crate::ledger::Ledger;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
         let jobs = version_6_ledger(&path);
@@ -718,14 +763,7 @@ mod tests {
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].request_json, jobs[0].1.to_json());
         // Every job reads back with its request and its cells, in order.
-        let mut records = Vec::new();
-        ledger
-            .for_each_job(false, |job| {
-                records.push(job);
-                Ok(())
-            })
-            .unwrap()
-            .unwrap();
+        let records = every_job(&ledger);
         assert_eq!(records.len(), 3);
         for (record, (state, request)) in records.iter().zip(&jobs) {
             assert_eq!(record.job_id.0, *state);
@@ -767,30 +805,7 @@ mod tests {
         assert_eq!(noted, expected);
 
         // Resuming: the pending job is submitted, the held edit applied.
-        ledger
-            .mark_submitting(&JobId("pending".into()), None)
-            .unwrap();
-        ledger
-            .mark_running(&JobId("pending".into()), &TaskId("t-new".into()))
-            .unwrap();
-        ledger
-            .mark_failed(
-                &JobId("running".into()),
-                &crate::ledger::ErrorRecord::new(crate::job::ErrorKind::TaskFailed, "boom", None),
-            )
-            .unwrap();
-        let selection = RetrySelection {
-            edited: true,
-            ..RetrySelection::default()
-        };
-        assert_eq!(ledger.retry(selection).unwrap().edits_applied, 1);
-        let resent = ledger.pending_batch(0, 10).unwrap();
-        let edited = crate::job::VideoRequest {
-            prompt: "edited".into(),
-            ..jobs[1].1.clone()
-        };
-        assert_eq!(resent.len(), 1);
-        assert_eq!(resent[0].request_json, edited.to_json(), "byte for byte");
+        resume_applying_the_held_edit(&mut ledger, &jobs);
     }
 
     /// A version-7 ledger: the version-6 one migrated, its running job
@@ -818,7 +833,7 @@ mod tests {
     #[test]
     fn a_version_7_ledger_migrates_keeping_what_each_job_gathered_once_sent() {
         use crate::job::{JobId, JobState, TaskId};
-        use crate::ledger::{Ledger, RetrySelection};
+        use crate::ledger::Ledger;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
         let jobs = version_7_ledger(&path);
@@ -845,14 +860,7 @@ mod tests {
         let pending = ledger.pending_batch(0, 10).unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].request_json, jobs[0].1.to_json());
-        let mut records = Vec::new();
-        ledger
-            .for_each_job(false, |job| {
-                records.push(job);
-                Ok(())
-            })
-            .unwrap()
-            .unwrap();
+        let records = every_job(&ledger);
         let running = &records[1];
         assert_eq!(running.task_id.as_deref(), Some("t-running"));
         assert_eq!(running.remote_status.as_deref(), Some("processing"));
@@ -914,27 +922,8 @@ mod tests {
         assert_eq!(n_noted, 2);
 
         // Resuming: the pending job is submitted, the held edit applied.
-        let pending_id = JobId("pending".into());
-        ledger.mark_submitting(&pending_id, None).unwrap();
-        ledger
-            .mark_running(&pending_id, &TaskId("t-new".into()))
-            .unwrap();
+        resume_applying_the_held_edit(&mut ledger, &jobs);
         let running_id = JobId("running".into());
-        let error =
-            crate::ledger::ErrorRecord::new(crate::job::ErrorKind::TaskFailed, "boom", None);
-        ledger.mark_failed(&running_id, &error).unwrap();
-        let selection = RetrySelection {
-            edited: true,
-            ..RetrySelection::default()
-        };
-        assert_eq!(ledger.retry(selection).unwrap().edits_applied, 1);
-        let resent = ledger.pending_batch(0, 10).unwrap();
-        let edited = crate::job::VideoRequest {
-            prompt: "edited".into(),
-            ..jobs[1].1.clone()
-        };
-        assert_eq!(resent.len(), 1);
-        assert_eq!(resent[0].request_json, edited.to_json(), "byte for byte");
         let mut record = None;
         ledger
             .for_each_job(false, |job| {
